@@ -1,0 +1,1 @@
+"""Wiring and serving: settings, the Starlette API, metrics and the command line."""

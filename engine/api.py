@@ -1,0 +1,189 @@
+"""The HTTP API (Starlette): health, readiness, predictions, models and metrics."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from engine import metrics
+from engine.runtime import Runtime
+from models.factory import MODELS
+from streams.features import model_features
+from streams.records import InvalidMessage, validate_features
+
+MAX_BODY_BYTES = 1 << 20
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        # Class labels can be booleans or numbers; JSON object keys must be strings.
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+def error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse(body, status_code=status)
+
+
+async def read_json(request: Request) -> Any:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise RequestError(415, "Content-Type must be application/json")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise RequestError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestError(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, f"body is not valid JSON: {exc}") from None
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def parse_predict_request(body: Any, runtime: Runtime) -> tuple[str, dict[str, Any]]:
+    if not isinstance(body, dict):
+        raise RequestError(422, "body must be a JSON object", "body")
+    unknown = set(body) - {"entity_id", "features"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise RequestError(422, f"unknown field {name!r}", name)
+    entity_id = body.get("entity_id")
+    if isinstance(entity_id, bool) or not isinstance(entity_id, (str, int)) or entity_id == "":
+        raise RequestError(422, "entity_id must be a non-empty string or an integer", "entity_id")
+    try:
+        features, _ = validate_features(body.get("features", {}), runtime.registry.ranges)
+    except InvalidMessage as exc:
+        field = exc.detail.split(" ")[0].split("=")[0] if exc.detail.startswith("features") else "features"
+        raise RequestError(422, exc.detail, field) from None
+    return str(entity_id), features
+
+
+def predict_one(runtime: Runtime, entity_id: str, features: dict[str, Any]) -> dict[str, Any]:
+    state = runtime.entities.get(entity_id)
+    entity_values = state["values"] if state else {}
+    started = time.perf_counter()
+    prediction = runtime.model.predict(model_features(features, entity_values))
+    metrics.PREDICTION_SECONDS.observe(time.perf_counter() - started)
+    return {
+        "entity_id": entity_id,
+        "prediction": prediction.value,
+        "probabilities": prediction.proba,
+        "model": {"name": runtime.model.name, "version": runtime.model.version},
+        "cached": False,
+        "fallback": None,
+        "entity_known": state is not None,
+        "feature_version": state["version"] if state else None,
+        "feature_age_seconds": None if not state else max(0.0, time.time() - state["updated_at"]),
+    }
+
+
+async def predict(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    try:
+        entity_id, features = parse_predict_request(await read_json(request), runtime)
+    except RequestError as exc:
+        return error(exc.status, exc.message, exc.field)
+    return JSONResponse(predict_one(runtime, entity_id, features))
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    checks = {"model_loaded": runtime.model is not None, "stream_ready": runtime.is_stream_ready()}
+    ready = all(checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+async def list_models(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    live = runtime.model
+    return JSONResponse(
+        {
+            "serving": {
+                "name": live.name,
+                "version": live.version,
+                "task": live.task.value,
+                "samples_learned": live.samples_learned,
+                "metrics": live.metric_values(),
+                "concept_drifts": live.drifts_detected,
+            },
+            "available": [
+                {"name": spec.name, "task": spec.task.value, "description": spec.description}
+                for spec in MODELS.values()
+            ],
+        }
+    )
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class RequestMetrics:
+    """Pure ASGI middleware: request latency by route and status, in seconds."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.routes = {route.path for route in app.routes}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            # Label by known route only: raw paths would let clients create unbounded series.
+            path = scope["path"] if scope["path"] in self.routes else "other"
+            metrics.REQUEST_SECONDS.labels(path, str(status)).observe(time.perf_counter() - started)
+
+
+def create_api(runtime: Runtime) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        yield {"runtime": runtime}
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/predict", predict, methods=["POST"]),
+            Route("/models", list_models, methods=["GET"]),
+            Route("/metrics", prometheus_metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    return RequestMetrics(app)

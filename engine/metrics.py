@@ -1,0 +1,41 @@
+"""Prometheus metrics. A leaf module: anything may import it. Latencies are in seconds."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Sub-millisecond work needs buckets far below the client's 5 ms default floor.
+FAST_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
+    0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5,
+)
+
+EVENTS_PROCESSED = Counter("rtml_events_processed_total", "Valid events processed by the stream")
+LABELS_LEARNED = Counter("rtml_labels_learned_total", "Labels the model learned from", ["source"])
+DLQ_MESSAGES = Counter("rtml_dlq_messages_total", "Messages sent to a dead-letter topic", ["topic", "reason"])
+PENDING_EXPIRED = Counter(
+    "rtml_pending_expired_total", "Predictions whose label never came (TTL) or were evicted (bound)", ["why"]
+)
+PENDING_SIZE = Gauge("rtml_pending_predictions", "Predictions waiting for their label")
+FEATURE_NULLS = Counter("rtml_feature_nulls_total", "Null feature values received, by feature", ["feature"])
+EVENT_TIME_LAG = Histogram(
+    "rtml_event_time_lag_seconds",
+    "Processing time minus event time",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400),
+)
+LABEL_DELAY = Histogram(
+    "rtml_label_delay_seconds",
+    "Time between a prediction and the arrival of its label",
+    buckets=(0.001, 0.01, 0.1, 1, 10, 60, 600, 3600, 86400),
+)
+STREAM_BATCH_SECONDS = Histogram(
+    "rtml_stream_batch_seconds", "Time to process one batch of events", buckets=FAST_BUCKETS
+)
+MODEL_METRIC = Gauge("rtml_model_metric", "Progressive metric of the live model", ["model", "metric"])
+MODEL_SAMPLES = Gauge("rtml_model_samples_learned", "Samples the live model learned from", ["model"])
+MODEL_DRIFTS = Gauge("rtml_model_concept_drifts", "Concept drifts ADWIN detected on the error stream", ["model"])
+
+REQUEST_SECONDS = Histogram(
+    "rtml_http_request_seconds", "HTTP request latency", ["route", "status"], buckets=FAST_BUCKETS
+)
+PREDICTION_SECONDS = Histogram("rtml_prediction_seconds", "Model prediction latency", buckets=FAST_BUCKETS)

@@ -1,0 +1,84 @@
+"""Settings, read once from environment variables into a frozen object.
+
+Pass any mapping to `Settings.from_env` (tests do); the process passes `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _env(name: str, default: Any, help: str) -> Any:
+    return field(default=default, metadata={"env": name, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = _env("KAFKA_BOOTSTRAP", "localhost:9092", "Kafka bootstrap servers")
+    redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0", "Redis used as the shared (L2) prediction cache")
+    api_host: str = _env("API_HOST", "127.0.0.1", "address the HTTP API binds")
+    api_port: int = _env("API_PORT", 8000, "port of the HTTP API")
+    app_id: str = _env("APP_ID", "rtml", "Faust app id: consumer group and changelog topic prefix")
+    events_topic: str = _env("EVENTS_TOPIC", "events", "topic of events (key = entity id)")
+    labels_topic: str = _env("LABELS_TOPIC", "labels", "topic of delayed labels")
+    topic_partitions: int = _env("TOPIC_PARTITIONS", 1, "partitions of the events topic and of the tables")
+    model_name: str = _env("MODEL", "logreg", "model from the factory (see GET /models)")
+    feature_definitions: str = _env("FEATURES_FILE", "", "JSON file of feature definitions; empty = raw features only")
+    max_message_bytes: int = _env("MAX_MESSAGE_BYTES", 65536, "larger messages go to the dead-letter topic")
+    dedupe_window: int = _env("DEDUPE_WINDOW", 100_000, "recent event ids remembered to reject duplicates")
+    pending_ttl_seconds: float = _env("PENDING_TTL_SECONDS", 86_400.0, "how long a prediction waits for its label")
+    pending_max: int = _env("PENDING_MAX", 1_000_000, "most predictions waiting for labels; oldest expire first")
+    early_label_grace_seconds: float = _env(
+        "EARLY_LABEL_GRACE_SECONDS", 30.0, "how long a label waits for its event before it is dead-lettered"
+    )
+    stream_batch_size: int = _env("STREAM_BATCH_SIZE", 500, "events taken from the stream at once")
+    stream_batch_seconds: float = _env("STREAM_BATCH_SECONDS", 0.005, "longest wait to fill a batch")
+    state_dir: str = _env("STATE_DIR", ".state/engine", "local state of the engine")
+    log_level: str = _env("LOG_LEVEL", "info", "log level")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = type(f.default)(raw)
+            except ValueError:
+                raise SettingsError(
+                    f"{f.metadata['env']}={raw!r} is not a valid {type(f.default).__name__}"
+                ) from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.topic_partitions < 1:
+            raise SettingsError("TOPIC_PARTITIONS must be at least 1")
+        if self.stream_batch_size < 1:
+            raise SettingsError("STREAM_BATCH_SIZE must be at least 1")
+
+    @property
+    def dlq_events_topic(self) -> str:
+        return f"{self.events_topic}.dlq"
+
+    @property
+    def dlq_labels_topic(self) -> str:
+        return f"{self.labels_topic}.dlq"
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+    @classmethod
+    def documentation(cls) -> list[tuple[str, Any, str]]:
+        return [(f.metadata["env"], f.default, f.metadata["help"]) for f in fields(cls)]

@@ -1,0 +1,88 @@
+"""The live model: a River estimator with its progressive metrics and a concept-drift detector.
+
+Metrics follow `river.evaluate.progressive_val_score` to the letter: each metric is
+updated with the prediction made *before* the model saw the label (label metrics with
+the predicted class, probability metrics with the class probabilities), a prediction of
+None or {} is not scored, and the model learns from the features as they were then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from river import drift, metrics
+
+from models.factory import Task, get_spec
+
+Features = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model answered before it knew the label."""
+
+    value: Any
+    proba: dict[Any, float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "proba": self.proba}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Prediction":
+        proba = data.get("proba")
+        return cls(value=data.get("value"), proba=proba)
+
+
+def _metrics_for(task: Task) -> dict[str, metrics.base.Metric]:
+    if task is Task.BINARY:
+        return {"accuracy": metrics.Accuracy(), "roc_auc": metrics.ROCAUC(), "log_loss": metrics.LogLoss()}
+    if task is Task.MULTICLASS:
+        return {"accuracy": metrics.Accuracy(), "macro_f1": metrics.MacroF1(), "cross_entropy": metrics.CrossEntropy()}
+    return {"mae": metrics.MAE(), "rmse": metrics.RMSE(), "r2": metrics.R2()}
+
+
+class OnlineModel:
+    def __init__(self, name: str, version: int = 1) -> None:
+        spec = get_spec(name)
+        self.name = name
+        self.version = version
+        self.task = spec.task
+        self.estimator = spec.build()
+        self.metrics = _metrics_for(spec.task)
+        self.samples_learned = 0
+        self.drift_detector = drift.ADWIN()
+        self.drifts_detected = 0
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task is not Task.REGRESSION
+
+    def predict(self, x: Features) -> Prediction:
+        if not self.is_classifier:
+            return Prediction(value=self.estimator.predict_one(x))
+        proba = self.estimator.predict_proba_one(x)
+        # Same rule as river.base.Classifier.predict_one, computed from one proba call.
+        value = max(proba, key=proba.get) if proba else None
+        return Prediction(value=value, proba=proba)
+
+    def learn(self, x: Features, y: Any, prediction: Prediction) -> None:
+        self._score(y, prediction)
+        self.estimator.learn_one(x, y)
+        self.samples_learned += 1
+
+    def _score(self, y: Any, prediction: Prediction) -> None:
+        for metric in self.metrics.values():
+            wants_proba = self.is_classifier and not metric.requires_labels
+            y_pred = prediction.proba if wants_proba else prediction.value
+            if y_pred is not None and y_pred != {}:
+                metric.update(y_true=y, y_pred=y_pred)
+        if prediction.value is None:
+            return
+        error = float(prediction.value != y) if self.is_classifier else abs(y - prediction.value)
+        self.drift_detector.update(error)
+        if self.drift_detector.drift_detected:
+            self.drifts_detected += 1
+
+    def metric_values(self) -> dict[str, float]:
+        return {name: metric.get() for name, metric in self.metrics.items()}

@@ -1,0 +1,132 @@
+"""The Faust app: topics, changelogged tables and the two agents.
+
+Thin glue around `StreamProcessor`: it hands over raw bytes, sends rejects to the
+dead-letter topics with the reason in headers (the Kafka Connect convention), and keeps
+the model's Prometheus gauges current.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from engine import metrics
+from engine.settings import Settings
+from models.online import OnlineModel
+from streams.features import FeatureRegistry
+from streams.processor import StreamProcessor
+from streams.records import InvalidMessage
+
+log = logging.getLogger(__name__)
+
+EXPIRY_INTERVAL_SECONDS = 1.0
+
+
+@dataclass
+class StreamApp:
+    app: faust.App
+    processor: StreamProcessor
+    entities: Any
+    pending: Any
+
+    def is_ready(self) -> bool:
+        """Partitions assigned and tables recovered from their changelogs."""
+        app = self.app
+        if not app.consumer_generation_id or app.rebalancing:
+            return False
+        recovery = app.tables.recovery
+        return recovery.completed.is_set() and not recovery.in_recovery
+
+
+def dlq_headers(reason: str, detail: str, message: Any) -> list[tuple[str, bytes]]:
+    return [
+        ("dlq.reason", reason.encode()),
+        ("dlq.detail", detail[:1000].encode()),
+        ("dlq.source.topic", str(message.topic).encode()),
+        ("dlq.source.partition", str(message.partition).encode()),
+        ("dlq.source.offset", str(message.offset).encode()),
+    ]
+
+
+def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRegistry) -> StreamApp:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        web_enabled=False,
+        datadir=str(settings.state_path / "faust"),
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=1,
+        stream_wait_empty=False,
+    )
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    events_topic = app.topic(settings.events_topic, partitions=settings.topic_partitions, **raw)
+    labels_topic = app.topic(settings.labels_topic, partitions=settings.topic_partitions, **raw)
+    events_dlq = app.topic(settings.dlq_events_topic, partitions=1, **raw)
+    labels_dlq = app.topic(settings.dlq_labels_topic, partitions=1, **raw)
+
+    entities = app.Table("entity-features", default=None, partitions=settings.topic_partitions)
+    pending = app.Table("pending-predictions", default=None, partitions=settings.topic_partitions)
+    processor = StreamProcessor(
+        model,
+        registry,
+        entities,
+        pending,
+        max_message_bytes=settings.max_message_bytes,
+        dedupe_window=settings.dedupe_window,
+        pending_ttl_seconds=settings.pending_ttl_seconds,
+        pending_max=settings.pending_max,
+        early_label_grace_seconds=settings.early_label_grace_seconds,
+    )
+
+    async def dead_letter(topic: Any, message: Any, error: InvalidMessage) -> None:
+        metrics.DLQ_MESSAGES.labels(str(topic.get_topic_name()), error.reason).inc()
+        await topic.send(
+            key=message.key, value=message.value, headers=dlq_headers(error.reason, error.detail, message)
+        )
+
+    @app.agent(events_topic, name="consume-events")
+    async def consume_events(stream: Any) -> None:
+        next_expiry = time.monotonic() + EXPIRY_INTERVAL_SECONDS
+        async for event in stream.events():
+            try:
+                processor.handle_event(event.message.value or b"")
+            except InvalidMessage as error:
+                await dead_letter(events_dlq, event.message, error)
+            # Table writes need a current event, so pending expiry runs here rather than in a timer.
+            if time.monotonic() >= next_expiry:
+                processor.expire_pending()
+                next_expiry = time.monotonic() + EXPIRY_INTERVAL_SECONDS
+
+    @app.agent(labels_topic, name="consume-labels")
+    async def consume_labels(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                processor.handle_label(event.message.value or b"")
+            except InvalidMessage as error:
+                await dead_letter(labels_dlq, event.message, error)
+
+    @app.timer(EXPIRY_INTERVAL_SECONDS, on_leader=False)
+    async def expire_and_publish_gauges() -> None:
+        for raw_label in processor.expire_early_labels():
+            metrics.DLQ_MESSAGES.labels(settings.dlq_labels_topic, "unknown_event").inc()
+            await labels_dlq.send(
+                value=raw_label,
+                headers=[("dlq.reason", b"unknown_event"), ("dlq.detail", b"no event with this event_id arrived")],
+            )
+        publish_model_gauges(model)
+
+    return StreamApp(app, processor, entities, pending)
+
+
+def publish_model_gauges(model: OnlineModel) -> None:
+    for name, value in model.metric_values().items():
+        metrics.MODEL_METRIC.labels(model.name, name).set(value)
+    metrics.MODEL_SAMPLES.labels(model.name).set(model.samples_learned)
+    metrics.MODEL_DRIFTS.labels(model.name).set(model.drifts_detected)
