@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
 
 from engine.settings import Settings
@@ -27,6 +28,7 @@ def run(settings: Settings) -> None:
     runtime = Runtime.from_settings(settings)
     stream = build_stream_app(settings, runtime.model, runtime.registry)
     runtime.entities = stream.entities
+    runtime.pending = stream.pending
     runtime.stream_ready = stream.is_ready
     api = ApiService(create_api(runtime), settings.api_host, settings.api_port, loop=loop)
 
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Real-time ML engine")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="consume Kafka events, learn online and serve predictions over HTTP")
+    sub.add_parser("demo", help="start the engine, stream a River dataset through Kafka, query /predict")
     sub.add_parser("settings", help="print the settings the engine would use")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -52,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, default, help in Settings.documentation():
             print(f"{name:<28} {default!s:<26} {help}")
         return 0
+    if args.command == "demo":
+        from engine.demo import run_demo
+
+        return run_demo(settings, rate=float(os.environ.get("DEMO_RATE", "400")))
     run(settings)
     return 0
 

@@ -128,6 +128,7 @@ async def list_models(request: Request) -> Response:
                 "version": live.version,
                 "task": live.task.value,
                 "samples_learned": live.samples_learned,
+                "predictions_awaiting_label": len(runtime.pending),
                 "metrics": live.metric_values(),
                 "concept_drifts": live.drifts_detected,
             },

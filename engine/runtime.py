@@ -30,6 +30,7 @@ class Runtime:
     model: OnlineModel
     registry: FeatureRegistry
     entities: Mapping[str, Any] = field(default_factory=dict)
+    pending: Mapping[str, Any] = field(default_factory=dict)
     stream_ready: Any = None  # callable -> bool, set when a stream app runs in this process
 
     @classmethod

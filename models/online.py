@@ -85,4 +85,4 @@ class OnlineModel:
             self.drifts_detected += 1
 
     def metric_values(self) -> dict[str, float]:
-        return {name: metric.get() for name, metric in self.metrics.items()}
+        return {name: float(metric.get()) for name, metric in self.metrics.items()}

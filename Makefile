@@ -1,0 +1,52 @@
+# One entry point. Every target is idempotent and safe to rerun.
+PYTHON_BIN ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help setup up down demo test unit bench-throughput bench-latency clean
+
+help:
+	@echo "make demo    start Kafka + Redis, run the engine on River's Phishing dataset end to end"
+	@echo "make test    start Kafka + Redis, run unit and integration tests"
+	@echo "make up      start the local Kafka broker and Redis;  make down  stop them"
+	@echo "make bench-throughput / bench-latency   run the benchmarks"
+
+setup: $(VENV)/.installed infra/kafka/lib/.complete
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON_BIN) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e ".[test]"
+	touch $@
+
+infra/kafka/lib/.complete: infra/kafka/pom.xml
+	rm -rf infra/kafka/lib
+	mvn -q -B -f infra/kafka/pom.xml package
+	touch $@
+
+up: infra/kafka/lib/.complete
+	infra/kafka/kafka.sh start
+	infra/redis/redis.sh start
+
+down:
+	-@pkill -TERM -f "$(CURDIR)/$(VENV)/bin/python -m engine" 2>/dev/null; true
+	infra/kafka/kafka.sh stop
+	infra/redis/redis.sh stop
+
+demo: setup up
+	$(PY) -m engine demo
+
+test: setup up
+	$(PY) -m pytest -q
+
+unit: setup
+	$(PY) -m pytest -q -m "not integration"
+
+bench-throughput: setup up
+	$(PY) -m benchmarks.throughput
+
+bench-latency: setup up
+	$(PY) -m benchmarks.latency
+
+clean: down
+	rm -rf .state $(VENV) infra/kafka/lib
