@@ -16,6 +16,7 @@ from starlette.routing import Route
 from engine import metrics
 from engine.runtime import Runtime
 from models.factory import MODELS
+from streams.feature_store import FeatureStore
 from streams.features import model_features
 from streams.records import InvalidMessage, validate_features
 
@@ -107,6 +108,14 @@ async def predict(request: Request) -> Response:
     return JSONResponse(predict_one(runtime, entity_id, features))
 
 
+async def online_features(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    ids = request.query_params.getlist("entity_id")
+    if not ids or len(ids) > 1000:
+        return error(422, "give 1 to 1000 entity_id query parameters", "entity_id")
+    return JSONResponse({"rows": FeatureStore(runtime.registry, runtime.entities).get_online_features(ids)})
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "alive"})
 
@@ -183,6 +192,7 @@ def create_api(runtime: Runtime) -> Any:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/predict", predict, methods=["POST"]),
             Route("/models", list_models, methods=["GET"]),
+            Route("/features", online_features, methods=["GET"]),
             Route("/metrics", prometheus_metrics, methods=["GET"]),
         ],
         lifespan=lifespan,

@@ -7,6 +7,7 @@ A message that breaks the contract raises `InvalidMessage` with a machine-readab
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
@@ -27,6 +28,7 @@ REASONS = (
 )
 
 NO_LABEL = object()
+_NON_FINITE_LITERAL = re.compile(rb"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
 
 
 class InvalidMessage(ValueError):
@@ -64,6 +66,9 @@ def _load_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        # JSON has no NaN or infinity; producers that emit them (Python's json does) get told so.
+        if "infinity" in str(exc) or _NON_FINITE_LITERAL.search(raw):
+            raise InvalidMessage("non_finite", f"NaN or infinite number: {exc}") from None
         raise InvalidMessage("not_json", str(exc)) from None
     if not isinstance(data, dict):
         raise InvalidMessage("not_object", f"expected a JSON object, got {type(data).__name__}")

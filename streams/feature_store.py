@@ -1,0 +1,32 @@
+"""The feature store API over the online entity table."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from streams.features import FeatureDefinition, FeatureRegistry
+
+
+class FeatureStore:
+    def __init__(self, registry: FeatureRegistry, entities: Mapping[str, Any]) -> None:
+        self.registry = registry
+        self.entities = entities
+
+    def get_online_features(self, entity_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """One row per entity: its feature values now, with the event time of the last update."""
+        rows = []
+        for entity_id in entity_ids:
+            state = self.entities.get(entity_id)
+            rows.append(
+                {
+                    "entity_id": entity_id,
+                    "known": state is not None,
+                    "values": dict(state["values"]) if state else {},
+                    "updated_at": state["updated_at"] if state else None,
+                    "version": state["version"] if state else 0,
+                }
+            )
+        return rows
+
+    def register_feature(self, definition: FeatureDefinition | Mapping[str, Any]) -> FeatureDefinition:
+        return self.registry.register(definition)

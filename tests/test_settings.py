@@ -1,0 +1,27 @@
+import pytest
+
+from engine.settings import Settings, SettingsError
+
+
+def test_defaults_match_the_readme():
+    settings = Settings.from_env({})
+    assert settings.kafka_bootstrap == "localhost:9092"
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert (settings.api_host, settings.api_port) == ("127.0.0.1", 8000)
+
+
+def test_values_are_typed_from_the_environment():
+    settings = Settings.from_env({"API_PORT": "9001", "PENDING_TTL_SECONDS": "2.5", "MODEL": "arf"})
+    assert settings.api_port == 9001 and settings.pending_ttl_seconds == 2.5 and settings.model_name == "arf"
+
+
+def test_bad_values_name_the_variable():
+    with pytest.raises(SettingsError, match="API_PORT"):
+        Settings.from_env({"API_PORT": "eighty"})
+    with pytest.raises(SettingsError, match="TOPIC_PARTITIONS"):
+        Settings.from_env({"TOPIC_PARTITIONS": "0"})
+
+
+def test_settings_are_frozen():
+    with pytest.raises(AttributeError):
+        Settings.from_env({}).api_port = 1
