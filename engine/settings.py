@@ -38,8 +38,6 @@ class Settings:
     early_label_grace_seconds: float = _env(
         "EARLY_LABEL_GRACE_SECONDS", 30.0, "how long a label waits for its event before it is dead-lettered"
     )
-    stream_batch_size: int = _env("STREAM_BATCH_SIZE", 500, "events taken from the stream at once")
-    stream_batch_seconds: float = _env("STREAM_BATCH_SECONDS", 0.005, "longest wait to fill a batch")
     state_dir: str = _env("STATE_DIR", ".state/engine", "local state of the engine")
     log_level: str = _env("LOG_LEVEL", "info", "log level")
 
@@ -64,8 +62,6 @@ class Settings:
     def validate(self) -> None:
         if self.topic_partitions < 1:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
-        if self.stream_batch_size < 1:
-            raise SettingsError("STREAM_BATCH_SIZE must be at least 1")
 
     @property
     def dlq_events_topic(self) -> str:
