@@ -57,8 +57,8 @@ async def produce_backlog(bootstrap: str, topic: str, data: list[tuple[dict, obj
         await producer.stop()
 
 
-def engine_rate(model_name: str, data: list[tuple[dict, object]], workdir: Path) -> dict:
-    env = unique_env(MODEL=model_name, LOG_LEVEL="warning")
+def engine_rate(model_name: str, data: list[tuple[dict, object]], workdir: Path, **engine_settings: str) -> dict:
+    env = unique_env(MODEL=model_name, LOG_LEVEL="warning", **engine_settings)
     engine = EngineProcess(env, workdir)
     # Create the topics, then fill them before the engine consumes: it then runs flat out.
     engine.start()
@@ -85,13 +85,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--model", default="logreg")
+    parser.add_argument("--setting", action="append", default=[], help="engine setting NAME=VALUE (repeatable)")
     args = parser.parse_args()
     data = rows(args.events)
     workdir = RESULTS / "work"
     workdir.mkdir(parents=True, exist_ok=True)
 
     bare = bare_river(args.model, data)
-    engine = engine_rate(args.model, data, workdir)
+    engine = engine_rate(args.model, data, workdir, **dict(kv.split("=", 1) for kv in args.setting))
     result = {
         "model": args.model,
         "events": args.events,

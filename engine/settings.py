@@ -38,6 +38,8 @@ class Settings:
     early_label_grace_seconds: float = _env(
         "EARLY_LABEL_GRACE_SECONDS", 30.0, "how long a label waits for its event before it is dead-lettered"
     )
+    stream_batch_size: int = _env("STREAM_BATCH_SIZE", 1000, "most events processed as one batch")
+    stream_batch_seconds: float = _env("STREAM_BATCH_SECONDS", 0.002, "longest wait to fill a batch")
     state_dir: str = _env("STATE_DIR", ".state/engine", "local state of the engine")
     log_level: str = _env("LOG_LEVEL", "info", "log level")
 
@@ -60,6 +62,8 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if self.stream_batch_size < 1:
+            raise SettingsError("STREAM_BATCH_SIZE must be at least 1")
         if self.topic_partitions < 1:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
 
