@@ -3,7 +3,7 @@ PYTHON_BIN ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup up down demo test unit bench-throughput bench-latency clean
+.PHONY: help setup tools up down demo test unit bench-throughput bench-latency clean
 
 help:
 	@echo "make demo    start Kafka + Redis, run the engine on River's Phishing dataset end to end"
@@ -36,7 +36,7 @@ down:
 demo: setup up
 	$(PY) -m engine demo
 
-test: setup up
+test: setup up tools
 	$(PY) -m pytest -q
 
 unit: setup
@@ -50,3 +50,6 @@ bench-latency: setup up
 
 clean: down
 	rm -rf .state $(VENV) infra/kafka/lib
+
+tools:
+	infra/tools.sh

@@ -14,13 +14,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine import metrics
+from engine.openapi import OPENAPI
 from engine.runtime import Runtime
 from models.factory import MODELS
 from streams.feature_store import FeatureStore
-from streams.features import model_features
 from streams.records import InvalidMessage, validate_features
 
 MAX_BODY_BYTES = 1 << 20
+MAX_BATCH_ROWS = 1000
 
 
 class JSONResponse(Response):
@@ -80,32 +81,33 @@ def parse_predict_request(body: Any, runtime: Runtime) -> tuple[str, dict[str, A
     return str(entity_id), features
 
 
-def predict_one(runtime: Runtime, entity_id: str, features: dict[str, Any]) -> dict[str, Any]:
-    state = runtime.entities.get(entity_id)
-    entity_values = state["values"] if state else {}
-    started = time.perf_counter()
-    prediction = runtime.model.predict(model_features(features, entity_values))
-    metrics.PREDICTION_SECONDS.observe(time.perf_counter() - started)
-    return {
-        "entity_id": entity_id,
-        "prediction": prediction.value,
-        "probabilities": prediction.proba,
-        "model": {"name": runtime.model.name, "version": runtime.model.version},
-        "cached": False,
-        "fallback": None,
-        "entity_known": state is not None,
-        "feature_version": state["version"] if state else None,
-        "feature_age_seconds": None if not state else max(0.0, time.time() - state["updated_at"]),
-    }
-
-
 async def predict(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     try:
         entity_id, features = parse_predict_request(await read_json(request), runtime)
     except RequestError as exc:
         return error(exc.status, exc.message, exc.field)
-    return JSONResponse(predict_one(runtime, entity_id, features))
+    return JSONResponse(await runtime.predictor.predict(entity_id, features))
+
+
+async def predict_batch(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    try:
+        body = await read_json(request)
+        if not isinstance(body, dict) or set(body) != {"rows"} or not isinstance(body["rows"], list):
+            raise RequestError(422, 'body must be {"rows": [{"entity_id": ..., "features": {...}}, ...]}', "rows")
+        if not 1 <= len(body["rows"]) <= MAX_BATCH_ROWS:
+            raise RequestError(422, f"rows must hold 1 to {MAX_BATCH_ROWS} items", "rows")
+        parsed = []
+        for i, row in enumerate(body["rows"]):
+            try:
+                parsed.append(parse_predict_request(row, runtime))
+            except RequestError as exc:
+                field = f"rows[{i}]" if exc.field in (None, "body") else f"rows[{i}].{exc.field}"
+                raise RequestError(exc.status, exc.message, field) from None
+    except RequestError as exc:
+        return error(exc.status, exc.message, exc.field)
+    return JSONResponse({"results": [await runtime.predictor.predict(e, f) for e, f in parsed]})
 
 
 async def online_features(request: Request) -> Response:
@@ -124,7 +126,9 @@ async def readyz(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     checks = {"model_loaded": runtime.model is not None, "stream_ready": runtime.is_stream_ready()}
     ready = all(checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    # Redis is reported, not required: without it the engine serves uncached.
+    redis = None if runtime.redis is None else await runtime.redis.ping()
+    return JSONResponse({"ready": ready, "checks": checks, "redis": redis}, status_code=200 if ready else 503)
 
 
 async def list_models(request: Request) -> Response:
@@ -147,6 +151,10 @@ async def list_models(request: Request) -> Response:
             ],
         }
     )
+
+
+async def openapi_document(request: Request) -> Response:
+    return JSONResponse(OPENAPI)
 
 
 async def prometheus_metrics(request: Request) -> Response:
@@ -184,13 +192,19 @@ class RequestMetrics:
 def create_api(runtime: Runtime) -> Any:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        yield {"runtime": runtime}
+        await runtime.start_serving()
+        try:
+            yield {"runtime": runtime}
+        finally:
+            await runtime.stop_serving()
 
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/predict", predict, methods=["POST"]),
+            Route("/predict/batch", predict_batch, methods=["POST"]),
+            Route("/openapi.json", openapi_document, methods=["GET"]),
             Route("/models", list_models, methods=["GET"]),
             Route("/features", online_features, methods=["GET"]),
             Route("/metrics", prometheus_metrics, methods=["GET"]),

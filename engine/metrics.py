@@ -39,3 +39,9 @@ REQUEST_SECONDS = Histogram(
     "rtml_http_request_seconds", "HTTP request latency", ["route", "status"], buckets=FAST_BUCKETS
 )
 PREDICTION_SECONDS = Histogram("rtml_prediction_seconds", "Model prediction latency", buckets=FAST_BUCKETS)
+CACHE_LOOKUPS = Counter("rtml_cache_lookups_total", "Prediction cache lookups", ["tier", "result"])
+CACHE_ERRORS = Counter("rtml_cache_errors_total", "Redis errors and timeouts; L2 is skipped for a back-off after each")
+FALLBACKS = Counter("rtml_prediction_fallbacks_total", "Predictions answered by the fallback chain", ["reason"])
+DEADLINE_EXCEEDED = Counter(
+    "rtml_prediction_deadline_exceeded_total", "Primary model predictions slower than the request deadline"
+)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from engine.cache import L1Cache, PredictionCache, RedisCache
+from engine.serving import DeadlineBreaker, Predictor
 from engine.settings import Settings
 from models.online import OnlineModel
 from streams.features import FeatureRegistry
@@ -32,6 +34,8 @@ class Runtime:
     entities: Mapping[str, Any] = field(default_factory=dict)
     pending: Mapping[str, Any] = field(default_factory=dict)
     stream_ready: Any = None  # callable -> bool, set when a stream app runs in this process
+    redis: RedisCache | None = None
+    predictor: Predictor | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Runtime":
@@ -40,6 +44,20 @@ class Runtime:
             model=OnlineModel(settings.model_name),
             registry=load_feature_registry(settings.feature_definitions),
         )
+
+    async def start_serving(self) -> None:
+        """Builds the cache and predictor on the running event loop (the Redis client needs it)."""
+        s = self.settings
+        l1 = L1Cache(s.cache_l1_entries, s.cache_ttl_seconds) if s.cache_l1_entries > 0 else None
+        if s.redis_url:
+            self.redis = RedisCache(s.redis_url, s.cache_ttl_seconds, s.redis_timeout_seconds, s.redis_backoff_seconds)
+        cache = PredictionCache(l1, self.redis) if (l1 or self.redis) else None
+        breaker = DeadlineBreaker(s.predict_deadline_seconds, s.breaker_cooldown_seconds)
+        self.predictor = Predictor(self.model, self.entities, cache, breaker)
+
+    async def stop_serving(self) -> None:
+        if self.redis is not None:
+            await self.redis.close()
 
     def is_stream_ready(self) -> bool:
         return bool(self.stream_ready and self.stream_ready())

@@ -22,7 +22,7 @@ def _env(name: str, default: Any, help: str) -> Any:
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = _env("KAFKA_BOOTSTRAP", "localhost:9092", "Kafka bootstrap servers")
-    redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0", "Redis used as the shared (L2) prediction cache")
+    redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0", "Redis for the shared (L2) prediction cache; empty = none")
     api_host: str = _env("API_HOST", "127.0.0.1", "address the HTTP API binds")
     api_port: int = _env("API_PORT", 8000, "port of the HTTP API")
     app_id: str = _env("APP_ID", "rtml", "Faust app id: consumer group and changelog topic prefix")
@@ -40,6 +40,16 @@ class Settings:
     )
     stream_batch_size: int = _env("STREAM_BATCH_SIZE", 1000, "most events processed as one batch")
     stream_batch_seconds: float = _env("STREAM_BATCH_SECONDS", 0.002, "longest wait to fill a batch")
+    cache_l1_entries: int = _env("CACHE_L1_ENTRIES", 100_000, "in-process cache size; 0 turns L1 off")
+    cache_ttl_seconds: float = _env("CACHE_TTL_SECONDS", 30.0, "how long a cached prediction may be served")
+    redis_timeout_seconds: float = _env("REDIS_TIMEOUT_SECONDS", 0.005, "longest wait on Redis before serving without it")
+    redis_backoff_seconds: float = _env("REDIS_BACKOFF_SECONDS", 1.0, "how long Redis is skipped after an error")
+    predict_deadline_seconds: float = _env(
+        "PREDICT_DEADLINE_SECONDS", 0.05, "a primary prediction slower than this opens the breaker"
+    )
+    breaker_cooldown_seconds: float = _env(
+        "BREAKER_COOLDOWN_SECONDS", 5.0, "how long predictions go to the fallback after a slow one"
+    )
     state_dir: str = _env("STATE_DIR", ".state/engine", "local state of the engine")
     log_level: str = _env("LOG_LEVEL", "info", "log level")
 
@@ -49,7 +59,8 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.metadata["env"])
-            if raw is None or raw == "":
+            # An empty string is a value for text settings (REDIS_URL= turns Redis off).
+            if raw is None or (raw == "" and not isinstance(f.default, str)):
                 continue
             try:
                 values[f.name] = type(f.default)(raw)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from river import drift, metrics
+from river import drift, dummy, metrics, stats
 
 from models.factory import Task, get_spec
 
@@ -53,6 +53,8 @@ class OnlineModel:
         self.samples_learned = 0
         self.drift_detector = drift.ADWIN()
         self.drifts_detected = 0
+        # The last resort of the fallback chain: class frequencies, or the running mean.
+        self.prior = dummy.PriorClassifier() if spec.task is not Task.REGRESSION else dummy.StatisticRegressor(stats.Mean())
 
     @property
     def is_classifier(self) -> bool:
@@ -69,7 +71,15 @@ class OnlineModel:
     def learn(self, x: Features, y: Any, prediction: Prediction) -> None:
         self._score(y, prediction)
         self.estimator.learn_one(x, y)
+        self.prior.learn_one(x, y)
         self.samples_learned += 1
+
+    def predict_prior(self) -> Prediction:
+        """Majority class with class frequencies, or the mean target, of everything learned."""
+        if not self.is_classifier:
+            return Prediction(value=self.prior.predict_one({}) if self.samples_learned else None)
+        proba = self.prior.predict_proba_one({})
+        return Prediction(value=max(proba, key=proba.get) if proba else None, proba=proba)
 
     def _score(self, y: Any, prediction: Prediction) -> None:
         for metric in self.metrics.values():

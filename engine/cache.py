@@ -1,0 +1,143 @@
+"""Two-tier prediction cache: a bounded in-process L1 in front of Redis (L2).
+
+Redis is optional at every moment: a failed or slow call marks it down for a short
+back-off, requests skip it meanwhile (no waiting on a dead server), and it is tried
+again after the back-off. Users see uncached answers, never errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from engine import metrics
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(model_name: str, model_version: int, model_state: int, entity_id: str,
+              feature_version: int | None, features: dict[str, Any]) -> str:
+    """Everything that can change an answer is in the key: model version and learned state,
+    the entity's feature-state version and the request's own features."""
+    digest = hashlib.blake2b(orjson.dumps(features, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+    return f"rtml:pred:{model_name}:{model_version}:{model_state}:{entity_id}:{feature_version}:{digest}"
+
+
+class L1Cache:
+    def __init__(self, max_entries: int, ttl_seconds: float) -> None:
+        self.max_entries = max_entries
+        self.ttl_seconds = ttl_seconds
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def get(self, key: str, now: float | None = None) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires < (time.monotonic() if now is None else now):
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    def set(self, key: str, value: bytes, now: float | None = None) -> None:
+        self._entries[key] = ((time.monotonic() if now is None else now) + self.ttl_seconds, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class RedisCache:
+    def __init__(self, url: str, ttl_seconds: float, timeout_seconds: float, backoff_seconds: float = 1.0) -> None:
+        self.ttl_ms = max(1, int(ttl_seconds * 1000))
+        self.timeout_seconds = timeout_seconds
+        self.backoff_seconds = backoff_seconds
+        self._client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds, retry=None
+        )
+        self._down_until = 0.0
+        self._pending_writes: set[asyncio.Task] = set()
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self.available:
+            log.warning("Redis cache unavailable (%s); serving without L2 for %.1f s", exc, self.backoff_seconds)
+        self._down_until = time.monotonic() + self.backoff_seconds
+        metrics.CACHE_ERRORS.inc()
+
+    async def get(self, key: str) -> bytes | None:
+        if not self.available:
+            return None
+        try:
+            return await asyncio.wait_for(self._client.get(key), self.timeout_seconds)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._mark_down(exc)
+            return None
+
+    def set_soon(self, key: str, value: bytes) -> None:
+        """Writes in the background: a cache fill must not add to the request's latency."""
+        if not self.available:
+            return
+        task = asyncio.ensure_future(self._set(key, value))
+        self._pending_writes.add(task)
+        task.add_done_callback(self._pending_writes.discard)
+
+    async def _set(self, key: str, value: bytes) -> None:
+        try:
+            await asyncio.wait_for(self._client.set(key, value, px=self.ttl_ms), self.timeout_seconds)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._mark_down(exc)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self._client.ping(), self.timeout_seconds))
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        if self._pending_writes:
+            await asyncio.gather(*self._pending_writes, return_exceptions=True)
+        await self._client.aclose()
+
+
+class PredictionCache:
+    def __init__(self, l1: L1Cache | None, l2: RedisCache | None) -> None:
+        self.l1 = l1
+        self.l2 = l2
+
+    async def get(self, key: str) -> tuple[bytes | None, str | None]:
+        if self.l1 is not None:
+            value = self.l1.get(key)
+            if value is not None:
+                metrics.CACHE_LOOKUPS.labels("l1", "hit").inc()
+                return value, "l1"
+            metrics.CACHE_LOOKUPS.labels("l1", "miss").inc()
+        if self.l2 is not None and self.l2.available:
+            value = await self.l2.get(key)
+            if value is not None:
+                metrics.CACHE_LOOKUPS.labels("l2", "hit").inc()
+                if self.l1 is not None:
+                    self.l1.set(key, value)
+                return value, "l2"
+            metrics.CACHE_LOOKUPS.labels("l2", "miss").inc()
+        return None, None
+
+    def put(self, key: str, value: bytes) -> None:
+        if self.l1 is not None:
+            self.l1.set(key, value)
+        if self.l2 is not None:
+            self.l2.set_soon(key, value)

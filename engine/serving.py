@@ -1,0 +1,102 @@
+"""From a validated request to an answer: cache, primary model, deadline breaker, fallback chain.
+
+The primary River model predicts inline on the event loop: it takes microseconds, and a
+hop to a thread would cost more than it saves. A prediction slower than the deadline
+opens a breaker, so the requests that follow are answered by the fallback at once until a
+cool-down passes; a model that raises is answered by the fallback for that request.
+Fallback answers are flagged and never cached.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from engine import metrics
+from engine.cache import PredictionCache, cache_key
+from models.online import OnlineModel, Prediction
+from streams.features import model_features
+
+
+class DeadlineBreaker:
+    def __init__(self, deadline_seconds: float, cooldown_seconds: float) -> None:
+        self.deadline_seconds = deadline_seconds
+        self.cooldown_seconds = cooldown_seconds
+        self._open_until = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return time.monotonic() < self._open_until
+
+    def record(self, elapsed: float) -> None:
+        if elapsed > self.deadline_seconds:
+            metrics.DEADLINE_EXCEEDED.inc()
+            self._open_until = time.monotonic() + self.cooldown_seconds
+
+
+def _answer(model: OnlineModel, prediction: Prediction) -> dict[str, Any]:
+    return {
+        "prediction": prediction.value,
+        "probabilities": prediction.proba,
+        "model": {"name": model.name, "version": model.version},
+    }
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+class Predictor:
+    def __init__(self, model: OnlineModel, entities: Any, cache: PredictionCache | None, breaker: DeadlineBreaker) -> None:
+        self.model = model
+        self.entities = entities
+        self.cache = cache
+        self.breaker = breaker
+
+    async def predict(self, entity_id: str, features: dict[str, Any]) -> dict[str, Any]:
+        state = self.entities.get(entity_id)
+        freshness = {
+            "entity_known": state is not None,
+            "feature_version": state["version"] if state else None,
+            "feature_age_seconds": max(0.0, time.time() - state["updated_at"]) if state else None,
+        }
+        key = None
+        if self.cache is not None:
+            model = self.model
+            key = cache_key(model.name, model.version, model.samples_learned, entity_id, freshness["feature_version"], features)
+            cached, tier = await self.cache.get(key)
+            if cached is not None:
+                return {"entity_id": entity_id, **orjson.loads(cached), "cached": tier, "fallback": None, **freshness}
+
+        x = model_features(features, state["values"] if state else {})
+        answer, fallback = self._primary_or_fallback(x)
+        if key is not None and fallback is None:
+            self.cache.put(key, _dumps(answer))
+        return {"entity_id": entity_id, **answer, "cached": None, "fallback": fallback, **freshness}
+
+    def _primary_or_fallback(self, x: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str] | None]:
+        model = self.model
+        if self.breaker.is_open:
+            return self._fallback("deadline")
+        started = time.perf_counter()
+        try:
+            prediction = model.predict(x)
+        except Exception:  # noqa: BLE001 - a broken model is answered by the fallback, never a 5xx
+            return self._fallback("model_error")
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.PREDICTION_SECONDS.observe(elapsed)
+            self.breaker.record(elapsed)
+        if prediction.value is None:
+            return self._fallback("model_not_trained")
+        return _answer(model, prediction), None
+
+    def _fallback(self, reason: str) -> tuple[dict[str, Any], dict[str, str]]:
+        metrics.FALLBACKS.labels(reason).inc()
+        prediction = self.model.predict_prior()
+        source = "prior" if prediction.value is not None else "default"
+        answer = _answer(self.model, prediction)
+        answer["model"] = {"name": f"{source}", "version": self.model.version}
+        return answer, {"reason": reason, "source": source}
