@@ -46,6 +46,8 @@ bench-throughput: setup up
 	$(PY) -m benchmarks.throughput
 
 bench-latency: setup up
+	infra/bench-tools.sh
+	$(VENV)/bin/pip install -q -e ".[bench]"
 	$(PY) -m benchmarks.latency
 
 clean: down

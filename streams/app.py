@@ -7,6 +7,7 @@ the model's Prometheus gauges current.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from streams.write_behind import WriteBehind
 log = logging.getLogger(__name__)
 
 EXPIRY_INTERVAL_SECONDS = 1.0
+# The API shares the event loop: a whole batch at once would hold /predict up for its duration.
+YIELD_EVERY = 32
 
 
 @dataclass
@@ -105,11 +108,13 @@ def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRe
     async def consume_events(stream: Any) -> None:
         async for batch in stream.take_events(settings.stream_batch_size, within=settings.stream_batch_seconds):
             started = time.perf_counter()
-            for event in batch:
+            for position, event in enumerate(batch, 1):
                 try:
                     processor.handle_event(event.message.value or b"")
                 except InvalidMessage as error:
                     await dead_letter(events_dlq, event.message, error)
+                if position % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let waiting HTTP requests in between
             flush_tables()  # before take_events acknowledges the batch's offsets
             metrics.STREAM_BATCH_SECONDS.observe(time.perf_counter() - started)
 

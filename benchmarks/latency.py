@@ -1,0 +1,277 @@
+"""Open-loop latency of POST /predict, with vegeta, side by side with a bare Starlette +
+River endpoint and with chantilly, in one run.
+
+    make bench-latency            # or: .venv/bin/python -m benchmarks.latency [--rate 1000] [--duration 10]
+
+Scenarios (each after a 2 s warm-up at the same rate):
+  engine cache miss, idle       every request has features never seen before
+  engine cache hit, idle        the same request again and again (L1)
+  engine fallback, idle         an untrained Hoeffding tree: every answer is the prior/default
+  engine cache miss, ingesting  while a producer publishes --ingest-rate events/s to the engine
+  bare Starlette + River        the ceiling for this stack
+  chantilly                     River's own deployment tool, at --chantilly-rate (it serves ~100/s)
+
+Prints and saves p50/p95/p99/p99.9, achieved throughput and errors to
+benchmarks/results/latency.json and a plot to benchmarks/results/latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from engine.publish import dataset_events
+from tests.conftest import ROOT, EngineProcess, free_port, unique_env
+
+RESULTS = Path(__file__).parent / "results"
+PIN_LOAD_GENERATOR = os.cpu_count() and os.cpu_count() >= 2 and shutil.which("taskset") is not None
+VEGETA = ROOT / ".state/bin/vegeta"
+CHANTILLY_PYTHON = ROOT / ".state/chantilly-venv/bin/python"
+
+
+def targets_file(path: Path, url: str, bodies: list[dict]) -> Path:
+    with open(path, "wb") as out:
+        for body in bodies:
+            target = {
+                "method": "POST",
+                "url": url,
+                "body": base64.b64encode(orjson.dumps(body)).decode(),
+                "header": {"Content-Type": ["application/json"]},
+            }
+            out.write(orjson.dumps(target) + b"\n")
+    return path
+
+
+def unique_bodies(n: int, chantilly: bool = False) -> list[dict]:
+    """Phishing rows with a tiny per-request jitter, so no two requests share a cache key."""
+    rows = [event for event, _ in dataset_events("Phishing", entities=500)]
+    bodies = []
+    for i in range(n):
+        event = rows[i % len(rows)]
+        features = {**event["features"], "request_jitter": i * 1e-9}
+        bodies.append({"features": features} if chantilly else {"entity_id": event["entity_id"], "features": features})
+    return bodies
+
+
+def attack(targets: Path, rate: int, duration: float) -> dict:
+    command = [str(VEGETA), "attack", f"-targets={targets}", "-format=json", f"-rate={rate}/s",
+               f"-duration={duration}s", "-timeout=5s", "-workers=32", "-max-workers=256"]
+    # The load generator gets one core of its own; the server under test gets the other.
+    if PIN_LOAD_GENERATOR:
+        command = ["taskset", "-c", "1", *command]
+    raw = subprocess.run(command, capture_output=True, check=True, env={**os.environ, "GOMAXPROCS": "1"}).stdout
+    encoded = subprocess.run([str(VEGETA), "encode", "-to=csv"], input=raw, capture_output=True, check=True).stdout
+    latencies, errors, statuses = [], 0, {}
+    first = last = None
+    for row in csv.reader(io.StringIO(encoded.decode())):
+        timestamp_ns, code, latency_ns = int(row[0]), int(row[1]), int(row[2])
+        statuses[code] = statuses.get(code, 0) + 1
+        if code != 200 or row[5]:
+            errors += 1
+        latencies.append(latency_ns / 1e6)
+        end = timestamp_ns + latency_ns
+        first = timestamp_ns if first is None else min(first, timestamp_ns)
+        last = end if last is None else max(last, end)
+    lat = np.array(latencies)
+    ok = len(latencies) - errors
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "status_codes": {str(k): v for k, v in sorted(statuses.items())},
+        "throughput_rps": round(ok / ((last - first) / 1e9), 1) if ok else 0.0,
+        "p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "p95_ms": round(float(np.percentile(lat, 95)), 3),
+        "p99_ms": round(float(np.percentile(lat, 99)), 3),
+        "p99_9_ms": round(float(np.percentile(lat, 99.9)), 3),
+        "max_ms": round(float(lat.max()), 3),
+    }
+
+
+def measure(name: str, targets: Path, rate: int, duration: float) -> dict:
+    attack(targets, rate, 2)  # warm-up: connections, caches, JIT-free but allocator-warm
+    result = {"scenario": name, "rate": rate, "duration_s": duration, **attack(targets, rate, duration)}
+    print(f"{name:<34} rate {rate:>5}/s  p50 {result['p50_ms']:>8.3f} ms  p99 {result['p99_ms']:>8.3f} ms  "
+          f"p99.9 {result['p99_9_ms']:>8.3f} ms  {result['throughput_rps']:>8.1f} req/s  errors {result['errors']}",
+          flush=True)
+    return result
+
+
+async def _train(engine: EngineProcess) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=engine.settings.kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for event, y in dataset_events("Phishing", entities=500):
+            await producer.send(engine.settings.events_topic, orjson.dumps({**event, "label": y}), key=event["entity_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+class Ingest(threading.Thread):
+    """Publishes labelled events at a fixed rate until stopped."""
+
+    def __init__(self, bootstrap: str, topic: str, rate: int) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.rate = bootstrap, topic, rate
+        self.stop_flag = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        rows = list(dataset_events("Phishing", entities=500))
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        await producer.start()
+        started = time.perf_counter()
+        try:
+            while not self.stop_flag.is_set():
+                event, y = rows[self.sent % len(rows)]
+                body = {**event, "event_id": f"ingest-{self.sent}", "label": y}
+                await producer.send(self.topic, orjson.dumps(body), key=event["entity_id"].encode())
+                self.sent += 1
+                ahead = started + self.sent / self.rate - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        finally:
+            await producer.stop()
+
+
+def wait_http(url: str, timeout: float = 60.0, method: str = "GET", **kwargs) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.request(method, url, timeout=1.0, **kwargs)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [f"{r['scenario']}\n({r['rate']}/s)" for r in results]
+    quantiles = [("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"), ("p99_9_ms", "p99.9")]
+    fig, ax = plt.subplots(figsize=(12, 5))
+    width = 0.2
+    for i, (key, label) in enumerate(quantiles):
+        ax.bar([j + i * width for j in range(len(results))], [r[key] for r in results], width, label=label)
+    ax.set_xticks([j + 1.5 * width for j in range(len(results))], names, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title("POST /predict, open loop (vegeta)")
+    ax.legend()
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--ingest-rate", type=int, default=5000)
+    parser.add_argument("--chantilly-rate", type=int, default=100)
+    args = parser.parse_args()
+    if not VEGETA.exists():
+        sys.exit("vegeta is missing: run infra/bench-tools.sh (make bench-latency does)")
+    work = RESULTS / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    n_requests = int(args.rate * (args.duration + 2) * 1.2)
+    results = []
+
+    engine = EngineProcess(unique_env(LOG_LEVEL="warning"), work).start()
+    try:
+        asyncio.run(_train(engine))
+        engine.wait_until(lambda: engine.samples_learned() >= 1250, what="the model trained")
+        url = f"{engine.base_url}/predict"
+        miss = targets_file(work / "miss.jsonl", url, unique_bodies(n_requests))
+        hit = targets_file(work / "hit.jsonl", url, unique_bodies(1))
+        results.append(measure("engine cache miss, idle", miss, args.rate, args.duration))
+        results.append(measure("engine cache hit, idle", hit, args.rate, args.duration))
+        ingest = Ingest(engine.settings.kafka_bootstrap, engine.settings.events_topic, args.ingest_rate)
+        ingest.start()
+        try:
+            miss2 = targets_file(work / "miss2.jsonl", url, unique_bodies(n_requests * 2)[n_requests:])
+            result = measure(f"engine cache miss, ingesting", miss2, args.rate, args.duration)
+        finally:
+            ingest.stop_flag.set()
+            ingest.join()
+        result["ingest_events_published"] = ingest.sent
+        results.append(result)
+    finally:
+        engine.stop()
+
+    fallback_engine = EngineProcess(unique_env(LOG_LEVEL="warning", MODEL="hoeffding"), work).start()
+    try:
+        url = f"{fallback_engine.base_url}/predict"
+        fallback = targets_file(work / "fallback.jsonl", url, unique_bodies(n_requests))
+        results.append(measure("engine fallback (prior), idle", fallback, args.rate, args.duration))
+    finally:
+        fallback_engine.stop()
+
+    port = free_port()
+    bare = subprocess.Popen([sys.executable, "-m", "benchmarks.bare_server", str(port)], cwd=ROOT)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/predict", method="POST", json={"features": {}})
+        bare_targets = targets_file(work / "bare.jsonl", f"http://127.0.0.1:{port}/predict", unique_bodies(n_requests))
+        results.append(measure("bare Starlette + River", bare_targets, args.rate, args.duration))
+    finally:
+        bare.terminate()
+        bare.wait()
+
+    if CHANTILLY_PYTHON.exists():
+        port = free_port()
+        chantilly = subprocess.Popen([str(CHANTILLY_PYTHON), str(ROOT / "benchmarks/chantilly_server.py"), str(port), tempfile.mkdtemp(prefix="chantilly-", dir=work)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/api/models")
+            targets = targets_file(work / "chantilly.jsonl", f"http://127.0.0.1:{port}/api/predict",
+                                   unique_bodies(int(args.chantilly_rate * (args.duration + 2) * 1.2), chantilly=True))
+            results.append(measure("chantilly", targets, args.chantilly_rate, args.duration))
+        finally:
+            chantilly.terminate()
+            chantilly.wait()
+
+    by_name = {r["scenario"]: r for r in results}
+    bare_rps = by_name["bare Starlette + River"]["throughput_rps"]
+    summary = {
+        "engine_miss_p99_over_bare_p99": round(by_name["engine cache miss, idle"]["p99_ms"] / by_name["bare Starlette + River"]["p99_ms"], 2),
+        "engine_miss_throughput_over_bare": round(by_name["engine cache miss, idle"]["throughput_rps"] / bare_rps, 3) if bare_rps else None,
+    }
+    report = {
+        "command": " ".join(sys.argv),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
+        "results": results,
+        "ratios": summary,
+    }
+    (RESULTS / "latency.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(results, RESULTS / "latency.png")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
