@@ -29,6 +29,7 @@ def run(settings: Settings) -> None:
     stream = build_stream_app(settings, runtime.model, runtime.registry)
     runtime.entities = stream.entities
     runtime.pending = stream.pending
+    runtime.offline_log = stream.offline_log
     runtime.stream_ready = stream.is_ready
     api = ApiService(create_api(runtime), settings.api_host, settings.api_port, loop=loop)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -118,6 +119,23 @@ async def online_features(request: Request) -> Response:
     return JSONResponse({"rows": FeatureStore(runtime.registry, runtime.entities).get_online_features(ids)})
 
 
+async def offline_features(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    ids = request.query_params.getlist("entity_id")
+    if not ids or len(ids) > 1000:
+        return error(422, "give 1 to 1000 entity_id query parameters", "entity_id")
+    try:
+        timestamp = float(request.query_params.get("ts", ""))
+    except ValueError:
+        return error(422, "ts must be epoch seconds (event time)", "ts")
+    if runtime.offline_log is None:
+        return error(503, "no offline feature log in this process")
+    runtime.offline_log.flush()  # the updates still buffered are part of the answer
+    # Parquet reads block: keep them off the event loop that serves /predict.
+    rows = await asyncio.to_thread(runtime.offline_log.get_offline_features, ids, timestamp)
+    return JSONResponse({"rows": rows})
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "alive"})
 
@@ -207,6 +225,7 @@ def create_api(runtime: Runtime) -> Any:
             Route("/openapi.json", openapi_document, methods=["GET"]),
             Route("/models", list_models, methods=["GET"]),
             Route("/features", online_features, methods=["GET"]),
+            Route("/features/offline", offline_features, methods=["GET"]),
             Route("/metrics", prometheus_metrics, methods=["GET"]),
         ],
         lifespan=lifespan,

@@ -45,3 +45,11 @@ FALLBACKS = Counter("rtml_prediction_fallbacks_total", "Predictions answered by 
 DEADLINE_EXCEEDED = Counter(
     "rtml_prediction_deadline_exceeded_total", "Primary model predictions slower than the request deadline"
 )
+FEATURE_DRIFT_KS = Gauge(
+    "rtml_feature_drift_ks", "KS statistic of a feature's recent window against its reference window", ["feature"]
+)
+PREDICTION_DRIFT_KS = Gauge(
+    "rtml_prediction_drift_ks", "KS statistic of recent prediction scores against the reference window"
+)
+CONSUMER_LAG = Gauge("rtml_consumer_lag_messages", "Messages behind the end of the log", ["topic", "partition"])
+MODEL_INFO = Gauge("rtml_model_info", "The serving model (value is always 1)", ["model", "version", "task"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-_SCALAR = {"type": ["number", "string", "boolean"]}
 _ERROR = {
     "type": "object",
     "required": ["error"],
@@ -25,6 +24,16 @@ def _errors(*codes: int) -> dict[str, Any]:
     }
     return {str(code): _json({"$ref": "#/components/schemas/Error"}, meaning[code]) for code in codes}
 
+
+FEATURE_ROWS = {
+    "type": "object",
+    "required": ["rows"],
+    "properties": {"rows": {"type": "array", "items": {
+        "type": "object", "required": ["entity_id", "known", "values", "updated_at", "version"],
+        "properties": {"entity_id": {"type": "string"}, "known": {"type": "boolean"},
+                       "values": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+                       "updated_at": {"type": ["number", "null"]}, "version": {"type": "integer"}}}}},
+}
 
 PREDICT_REQUEST = {
     "type": "object",
@@ -58,7 +67,7 @@ PREDICTION = {
             "type": ["object", "null"],
             "properties": {
                 "reason": {"enum": ["deadline", "model_error", "model_not_trained"]},
-                "source": {"enum": ["prior", "default"]},
+                "source": {"enum": ["fallback_model", "prior", "default"]},
             },
         },
         "entity_known": {"type": "boolean"},
@@ -103,14 +112,27 @@ OPENAPI: dict[str, Any] = {
                 "parameters": [{"name": "entity_id", "in": "query", "required": True, "style": "form", "explode": True,
                                 "schema": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "string"}}}],
                 "responses": {
-                    "200": _json({"type": "object", "required": ["rows"], "properties": {"rows": {"type": "array", "items": {
-                        "type": "object", "required": ["entity_id", "known", "values", "updated_at", "version"],
-                        "properties": {"entity_id": {"type": "string"}, "known": {"type": "boolean"},
-                                       "values": {"type": "object", "additionalProperties": _SCALAR},
-                                       "updated_at": {"type": ["number", "null"]}, "version": {"type": "integer"}}}}}}, "one row per entity"),
+                    "200": _json({"$ref": "#/components/schemas/FeatureRows"}, "one row per entity"),
                     **_errors(422),
                     "400": {"description": "the HTTP server refused the request line (too long)",
                             "content": {"text/plain": {"schema": {"type": "string"}}}},
+                },
+            }
+        },
+        "/features/offline": {
+            "get": {
+                "summary": "Point-in-time feature rows as online serving returned them at event time `ts` (get_offline_features)",
+                "parameters": [
+                    {"name": "entity_id", "in": "query", "required": True, "style": "form", "explode": True,
+                     "schema": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "string"}}},
+                    {"name": "ts", "in": "query", "required": True, "schema": {"type": "number"}},
+                ],
+                "responses": {
+                    "200": _json({"$ref": "#/components/schemas/FeatureRows"}, "one row per entity"),
+                    **_errors(422),
+                    "400": {"description": "the HTTP server refused the request line (too long)",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "503": _json({"$ref": "#/components/schemas/Error"}, "no offline log in this process"),
                 },
             }
         },
@@ -123,5 +145,6 @@ OPENAPI: dict[str, Any] = {
                              "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
     },
-    "components": {"schemas": {"PredictRequest": PREDICT_REQUEST, "Prediction": PREDICTION, "Error": _ERROR}},
+    "components": {"schemas": {"PredictRequest": PREDICT_REQUEST, "Prediction": PREDICTION, "Error": _ERROR,
+                               "FeatureRows": FEATURE_ROWS}},
 }

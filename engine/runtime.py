@@ -12,6 +12,7 @@ from engine.serving import DeadlineBreaker, Predictor
 from engine.settings import Settings
 from models.online import OnlineModel
 from streams.features import FeatureRegistry
+from streams.offline_store import OfflineFeatureLog
 
 
 def load_feature_registry(path: str) -> FeatureRegistry:
@@ -34,6 +35,7 @@ class Runtime:
     entities: Mapping[str, Any] = field(default_factory=dict)
     pending: Mapping[str, Any] = field(default_factory=dict)
     stream_ready: Any = None  # callable -> bool, set when a stream app runs in this process
+    offline_log: OfflineFeatureLog | None = None
     redis: RedisCache | None = None
     predictor: Predictor | None = None
 
@@ -41,7 +43,7 @@ class Runtime:
     def from_settings(cls, settings: Settings) -> "Runtime":
         return cls(
             settings=settings,
-            model=OnlineModel(settings.model_name),
+            model=OnlineModel(settings.model_name, fallback_name=settings.fallback_model),
             registry=load_feature_registry(settings.feature_definitions),
         )
 

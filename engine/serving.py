@@ -1,4 +1,5 @@
-"""From a validated request to an answer: cache, primary model, deadline breaker, fallback chain.
+"""From a validated request to an answer: cache, primary model, deadline breaker, fallback chain
+(primary -> fallback model, if configured -> prior -> default).
 
 The primary River model predicts inline on the event loop: it takes microseconds, and a
 hop to a thread would cost more than it saves. A prediction slower than the deadline
@@ -79,24 +80,29 @@ class Predictor:
     def _primary_or_fallback(self, x: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str] | None]:
         model = self.model
         if self.breaker.is_open:
-            return self._fallback("deadline")
+            return self._fallback("deadline", x)
         started = time.perf_counter()
         try:
             prediction = model.predict(x)
         except Exception:  # noqa: BLE001 - a broken model is answered by the fallback, never a 5xx
-            return self._fallback("model_error")
+            return self._fallback("model_error", x)
         finally:
             elapsed = time.perf_counter() - started
             metrics.PREDICTION_SECONDS.observe(elapsed)
             self.breaker.record(elapsed)
         if prediction.value is None:
-            return self._fallback("model_not_trained")
+            return self._fallback("model_not_trained", x)
         return _answer(model, prediction), None
 
-    def _fallback(self, reason: str) -> tuple[dict[str, Any], dict[str, str]]:
+    def _fallback(self, reason: str, x: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         metrics.FALLBACKS.labels(reason).inc()
-        prediction = self.model.predict_prior()
-        source = "prior" if prediction.value is not None else "default"
-        answer = _answer(self.model, prediction)
-        answer["model"] = {"name": f"{source}", "version": self.model.version}
+        model = self.model
+        prediction = model.predict_fallback(x)
+        if prediction is not None and prediction.value is not None:
+            source, name = "fallback_model", model.fallback_name
+        else:
+            prediction = model.predict_prior()
+            source = name = "prior" if prediction.value is not None else "default"
+        answer = _answer(model, prediction)
+        answer["model"] = {"name": name, "version": model.version}
         return answer, {"reason": reason, "source": source}

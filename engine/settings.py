@@ -30,6 +30,7 @@ class Settings:
     labels_topic: str = _env("LABELS_TOPIC", "labels", "topic of delayed labels")
     topic_partitions: int = _env("TOPIC_PARTITIONS", 1, "partitions of the events topic and of the tables")
     model_name: str = _env("MODEL", "logreg", "model from the factory (see GET /models)")
+    fallback_model: str = _env("FALLBACK_MODEL", "", "simpler model learning alongside, answering when MODEL cannot")
     feature_definitions: str = _env("FEATURES_FILE", "", "JSON file of feature definitions; empty = raw features only")
     max_message_bytes: int = _env("MAX_MESSAGE_BYTES", 65536, "larger messages go to the dead-letter topic")
     dedupe_window: int = _env("DEDUPE_WINDOW", 100_000, "recent event ids remembered to reject duplicates")
@@ -49,6 +50,9 @@ class Settings:
     )
     breaker_cooldown_seconds: float = _env(
         "BREAKER_COOLDOWN_SECONDS", 5.0, "how long predictions go to the fallback after a slow one"
+    )
+    offline_flush_seconds: float = _env(
+        "OFFLINE_FLUSH_SECONDS", 10.0, "how often feature updates are appended to the offline Parquet log"
     )
     state_dir: str = _env("STATE_DIR", ".state/engine", "local state of the engine")
     log_level: str = _env("LOG_LEVEL", "info", "log level")

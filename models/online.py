@@ -43,7 +43,7 @@ def _metrics_for(task: Task) -> dict[str, metrics.base.Metric]:
 
 
 class OnlineModel:
-    def __init__(self, name: str, version: int = 1) -> None:
+    def __init__(self, name: str, version: int = 1, fallback_name: str = "") -> None:
         spec = get_spec(name)
         self.name = name
         self.version = version
@@ -55,6 +55,13 @@ class OnlineModel:
         self.drifts_detected = 0
         # The last resort of the fallback chain: class frequencies, or the running mean.
         self.prior = dummy.PriorClassifier() if spec.task is not Task.REGRESSION else dummy.StatisticRegressor(stats.Mean())
+        # A simpler model learning from the same labels, answering when the primary cannot.
+        self.fallback_name = fallback_name
+        self.fallback = None
+        if fallback_name:
+            if get_spec(fallback_name).task is not spec.task:
+                raise ValueError(f"fallback model {fallback_name!r} is not a {spec.task.value} model like {name!r}")
+            self.fallback = get_spec(fallback_name).build()
 
     @property
     def is_classifier(self) -> bool:
@@ -72,7 +79,24 @@ class OnlineModel:
         self._score(y, prediction)
         self.estimator.learn_one(x, y)
         self.prior.learn_one(x, y)
+        if self.fallback is not None:
+            try:
+                self.fallback.learn_one(x, y)
+            except Exception:  # noqa: BLE001 - the safety net must not take the primary down with it
+                pass
         self.samples_learned += 1
+
+    def predict_fallback(self, x: Features) -> Prediction | None:
+        """The fallback model's answer, or None when there is none or it cannot answer."""
+        if self.fallback is None:
+            return None
+        try:
+            if not self.is_classifier:
+                return Prediction(value=self.fallback.predict_one(x)) if self.samples_learned else None
+            proba = self.fallback.predict_proba_one(x)
+        except Exception:  # noqa: BLE001 - fall through to the prior
+            return None
+        return Prediction(value=max(proba, key=proba.get), proba=proba) if proba else None
 
     def predict_prior(self) -> Prediction:
         """Majority class with class frequencies, or the mean target, of everything learned."""

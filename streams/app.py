@@ -17,8 +17,10 @@ import faust
 
 from engine import metrics
 from engine.settings import Settings
+from models.drift import DriftMonitor
 from models.online import OnlineModel
 from streams.features import FeatureRegistry
+from streams.offline_store import OfflineFeatureLog
 from streams.processor import StreamProcessor
 from streams.records import InvalidMessage
 from streams.write_behind import WriteBehind
@@ -36,6 +38,7 @@ class StreamApp:
     processor: StreamProcessor
     entities: Any
     pending: Any
+    offline_log: OfflineFeatureLog
 
     def is_ready(self) -> bool:
         """Partitions assigned and tables recovered from their changelogs."""
@@ -82,6 +85,7 @@ def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRe
     entities = app.Table("entity-features", **table_options)
     pending = app.Table("pending-predictions", **table_options)
     entity_writes, pending_writes = WriteBehind(entities), WriteBehind(pending)
+    offline_log = OfflineFeatureLog(settings.state_path / "offline-features")
     processor = StreamProcessor(
         model,
         registry,
@@ -92,6 +96,7 @@ def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRe
         pending_ttl_seconds=settings.pending_ttl_seconds,
         pending_max=settings.pending_max,
         early_label_grace_seconds=settings.early_label_grace_seconds,
+        offline_log=offline_log,
     )
 
     async def dead_letter(topic: Any, message: Any, error: InvalidMessage) -> None:
@@ -99,6 +104,8 @@ def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRe
         await topic.send(
             key=message.key, value=message.value, headers=dlq_headers(error.reason, error.detail, message)
         )
+
+    processed: dict[Any, int] = {}  # topic partition -> last offset handed to the processor
 
     def flush_tables() -> None:
         entity_writes.flush()
@@ -109,6 +116,7 @@ def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRe
         async for batch in stream.take_events(settings.stream_batch_size, within=settings.stream_batch_seconds):
             started = time.perf_counter()
             for position, event in enumerate(batch, 1):
+                processed[event.message.tp] = event.message.offset
                 try:
                     processor.handle_event(event.message.value or b"")
                 except InvalidMessage as error:
@@ -122,6 +130,7 @@ def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRe
     async def consume_labels(stream: Any) -> None:
         async for batch in stream.take_events(settings.stream_batch_size, within=settings.stream_batch_seconds):
             for event in batch:
+                processed[event.message.tp] = event.message.offset
                 try:
                     processor.handle_label(event.message.value or b"")
                 except InvalidMessage as error:
@@ -139,8 +148,14 @@ def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRe
                 headers=[("dlq.reason", b"unknown_event"), ("dlq.detail", b"no event with this event_id arrived")],
             )
         publish_model_gauges(model)
+        publish_drift_gauges(processor.drift)
+        publish_consumer_lag(app, processed)
 
-    return StreamApp(app, processor, entity_writes, pending_writes)
+    @app.timer(settings.offline_flush_seconds, on_leader=False)
+    async def flush_offline_log() -> None:
+        offline_log.flush()
+
+    return StreamApp(app, processor, entity_writes, pending_writes, offline_log)
 
 
 def publish_model_gauges(model: OnlineModel) -> None:
@@ -148,3 +163,26 @@ def publish_model_gauges(model: OnlineModel) -> None:
         metrics.MODEL_METRIC.labels(model.name, name).set(value)
     metrics.MODEL_SAMPLES.labels(model.name).set(model.samples_learned)
     metrics.MODEL_DRIFTS.labels(model.name).set(model.drifts_detected)
+    metrics.MODEL_INFO.labels(model.name, str(model.version), model.task.value).set(1)
+
+
+def publish_drift_gauges(drift: DriftMonitor) -> None:
+    per_feature, prediction = drift.statistics()
+    for name, ks in per_feature.items():
+        metrics.FEATURE_DRIFT_KS.labels(name).set(ks)
+    if prediction is not None:
+        metrics.PREDICTION_DRIFT_KS.set(prediction)
+
+
+def publish_consumer_lag(app: faust.App, processed: dict[Any, int]) -> None:
+    """Messages in the log not yet processed, per topic partition we consume."""
+    try:
+        assignment = app.consumer.assignment()
+    except Exception:  # noqa: BLE001 - before the first assignment there is no consumer to ask
+        return
+    for tp in assignment:
+        if tp not in processed:
+            continue
+        highwater = app.consumer.highwater(tp)
+        if highwater is not None:
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - processed[tp] - 1))

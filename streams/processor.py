@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any, MutableMapping
 
 from engine import metrics
+from models.drift import DriftMonitor
 from models.online import OnlineModel, Prediction
 from streams.features import FeatureRegistry, apply_event, model_features
+from streams.offline_store import OfflineFeatureLog
 from streams.records import Event, InvalidMessage, Label, parse_event, parse_label
 
 
@@ -35,6 +37,14 @@ def _proba_from_json(pairs: list[list[Any]] | None) -> dict[Any, float] | None:
     return None if pairs is None else {label: p for label, p in pairs}
 
 
+def _drift_score(prediction: Prediction) -> float | None:
+    """The number whose distribution is watched: the model's confidence, or the predicted value."""
+    if prediction.proba:
+        return max(prediction.proba.values())
+    value = prediction.value
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 class StreamProcessor:
     def __init__(
         self,
@@ -48,6 +58,7 @@ class StreamProcessor:
         pending_ttl_seconds: float = 86_400.0,
         pending_max: int = 1_000_000,
         early_label_grace_seconds: float = 30.0,
+        offline_log: OfflineFeatureLog | None = None,
     ) -> None:
         self.model = model
         self.registry = registry
@@ -58,6 +69,8 @@ class StreamProcessor:
         self.pending_ttl_seconds = pending_ttl_seconds
         self.pending_max = pending_max
         self.early_label_grace_seconds = early_label_grace_seconds
+        self.offline_log = offline_log
+        self.drift = DriftMonitor()
         self._recent_event_ids: OrderedDict[str, None] = OrderedDict()
         # Labels published right after their event can overtake it (two topics); they wait here.
         self._early_labels: OrderedDict[str, tuple[Label, bytes, float]] = OrderedDict()
@@ -74,8 +87,11 @@ class StreamProcessor:
 
         state = apply_event(self.entities.get(event.entity_id), event.ts, event.features, self.registry.aggregates)
         self.entities[event.entity_id] = state
+        if self.offline_log is not None:
+            self.offline_log.append(event.entity_id, state)
         features = model_features(event.features, state["values"])
         prediction = self._guarded(self.model.predict, features)
+        self.drift.observe(event.features, _drift_score(prediction))
         metrics.EVENTS_PROCESSED.inc()
 
         label = event.label if event.has_label else None

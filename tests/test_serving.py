@@ -6,7 +6,7 @@ import pytest
 
 from engine.cache import L1Cache, PredictionCache, cache_key
 from engine.serving import DeadlineBreaker, Predictor, _dumps
-from models.online import OnlineModel
+from models.online import OnlineModel, Prediction
 from streams.features import apply_event
 
 
@@ -117,3 +117,19 @@ def test_regression_prior_is_the_mean():
     for y in (1.0, 2.0, 6.0):
         model.learn({"a": 1.0}, y, model.predict({"a": 1.0}))
     assert model.predict_prior().value == 3.0
+
+
+async def test_fallback_model_answers_before_the_prior():
+    model = Exploding("logreg", fallback_name="hoeffding")
+    for i in range(200):
+        x = {"a": float(i % 2)}
+        model.learn(x, i % 2 == 0, Prediction(None))
+    answer = await predictor(model, cache=False).predict("u", {"a": 0.0})
+    assert answer["fallback"] == {"reason": "model_error", "source": "fallback_model"}
+    assert answer["model"]["name"] == "hoeffding"
+    assert answer["prediction"] is True  # the tree learned a == 0 -> True
+
+
+def test_fallback_model_must_share_the_task():
+    with pytest.raises(ValueError, match="binary"):
+        OnlineModel("logreg", fallback_name="linreg")

@@ -105,7 +105,7 @@ async def test_batch_predict_names_the_bad_row(engine_factory):
 async def test_openapi_document_lists_every_route(engine_factory):
     engine = engine_factory().start()
     paths = set(httpx.get(f"{engine.base_url}/openapi.json").json()["paths"])
-    assert paths == {"/predict", "/predict/batch", "/features", "/models", "/healthz", "/readyz", "/metrics", "/openapi.json"}
+    assert paths == {"/predict", "/predict/batch", "/features", "/features/offline", "/models", "/healthz", "/readyz", "/metrics", "/openapi.json"}
 
 
 async def test_schemathesis_finds_no_server_error_or_schema_violation(engine_factory, tmp_path):
