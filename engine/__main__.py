@@ -19,6 +19,8 @@ def run(settings: Settings) -> None:
     from engine.runtime import Runtime
     from engine.server import ApiService
     from engine.topics import ensure_topics
+    from engine.recovery import restore_latest
+    from models.snapshots import SnapshotStore
     from streams.app import build_stream_app
 
     settings.state_path.mkdir(parents=True, exist_ok=True)
@@ -26,7 +28,11 @@ def run(settings: Settings) -> None:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     runtime = Runtime.from_settings(settings)
-    stream = build_stream_app(settings, runtime.model, runtime.registry)
+    snapshots = SnapshotStore(settings.snapshot_path, settings.snapshot_retention)
+    restored = restore_latest(snapshots, settings)
+    if restored is not None:
+        runtime.model = restored.state["model"]
+    stream = build_stream_app(settings, runtime.model, runtime.registry, snapshots, restored)
     runtime.entities = stream.entities
     runtime.pending = stream.pending
     runtime.offline_log = stream.offline_log

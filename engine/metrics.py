@@ -53,3 +53,7 @@ PREDICTION_DRIFT_KS = Gauge(
 )
 CONSUMER_LAG = Gauge("rtml_consumer_lag_messages", "Messages behind the end of the log", ["topic", "partition"])
 MODEL_INFO = Gauge("rtml_model_info", "The serving model (value is always 1)", ["model", "version", "task"])
+SNAPSHOT_BYTES = Gauge("rtml_snapshot_bytes", "Size of the latest model snapshot")
+SNAPSHOT_SECONDS = Histogram(
+    "rtml_snapshot_write_seconds", "Time to write a snapshot (pickle, fsync, rename)", buckets=FAST_BUCKETS
+)

@@ -54,6 +54,13 @@ class Settings:
     offline_flush_seconds: float = _env(
         "OFFLINE_FLUSH_SECONDS", 10.0, "how often feature updates are appended to the offline Parquet log"
     )
+    snapshot_every_labels: int = _env("SNAPSHOT_EVERY_LABELS", 1000, "snapshot after this many labels learned")
+    snapshot_every_seconds: float = _env("SNAPSHOT_EVERY_SECONDS", 30.0, "or after this long, if anything was learned")
+    snapshot_retention: int = _env("SNAPSHOT_RETENTION", 5, "snapshots kept on disk")
+    snapshot_dir: str = _env("SNAPSHOT_DIR", "", "where snapshots go; empty = $STATE_DIR/snapshots")
+    kafka_session_timeout_seconds: float = _env(
+        "KAFKA_SESSION_TIMEOUT_SECONDS", 10.0, "how long a dead engine keeps its partitions"
+    )
     state_dir: str = _env("STATE_DIR", ".state/engine", "local state of the engine")
     log_level: str = _env("LOG_LEVEL", "info", "log level")
 
@@ -93,6 +100,10 @@ class Settings:
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir)
+
+    @property
+    def snapshot_path(self) -> Path:
+        return Path(self.snapshot_dir) if self.snapshot_dir else self.state_path / "snapshots"
 
     @classmethod
     def documentation(cls) -> list[tuple[str, Any, str]]:

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+import river
 
 from engine import metrics
 from engine.settings import Settings
 from models.drift import DriftMonitor
 from models.online import OnlineModel
+from models.snapshots import Snapshot, SnapshotStore
 from streams.features import FeatureRegistry
+from streams.gap_filler import read_range
 from streams.offline_store import OfflineFeatureLog
 from streams.processor import StreamProcessor
 from streams.records import InvalidMessage
@@ -59,7 +62,13 @@ def dlq_headers(reason: str, detail: str, message: Any) -> list[tuple[str, bytes
     ]
 
 
-def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRegistry) -> StreamApp:
+def build_stream_app(
+    settings: Settings,
+    model: OnlineModel,
+    registry: FeatureRegistry,
+    snapshots: SnapshotStore | None = None,
+    restored: Snapshot | None = None,
+) -> StreamApp:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -71,6 +80,9 @@ def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRe
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=1,
         stream_wait_empty=False,
+        # A killed engine's group membership must lapse quickly for its restart to get the partitions.
+        broker_session_timeout=settings.kafka_session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.kafka_session_timeout_seconds / 4),
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     events_topic = app.topic(settings.events_topic, partitions=settings.topic_partitions, **raw)
@@ -105,42 +117,118 @@ def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRe
             key=message.key, value=message.value, headers=dlq_headers(error.reason, error.detail, message)
         )
 
-    processed: dict[Any, int] = {}  # topic partition -> last offset handed to the processor
+    # Snapshots: one lock makes a consistent cut between the two agents' batches. The
+    # offsets a snapshot records are the next ones to process, per (topic, partition).
+    lock = asyncio.Lock()
+    next_offsets: dict[tuple[str, int], int] = dict(restored.meta["offsets"]) if restored else {}
+    tables_to_restore = [restored.state["processor"]] if restored else []
+    if restored:
+        processor.restore(restored.state["processor"])
+    last_snapshot = {"samples": model.samples_learned, "at": time.monotonic()}
 
     def flush_tables() -> None:
         entity_writes.flush()
         pending_writes.flush()
 
-    @app.agent(events_topic, name="consume-events")
-    async def consume_events(stream: Any) -> None:
-        async for batch in stream.take_events(settings.stream_batch_size, within=settings.stream_batch_seconds):
-            started = time.perf_counter()
+    def restore_tables_once() -> None:
+        # The tables came back from their changelogs as they were at the crash, later than
+        # the snapshot; replayed events must meet the state they met the first time.
+        if tables_to_restore:
+            processor.restore_tables(tables_to_restore.pop())
+            flush_tables()
+
+    async def in_order(message: Any) -> list[Any]:
+        """The messages to process now, in offset order: none for a message the snapshot
+        covers or this process handled already (Faust may deliver one twice around a
+        restore), the skipped ones first when Faust resumed past the snapshot's offsets."""
+        key = (message.topic, message.partition)
+        expected = next_offsets.get(key)
+        if expected is not None and message.offset < expected:
+            return []
+        if expected is not None and message.offset > expected:
+            log.info("reading offsets %d..%d of %s that the stream skipped", expected, message.offset - 1, key)
+            missing = await read_range(settings.kafka_bootstrap, message.topic, message.partition, expected, message.offset)
+            return [*missing, message]
+        return [message]
+
+    async def handle(message: Any, handler: Any, dlq: Any) -> None:
+        # The state change and the offset mark happen with no await in between, so a
+        # snapshot (or a cancellation) sees either both or neither.
+        try:
+            handler(message.value or b"")
+            error = None
+        except InvalidMessage as exc:
+            error = exc
+        next_offsets[(message.topic, message.partition)] = message.offset + 1
+        if error is not None:
+            await dead_letter(dlq, message, error)
+
+    def snapshot_if_due() -> None:
+        if snapshots is None:
+            return
+        learned = model.samples_learned - last_snapshot["samples"]
+        overdue = time.monotonic() - last_snapshot["at"] >= settings.snapshot_every_seconds
+        if learned >= settings.snapshot_every_labels or (overdue and learned > 0):
+            write_snapshot()
+
+    def write_snapshot() -> None:
+        offline_log.flush()
+        meta = {
+            "model_name": model.name,
+            "model_version": model.version,
+            "samples_learned": model.samples_learned,
+            "offsets": dict(next_offsets),
+            "feature_definitions": [vars(d) for d in registry.definitions],
+            "river_version": river.__version__,
+            "created_at": time.time(),
+            "metrics": model.metric_values(),
+        }
+        path, size, seconds = snapshots.write(meta, {"model": model, "processor": processor.checkpoint()})
+        last_snapshot.update(samples=model.samples_learned, at=time.monotonic())
+        metrics.SNAPSHOT_BYTES.set(size)
+        metrics.SNAPSHOT_SECONDS.observe(seconds)
+        log.info("snapshot %s: %d samples, %d bytes in %.3f s", path.name, model.samples_learned, size, seconds)
+
+    def snapshot_on_stop() -> None:
+        # A graceful stop lets Faust commit offsets past the last periodic snapshot.
+        if snapshots is not None and model.samples_learned > last_snapshot["samples"]:
+            write_snapshot()
+
+    async def process_batch(batch: list[Any], handler: Any, dlq: Any) -> None:
+        async with lock:
+            restore_tables_once()
             for position, event in enumerate(batch, 1):
-                processed[event.message.tp] = event.message.offset
-                try:
-                    processor.handle_event(event.message.value or b"")
-                except InvalidMessage as error:
-                    await dead_letter(events_dlq, event.message, error)
+                for message in await in_order(event.message):
+                    await handle(message, handler, dlq)
                 if position % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let waiting HTTP requests in between
             flush_tables()  # before take_events acknowledges the batch's offsets
-            metrics.STREAM_BATCH_SECONDS.observe(time.perf_counter() - started)
+            snapshot_if_due()
+
+    @app.agent(events_topic, name="consume-events")
+    async def consume_events(stream: Any) -> None:
+        try:
+            async for batch in stream.take_events(settings.stream_batch_size, within=settings.stream_batch_seconds):
+                started = time.perf_counter()
+                await process_batch(batch, processor.handle_event, events_dlq)
+                metrics.STREAM_BATCH_SECONDS.observe(time.perf_counter() - started)
+        finally:
+            snapshot_on_stop()
 
     @app.agent(labels_topic, name="consume-labels")
     async def consume_labels(stream: Any) -> None:
-        async for batch in stream.take_events(settings.stream_batch_size, within=settings.stream_batch_seconds):
-            for event in batch:
-                processed[event.message.tp] = event.message.offset
-                try:
-                    processor.handle_label(event.message.value or b"")
-                except InvalidMessage as error:
-                    await dead_letter(labels_dlq, event.message, error)
-            flush_tables()
+        try:
+            async for batch in stream.take_events(settings.stream_batch_size, within=settings.stream_batch_seconds):
+                await process_batch(batch, processor.handle_label, labels_dlq)
+        finally:
+            snapshot_on_stop()
 
     @app.timer(EXPIRY_INTERVAL_SECONDS, on_leader=False)
     async def expire_and_publish_gauges() -> None:
-        processor.expire_pending()
-        flush_tables()
+        if not tables_to_restore:  # expiring before the snapshot's tables are back would be undone
+            async with lock:
+                processor.expire_pending()
+                flush_tables()
         for raw_label in processor.expire_early_labels():
             metrics.DLQ_MESSAGES.labels(settings.dlq_labels_topic, "unknown_event").inc()
             await labels_dlq.send(
@@ -149,7 +237,7 @@ def build_stream_app(settings: Settings, model: OnlineModel, registry: FeatureRe
             )
         publish_model_gauges(model)
         publish_drift_gauges(processor.drift)
-        publish_consumer_lag(app, processed)
+        publish_consumer_lag(app, next_offsets)
 
     @app.timer(settings.offline_flush_seconds, on_leader=False)
     async def flush_offline_log() -> None:
@@ -174,15 +262,14 @@ def publish_drift_gauges(drift: DriftMonitor) -> None:
         metrics.PREDICTION_DRIFT_KS.set(prediction)
 
 
-def publish_consumer_lag(app: faust.App, processed: dict[Any, int]) -> None:
+def publish_consumer_lag(app: faust.App, next_offsets: dict[tuple[str, int], int]) -> None:
     """Messages in the log not yet processed, per topic partition we consume."""
     try:
         assignment = app.consumer.assignment()
     except Exception:  # noqa: BLE001 - before the first assignment there is no consumer to ask
         return
     for tp in assignment:
-        if tp not in processed:
-            continue
-        highwater = app.consumer.highwater(tp)
+        next_offset = next_offsets.get((tp.topic, tp.partition))
+        highwater = app.consumer.highwater(tp) if next_offset is not None else None
         if highwater is not None:
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - processed[tp] - 1))
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - next_offset))

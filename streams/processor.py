@@ -156,6 +156,31 @@ class StreamProcessor:
             orphans.append(raw)
         return orphans
 
+    def checkpoint(self) -> dict[str, Any]:
+        """Everything a snapshot needs to resume exactly here (tables included: after a crash
+        they come back from their changelogs at a later point than the snapshot)."""
+        return {
+            "entities": dict(self.entities.items()),
+            "pending": dict(self.pending.items()),
+            "recent_event_ids": list(self._recent_event_ids),
+            "early_labels": list(self._early_labels.items()),
+            "drift": self.drift,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Resets in-memory state to a checkpoint. The tables are reset by `restore_tables`,
+        once they have been recovered and can take writes."""
+        self._recent_event_ids = OrderedDict((event_id, None) for event_id in state["recent_event_ids"])
+        self._early_labels = OrderedDict(state["early_labels"])
+        self.drift = state["drift"]
+
+    def restore_tables(self, state: dict[str, Any]) -> None:
+        for table, wanted in ((self.entities, state["entities"]), (self.pending, state["pending"])):
+            for key in [key for key in table.keys() if key not in wanted]:
+                del table[key]
+            for key, value in wanted.items():
+                table[key] = value
+
     @staticmethod
     def _guarded(call: Any, *args: Any) -> Any:
         # A model that cannot take these features (a string into a scaler, say) must not stop the stream.

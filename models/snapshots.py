@@ -1,0 +1,95 @@
+"""Atomic, checksummed model snapshots on local disk.
+
+A snapshot file is a magic line, a BLAKE2b digest of the payload, and the payload: a
+pickle of {"meta": ..., "state": ...}. It is written to a temporary file, fsynced and
+renamed, so a crash leaves either the old set of snapshots or the new one. A truncated or
+corrupt file fails its digest and is skipped (with the reason logged) for the previous one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"RTMLSNAP1\n"
+DIGEST_SIZE = 32
+
+
+class SnapshotError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    meta: dict[str, Any]
+    state: dict[str, Any]
+
+
+def _encode(meta: dict[str, Any], state: dict[str, Any]) -> bytes:
+    payload = pickle.dumps({"meta": meta, "state": state}, protocol=pickle.HIGHEST_PROTOCOL)
+    return MAGIC + hashlib.blake2b(payload, digest_size=DIGEST_SIZE).digest() + payload
+
+
+def _decode(data: bytes) -> dict[str, Any]:
+    if not data.startswith(MAGIC):
+        raise SnapshotError("not a snapshot file (bad magic)")
+    digest, payload = data[len(MAGIC) : len(MAGIC) + DIGEST_SIZE], data[len(MAGIC) + DIGEST_SIZE :]
+    if hashlib.blake2b(payload, digest_size=DIGEST_SIZE).digest() != digest:
+        raise SnapshotError("checksum mismatch (truncated or corrupt)")
+    return pickle.loads(payload)
+
+
+class SnapshotStore:
+    def __init__(self, directory: str | Path, retention: int = 5) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.retention = max(1, retention)
+
+    def write(self, meta: dict[str, Any], state: dict[str, Any]) -> tuple[Path, int, float]:
+        """Returns (path, size in bytes, seconds taken)."""
+        started = time.perf_counter()
+        data = _encode(meta, state)
+        name = f"snapshot-{time.time_ns():020d}.bin"
+        partial = self.directory / f".{name}.tmp"
+        with open(partial, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        final = self.directory / name
+        os.rename(partial, final)
+        directory_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)  # the rename itself must survive a power cut
+        finally:
+            os.close(directory_fd)
+        self.prune()
+        return final, len(data), time.perf_counter() - started
+
+    def paths(self) -> list[Path]:
+        """Newest first."""
+        return sorted(self.directory.glob("snapshot-*.bin"), reverse=True)
+
+    def prune(self) -> None:
+        for stale in self.paths()[self.retention :]:
+            stale.unlink(missing_ok=True)
+
+    def valid(self) -> Iterator[Snapshot]:
+        for path in self.paths():
+            try:
+                decoded = _decode(path.read_bytes())
+            except (OSError, SnapshotError, pickle.UnpicklingError, EOFError) as exc:
+                log.warning("skipping snapshot %s: %s", path.name, exc)
+                continue
+            yield Snapshot(path, decoded["meta"], decoded["state"])
+
+    def latest(self) -> Snapshot | None:
+        return next(self.valid(), None)

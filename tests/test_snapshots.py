@@ -1,0 +1,51 @@
+import pickle
+
+from models.online import OnlineModel
+from models.snapshots import SnapshotStore
+from river import datasets
+
+
+def test_round_trip_keeps_the_model_exactly(tmp_path):
+    model = OnlineModel("arf")
+    rows = list(datasets.Phishing())
+    for x, y in rows[:300]:
+        model.learn(x, y, model.predict(x))
+    store = SnapshotStore(tmp_path)
+    store.write({"samples": model.samples_learned}, {"model": model})
+    restored = store.latest().state["model"]
+    for x, y in rows[300:400]:  # both go on learning identically (ARF's random state too)
+        for m in (model, restored):
+            m.learn(x, y, m.predict(x))
+    assert restored.metric_values() == model.metric_values()
+    x = rows[500][0]
+    assert restored.predict(x) == model.predict(x)
+
+
+def test_truncated_and_corrupt_snapshots_are_skipped_for_the_previous_one(tmp_path):
+    store = SnapshotStore(tmp_path, retention=5)
+    store.write({"n": 1}, {"value": 1})
+    good = store.paths()[0]
+    store.write({"n": 2}, {"value": 2})
+    truncated = store.paths()[0]
+    truncated.write_bytes(truncated.read_bytes()[:-10])
+    assert store.latest().meta == {"n": 1}
+    store.write({"n": 3}, {"value": 3})
+    corrupt = store.paths()[0]
+    data = bytearray(corrupt.read_bytes())
+    data[-1] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    (tmp_path / "snapshot-99999999999999999999.bin").write_bytes(b"garbage")
+    assert store.latest().path == good
+
+
+def test_retention_prunes_the_oldest(tmp_path):
+    store = SnapshotStore(tmp_path, retention=2)
+    for n in range(4):
+        store.write({"n": n}, {})
+    assert [s.meta["n"] for s in store.valid()] == [3, 2]
+
+
+def test_no_temporary_files_are_left(tmp_path):
+    store = SnapshotStore(tmp_path)
+    store.write({}, {"x": pickle.dumps(1)})
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
