@@ -20,6 +20,7 @@ def run(settings: Settings) -> None:
     from engine.server import ApiService
     from engine.topics import ensure_topics
     from engine.recovery import restore_latest
+    from models.registry import ModelRegistry
     from models.snapshots import SnapshotStore
     from streams.app import build_stream_app
 
@@ -32,10 +33,15 @@ def run(settings: Settings) -> None:
     restored = restore_latest(snapshots, settings)
     if restored is not None:
         runtime.model = restored.state["model"]
-    stream = build_stream_app(settings, runtime.model, runtime.registry, snapshots, restored)
+    runtime.model_registry = ModelRegistry(settings.registry_path)
+    runtime.model_registry.ensure_serving(runtime.model)
+    stream = build_stream_app(settings, runtime.model, runtime.feature_registry, snapshots, restored)
     runtime.entities = stream.entities
     runtime.pending = stream.pending
     runtime.offline_log = stream.offline_log
+    runtime.processor = stream.processor
+    runtime.stream_lock = stream.lock
+    runtime.write_snapshot = stream.write_snapshot
     runtime.stream_ready = stream.is_ready
     api = ApiService(create_api(runtime), settings.api_host, settings.api_port, loop=loop)
 
@@ -58,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="consume Kafka events, learn online and serve predictions over HTTP")
     sub.add_parser("demo", help="start the engine, stream a River dataset through Kafka, query /predict")
+    retrain_parser = sub.add_parser("retrain", help="train a candidate from the training log and register it")
+    retrain_parser.add_argument("--candidate", help="factory model to train (default: the champion's)")
+    retrain_parser.add_argument("--passes", type=int, default=3, help="passes over the training window")
+    retrain_parser.add_argument("--holdout", type=float, default=0.2, help="most recent share kept for the comparison")
+    retrain_parser.add_argument("--every", type=float, help="keep retraining every this many seconds")
     sub.add_parser("settings", help="print the settings the engine would use")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -65,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, default, help in Settings.documentation():
             print(f"{name:<28} {default!s:<26} {help}")
         return 0
+    if args.command == "retrain":
+        from engine.retrain_cli import main as retrain_main
+
+        return retrain_main(settings, args.candidate, args.passes, args.holdout, args.every)
     if args.command == "demo":
         from engine.demo import run_demo
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -18,6 +19,7 @@ from engine import metrics
 from engine.openapi import OPENAPI
 from engine.runtime import Runtime
 from models.factory import MODELS
+from models.registry import RegistryError
 from streams.feature_store import FeatureStore
 from streams.records import InvalidMessage, validate_features
 
@@ -75,7 +77,7 @@ def parse_predict_request(body: Any, runtime: Runtime) -> tuple[str, dict[str, A
     if isinstance(entity_id, bool) or not isinstance(entity_id, (str, int)) or entity_id == "":
         raise RequestError(422, "entity_id must be a non-empty string or an integer", "entity_id")
     try:
-        features, _ = validate_features(body.get("features", {}), runtime.registry.ranges)
+        features, _ = validate_features(body.get("features", {}), runtime.feature_registry.ranges)
     except InvalidMessage as exc:
         field = exc.detail.split(" ")[0].split("=")[0] if exc.detail.startswith("features") else "features"
         raise RequestError(422, exc.detail, field) from None
@@ -116,7 +118,7 @@ async def online_features(request: Request) -> Response:
     ids = request.query_params.getlist("entity_id")
     if not ids or len(ids) > 1000:
         return error(422, "give 1 to 1000 entity_id query parameters", "entity_id")
-    return JSONResponse({"rows": FeatureStore(runtime.registry, runtime.entities).get_online_features(ids)})
+    return JSONResponse({"rows": FeatureStore(runtime.feature_registry, runtime.entities).get_online_features(ids)})
 
 
 async def offline_features(request: Request) -> Response:
@@ -163,12 +165,61 @@ async def list_models(request: Request) -> Response:
                 "metrics": live.metric_values(),
                 "concept_drifts": live.drifts_detected,
             },
+            "versions": runtime.model_registry.versions() if runtime.model_registry else [],
+            "serving_version": runtime.model_registry.serving if runtime.model_registry else None,
             "available": [
                 {"name": spec.name, "task": spec.task.value, "description": spec.description}
                 for spec in MODELS.values()
             ],
         }
     )
+
+
+def check_admin(request: Request) -> JSONResponse | None:
+    """Admin routes need `Authorization: Bearer $ADMIN_TOKEN`: 401 without one, 403 when wrong."""
+    runtime: Runtime = request.state.runtime
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer ") or not header[7:].strip():
+        return error(401, "admin route: send Authorization: Bearer <ADMIN_TOKEN>")
+    expected = runtime.settings.admin_token
+    if not expected or not hmac.compare_digest(header[7:].strip().encode(), expected.encode()):
+        return error(403, "wrong admin token" if expected else "admin routes are off: ADMIN_TOKEN is not set")
+    return None
+
+
+async def promote(request: Request) -> Response:
+    return await change_serving_version(request, "promote")
+
+
+async def rollback(request: Request) -> Response:
+    return await change_serving_version(request, "rollback")
+
+
+async def change_serving_version(request: Request, action: str) -> Response:
+    runtime: Runtime = request.state.runtime
+    refused = check_admin(request)
+    if refused is not None:
+        return refused
+    name = request.path_params["name"]
+    if name != runtime.model.name:
+        return error(404, f"the serving model is {runtime.model.name!r}, not {name!r}", "name")
+    registry = runtime.model_registry
+    if registry is None:
+        return error(503, "no model registry in this process")
+    try:
+        if action == "promote":
+            body = await read_json(request)
+            version = body.get("version") if isinstance(body, dict) else None
+            if isinstance(version, bool) or not isinstance(version, int):
+                return error(422, "body must be {\"version\": <integer>}", "version")
+            model = await runtime.serve_model(lambda live: registry.promote(version, live))
+        else:
+            model = await runtime.serve_model(registry.rollback)
+    except RequestError as exc:
+        return error(exc.status, exc.message, exc.field)
+    except RegistryError as exc:
+        return error(409, str(exc))
+    return JSONResponse({"serving": {"name": model.name, "version": model.version, "samples_learned": model.samples_learned}})
 
 
 async def openapi_document(request: Request) -> Response:
@@ -224,6 +275,8 @@ def create_api(runtime: Runtime) -> Any:
             Route("/predict/batch", predict_batch, methods=["POST"]),
             Route("/openapi.json", openapi_document, methods=["GET"]),
             Route("/models", list_models, methods=["GET"]),
+            Route("/models/{name}/promote", promote, methods=["POST"]),
+            Route("/models/{name}/rollback", rollback, methods=["POST"]),
             Route("/features", online_features, methods=["GET"]),
             Route("/features/offline", offline_features, methods=["GET"]),
             Route("/metrics", prometheus_metrics, methods=["GET"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from engine.cache import L1Cache, PredictionCache, RedisCache
 from engine.serving import DeadlineBreaker, Predictor
 from engine.settings import Settings
 from models.online import OnlineModel
+from models.registry import ModelRegistry
 from streams.features import FeatureRegistry
 from streams.offline_store import OfflineFeatureLog
 
@@ -31,20 +33,38 @@ def load_feature_registry(path: str) -> FeatureRegistry:
 class Runtime:
     settings: Settings
     model: OnlineModel
-    registry: FeatureRegistry
+    feature_registry: FeatureRegistry
     entities: Mapping[str, Any] = field(default_factory=dict)
     pending: Mapping[str, Any] = field(default_factory=dict)
     stream_ready: Any = None  # callable -> bool, set when a stream app runs in this process
     offline_log: OfflineFeatureLog | None = None
     redis: RedisCache | None = None
     predictor: Predictor | None = None
+    model_registry: ModelRegistry | None = None
+    processor: Any = None  # the stream's processor, when a stream runs in this process
+    stream_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    write_snapshot: Any = None
+
+    async def serve_model(self, change: Any) -> OnlineModel:
+        """Runs change(live model) -> new model between two stream batches, then serves it:
+        the stream learns into it, /predict answers with it, and a snapshot records it."""
+        async with self.stream_lock:
+            new = change(self.model)
+            self.model = new
+            if self.processor is not None:
+                self.processor.model = new
+            if self.predictor is not None:
+                self.predictor.model = new
+            if self.write_snapshot is not None:
+                self.write_snapshot()
+        return new
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Runtime":
         return cls(
             settings=settings,
             model=OnlineModel(settings.model_name, fallback_name=settings.fallback_model),
-            registry=load_feature_registry(settings.feature_definitions),
+            feature_registry=load_feature_registry(settings.feature_definitions),
         )
 
     async def start_serving(self) -> None:

@@ -61,6 +61,7 @@ class Settings:
     kafka_session_timeout_seconds: float = _env(
         "KAFKA_SESSION_TIMEOUT_SECONDS", 10.0, "how long a dead engine keeps its partitions"
     )
+    admin_token: str = _env("ADMIN_TOKEN", "", "bearer token for promote/rollback; empty = admin routes off")
     state_dir: str = _env("STATE_DIR", ".state/engine", "local state of the engine")
     log_level: str = _env("LOG_LEVEL", "info", "log level")
 
@@ -100,6 +101,14 @@ class Settings:
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir)
+
+    @property
+    def training_log_path(self) -> Path:
+        return self.state_path / "training-log"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.snapshot_path / "registry"
 
     @property
     def snapshot_path(self) -> Path:

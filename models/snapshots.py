@@ -34,12 +34,12 @@ class Snapshot:
     state: dict[str, Any]
 
 
-def _encode(meta: dict[str, Any], state: dict[str, Any]) -> bytes:
+def encode_snapshot(meta: dict[str, Any], state: dict[str, Any]) -> bytes:
     payload = pickle.dumps({"meta": meta, "state": state}, protocol=pickle.HIGHEST_PROTOCOL)
     return MAGIC + hashlib.blake2b(payload, digest_size=DIGEST_SIZE).digest() + payload
 
 
-def _decode(data: bytes) -> dict[str, Any]:
+def decode_snapshot(data: bytes) -> dict[str, Any]:
     if not data.startswith(MAGIC):
         raise SnapshotError("not a snapshot file (bad magic)")
     digest, payload = data[len(MAGIC) : len(MAGIC) + DIGEST_SIZE], data[len(MAGIC) + DIGEST_SIZE :]
@@ -57,7 +57,7 @@ class SnapshotStore:
     def write(self, meta: dict[str, Any], state: dict[str, Any]) -> tuple[Path, int, float]:
         """Returns (path, size in bytes, seconds taken)."""
         started = time.perf_counter()
-        data = _encode(meta, state)
+        data = encode_snapshot(meta, state)
         name = f"snapshot-{time.time_ns():020d}.bin"
         partial = self.directory / f".{name}.tmp"
         with open(partial, "wb") as out:
@@ -85,7 +85,7 @@ class SnapshotStore:
     def valid(self) -> Iterator[Snapshot]:
         for path in self.paths():
             try:
-                decoded = _decode(path.read_bytes())
+                decoded = decode_snapshot(path.read_bytes())
             except (OSError, SnapshotError, pickle.UnpicklingError, EOFError) as exc:
                 log.warning("skipping snapshot %s: %s", path.name, exc)
                 continue

@@ -21,6 +21,7 @@ from engine.settings import Settings
 from models.drift import DriftMonitor
 from models.online import OnlineModel
 from models.snapshots import Snapshot, SnapshotStore
+from models.training_log import TrainingLog
 from streams.features import FeatureRegistry
 from streams.gap_filler import read_range
 from streams.offline_store import OfflineFeatureLog
@@ -42,6 +43,8 @@ class StreamApp:
     entities: Any
     pending: Any
     offline_log: OfflineFeatureLog
+    lock: asyncio.Lock
+    write_snapshot: Any
 
     def is_ready(self) -> bool:
         """Partitions assigned and tables recovered from their changelogs."""
@@ -98,6 +101,7 @@ def build_stream_app(
     pending = app.Table("pending-predictions", **table_options)
     entity_writes, pending_writes = WriteBehind(entities), WriteBehind(pending)
     offline_log = OfflineFeatureLog(settings.state_path / "offline-features")
+    training_log = TrainingLog(settings.training_log_path)
     processor = StreamProcessor(
         model,
         registry,
@@ -109,6 +113,7 @@ def build_stream_app(
         pending_max=settings.pending_max,
         early_label_grace_seconds=settings.early_label_grace_seconds,
         offline_log=offline_log,
+        training_log=training_log,
     )
 
     async def dead_letter(topic: Any, message: Any, error: InvalidMessage) -> None:
@@ -125,6 +130,7 @@ def build_stream_app(
     if restored:
         processor.restore(restored.state["processor"])
     last_snapshot = {"samples": model.samples_learned, "at": time.monotonic()}
+    # processor.model, not `model`: promote and rollback replace the live model.
 
     def flush_tables() -> None:
         entity_writes.flush()
@@ -166,13 +172,15 @@ def build_stream_app(
     def snapshot_if_due() -> None:
         if snapshots is None:
             return
-        learned = model.samples_learned - last_snapshot["samples"]
+        learned = processor.model.samples_learned - last_snapshot["samples"]
         overdue = time.monotonic() - last_snapshot["at"] >= settings.snapshot_every_seconds
         if learned >= settings.snapshot_every_labels or (overdue and learned > 0):
             write_snapshot()
 
     def write_snapshot() -> None:
         offline_log.flush()
+        training_log.flush()
+        model = processor.model
         meta = {
             "model_name": model.name,
             "model_version": model.version,
@@ -191,7 +199,7 @@ def build_stream_app(
 
     def snapshot_on_stop() -> None:
         # A graceful stop lets Faust commit offsets past the last periodic snapshot.
-        if snapshots is not None and model.samples_learned > last_snapshot["samples"]:
+        if snapshots is not None and processor.model.samples_learned != last_snapshot["samples"]:
             write_snapshot()
 
     async def process_batch(batch: list[Any], handler: Any, dlq: Any) -> None:
@@ -235,15 +243,17 @@ def build_stream_app(
                 value=raw_label,
                 headers=[("dlq.reason", b"unknown_event"), ("dlq.detail", b"no event with this event_id arrived")],
             )
-        publish_model_gauges(model)
+        publish_model_gauges(processor.model)
         publish_drift_gauges(processor.drift)
         publish_consumer_lag(app, next_offsets)
 
     @app.timer(settings.offline_flush_seconds, on_leader=False)
     async def flush_offline_log() -> None:
+        # The training log is flushed only with a snapshot, so on disk it always holds exactly
+        # the examples a snapshot covers: a replay after a crash cannot add an example twice.
         offline_log.flush()
 
-    return StreamApp(app, processor, entity_writes, pending_writes, offline_log)
+    return StreamApp(app, processor, entity_writes, pending_writes, offline_log, lock, write_snapshot)
 
 
 def publish_model_gauges(model: OnlineModel) -> None:
@@ -251,6 +261,7 @@ def publish_model_gauges(model: OnlineModel) -> None:
         metrics.MODEL_METRIC.labels(model.name, name).set(value)
     metrics.MODEL_SAMPLES.labels(model.name).set(model.samples_learned)
     metrics.MODEL_DRIFTS.labels(model.name).set(model.drifts_detected)
+    metrics.MODEL_INFO.clear()  # one serving model: drop the series of the one it replaced
     metrics.MODEL_INFO.labels(model.name, str(model.version), model.task.value).set(1)
 
 

@@ -10,16 +10,14 @@ earlier here).
 
 from __future__ import annotations
 
-import itertools
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
+
+from models.parquet_log import ParquetLog
 
 SCHEMA = pa.schema(
     [
@@ -33,41 +31,22 @@ SCHEMA = pa.schema(
 
 class OfflineFeatureLog:
     def __init__(self, directory: str | Path, flush_rows: int = 50_000) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.flush_rows = flush_rows
-        self._rows: list[tuple[str, float, int, str]] = []
-        self._sequence = itertools.count()
+        self._log = ParquetLog(directory, SCHEMA, "features", flush_rows)
 
     def append(self, entity_id: str, state: dict[str, Any]) -> None:
-        self._rows.append((entity_id, state["updated_at"], state["version"], orjson.dumps(state["values"]).decode()))
-        if len(self._rows) >= self.flush_rows:
-            self.flush()
+        self._log.append((entity_id, state["updated_at"], state["version"], orjson.dumps(state["values"]).decode()))
 
     def flush(self) -> None:
-        """Writes the buffered rows as one Parquet file, atomically (temp file, then rename)."""
-        if not self._rows:
-            return
-        rows, self._rows = self._rows, []
-        columns = list(zip(*rows))
-        table = pa.table([pa.array(c, type=f.type) for c, f in zip(columns, SCHEMA)], schema=SCHEMA)
-        name = f"features-{time.time_ns()}-{next(self._sequence):06d}.parquet"
-        partial = self.directory / f".{name}.tmp"
-        pq.write_table(table, partial)
-        partial.rename(self.directory / name)
+        self._log.flush()
 
     def get_offline_features(self, entity_ids: Iterable[str], timestamp: float) -> list[dict[str, Any]]:
         ids = list(entity_ids)
-        files = sorted(str(p) for p in self.directory.glob("features-*.parquet"))
+        table = self._log.read(pc.field("entity_id").isin(ids) & (pc.field("updated_at") <= timestamp))
         latest: dict[str, tuple[float, int, str]] = {}
-        if files:
-            dataset = ds.dataset(files, schema=SCHEMA, format="parquet")
-            condition = pc.field("entity_id").isin(ids) & (pc.field("updated_at") <= timestamp)
-            table = dataset.to_table(filter=condition)
-            for entity_id, updated_at, version, values in zip(*(table.column(n).to_pylist() for n in SCHEMA.names)):
-                best = latest.get(entity_id)
-                if best is None or (updated_at, version) > best[:2]:
-                    latest[entity_id] = (updated_at, version, values)
+        for entity_id, updated_at, version, values in zip(*(table.column(n).to_pylist() for n in SCHEMA.names)):
+            best = latest.get(entity_id)
+            if best is None or (updated_at, version) > best[:2]:
+                latest[entity_id] = (updated_at, version, values)
         rows = []
         for entity_id in ids:
             found = latest.get(entity_id)

@@ -15,6 +15,7 @@ from typing import Any, MutableMapping
 from engine import metrics
 from models.drift import DriftMonitor
 from models.online import OnlineModel, Prediction
+from models.training_log import TrainingLog
 from streams.features import FeatureRegistry, apply_event, model_features
 from streams.offline_store import OfflineFeatureLog
 from streams.records import Event, InvalidMessage, Label, parse_event, parse_label
@@ -59,6 +60,7 @@ class StreamProcessor:
         pending_max: int = 1_000_000,
         early_label_grace_seconds: float = 30.0,
         offline_log: OfflineFeatureLog | None = None,
+        training_log: TrainingLog | None = None,
     ) -> None:
         self.model = model
         self.registry = registry
@@ -70,6 +72,7 @@ class StreamProcessor:
         self.pending_max = pending_max
         self.early_label_grace_seconds = early_label_grace_seconds
         self.offline_log = offline_log
+        self.training_log = training_log
         self.drift = DriftMonitor()
         self._recent_event_ids: OrderedDict[str, None] = OrderedDict()
         # Labels published right after their event can overtake it (two topics); they wait here.
@@ -98,7 +101,7 @@ class StreamProcessor:
         if not event.has_label and event.event_id in self._early_labels:
             label = self._early_labels.pop(event.event_id)[0].label
         if event.has_label or label is not None:
-            self._guarded(self.model.learn, features, label, prediction)
+            self._learn(event.ts, features, label, prediction)
             metrics.LABELS_LEARNED.labels("inline" if event.has_label else "labels_topic").inc()
             return EventResult(event, features, prediction, learned=True)
 
@@ -107,6 +110,7 @@ class StreamProcessor:
             "value": prediction.value,
             "proba": _proba_to_json(prediction.proba),
             "predicted_at": now,
+            "ts": event.ts,
         }
         return EventResult(event, features, prediction, learned=False)
 
@@ -122,7 +126,7 @@ class StreamProcessor:
             return False
         del self.pending[label.event_id]
         prediction = Prediction(entry["value"], _proba_from_json(entry["proba"]))
-        self._guarded(self.model.learn, entry["features"], label.label, prediction)
+        self._learn(entry.get("ts", entry["predicted_at"]), entry["features"], label.label, prediction)
         metrics.LABELS_LEARNED.labels("labels_topic").inc()
         metrics.LABEL_DELAY.observe(max(0.0, now - entry["predicted_at"]))
         return True
@@ -180,6 +184,11 @@ class StreamProcessor:
                 del table[key]
             for key, value in wanted.items():
                 table[key] = value
+
+    def _learn(self, ts: float, features: dict[str, Any], label: Any, prediction: Prediction) -> None:
+        self._guarded(self.model.learn, features, label, prediction)
+        if self.training_log is not None:
+            self.training_log.append(ts, features, label)
 
     @staticmethod
     def _guarded(call: Any, *args: Any) -> Any:

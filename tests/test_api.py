@@ -12,8 +12,8 @@ from streams.features import FeatureRegistry, apply_event
 @pytest.fixture
 def runtime():
     runtime = Runtime.from_settings(Settings.from_env({"REDIS_URL": ""}))
-    runtime.registry = FeatureRegistry([{"name": "amount", "kind": "raw", "min": 0, "max": 100}, {"name": "n", "agg": "count"}])
-    runtime.entities = {"known": apply_event(None, 1.0, {"amount": 3.0}, runtime.registry.aggregates)}
+    runtime.feature_registry = FeatureRegistry([{"name": "amount", "kind": "raw", "min": 0, "max": 100}, {"name": "n", "agg": "count"}])
+    runtime.entities = {"known": apply_event(None, 1.0, {"amount": 3.0}, runtime.feature_registry.aggregates)}
     return runtime
 
 
