@@ -35,7 +35,10 @@ def run(settings: Settings) -> None:
         runtime.model = restored.state["model"]
     runtime.model_registry = ModelRegistry(settings.registry_path)
     runtime.model_registry.ensure_serving(runtime.model)
-    stream = build_stream_app(settings, runtime.model, runtime.feature_registry, snapshots, restored)
+    stream = build_stream_app(
+        settings, runtime.model, runtime.feature_registry, snapshots, restored,
+        model_registry=runtime.model_registry, on_model_change=runtime.adopt_model,
+    )
     runtime.entities = stream.entities
     runtime.pending = stream.pending
     runtime.offline_log = stream.offline_log

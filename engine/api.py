@@ -20,6 +20,7 @@ from engine.openapi import OPENAPI
 from engine.runtime import Runtime
 from models.factory import MODELS
 from models.registry import RegistryError
+from models.rollout import Rollout
 from streams.feature_store import FeatureStore
 from streams.records import InvalidMessage, validate_features
 
@@ -167,6 +168,7 @@ async def list_models(request: Request) -> Response:
             },
             "versions": runtime.model_registry.versions() if runtime.model_registry else [],
             "serving_version": runtime.model_registry.serving if runtime.model_registry else None,
+            "rollout": rollout.status() if (rollout := runtime.current_rollout()) is not None else None,
             "available": [
                 {"name": spec.name, "task": spec.task.value, "description": spec.description}
                 for spec in MODELS.values()
@@ -220,6 +222,64 @@ async def change_serving_version(request: Request, action: str) -> Response:
     except RegistryError as exc:
         return error(409, str(exc))
     return JSONResponse({"serving": {"name": model.name, "version": model.version, "samples_learned": model.samples_learned}})
+
+
+async def start_rollout(request: Request) -> Response:
+    """Body {"version": N, "mode": "shadow"|"canary", "share": 0.1, "min_labels": 1000, "margin": 0.0}."""
+    runtime: Runtime = request.state.runtime
+    refused = check_admin(request)
+    if refused is not None:
+        return refused
+    if request.path_params["name"] != runtime.model.name:
+        return error(404, f"the serving model is {runtime.model.name!r}", "name")
+    if runtime.model_registry is None or runtime.processor is None:
+        return error(503, "rollouts need the stream and the model registry in this process")
+    try:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise RequestError(422, "body must be a JSON object", "body")
+        version = body.get("version")
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise RequestError(422, "version must be an integer", "version")
+        options = {
+            "mode": body.get("mode", "shadow"),
+            "share": body.get("share", 0.0),
+            "min_labels": body.get("min_labels", runtime.settings.rollout_min_labels),
+            "margin": body.get("margin", runtime.settings.rollout_margin),
+        }
+        for name in ("share", "margin"):
+            if isinstance(options[name], bool) or not isinstance(options[name], (int, float)):
+                raise RequestError(422, f"{name} must be a number", name)
+        if isinstance(options["min_labels"], bool) or not isinstance(options["min_labels"], int) or options["min_labels"] < 1:
+            raise RequestError(422, "min_labels must be a positive integer", "min_labels")
+        challenger = runtime.model_registry.load(version)
+        if challenger.task is not runtime.model.task:
+            raise RequestError(422, f"version {version} is a {challenger.task.value} model", "version")
+        rollout = Rollout(challenger, **options)
+    except RequestError as exc:
+        return error(exc.status, exc.message, exc.field)
+    except RegistryError as exc:
+        return error(409, str(exc))
+    except ValueError as exc:
+        return error(422, str(exc))
+    async with runtime.stream_lock:
+        runtime.processor.rollout = rollout
+    return JSONResponse({"rollout": rollout.status()})
+
+
+async def stop_rollout(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    refused = check_admin(request)
+    if refused is not None:
+        return refused
+    rollout = runtime.current_rollout()
+    if rollout is None:
+        return error(409, "no rollout is running")
+    async with runtime.stream_lock:
+        runtime.processor.rollout = None
+    if runtime.model_registry is not None:
+        runtime.model_registry.annotate(rollout.challenger.version, rollout_result="stopped", rollout=rollout.status())
+    return JSONResponse({"stopped": rollout.status()})
 
 
 async def openapi_document(request: Request) -> Response:
@@ -277,6 +337,8 @@ def create_api(runtime: Runtime) -> Any:
             Route("/models", list_models, methods=["GET"]),
             Route("/models/{name}/promote", promote, methods=["POST"]),
             Route("/models/{name}/rollback", rollback, methods=["POST"]),
+            Route("/models/{name}/rollout", start_rollout, methods=["POST"]),
+            Route("/models/{name}/rollout/stop", stop_rollout, methods=["POST"]),
             Route("/features", online_features, methods=["GET"]),
             Route("/features/offline", offline_features, methods=["GET"]),
             Route("/metrics", prometheus_metrics, methods=["GET"]),

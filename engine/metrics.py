@@ -57,3 +57,5 @@ SNAPSHOT_BYTES = Gauge("rtml_snapshot_bytes", "Size of the latest model snapshot
 SNAPSHOT_SECONDS = Histogram(
     "rtml_snapshot_write_seconds", "Time to write a snapshot (pickle, fsync, rename)", buckets=FAST_BUCKETS
 )
+ROLLOUT_DECISIONS = Counter("rtml_rollout_decisions_total", "Shadow/canary rollouts decided", ["decision"])
+ROLLOUT_SERVED = Counter("rtml_rollout_predictions_total", "Requests answered by a canary challenger")

@@ -35,6 +35,25 @@ FEATURE_ROWS = {
                        "updated_at": {"type": ["number", "null"]}, "version": {"type": "integer"}}}}},
 }
 
+def _admin(summary: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary + " (admin: Authorization: Bearer $ADMIN_TOKEN)",
+        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {
+            "200": _json({"type": "object"}, "done"),
+            "401": _json({"$ref": "#/components/schemas/Error"}, "no bearer token"),
+            "403": _json({"$ref": "#/components/schemas/Error"}, "wrong token, or admin routes off"),
+            "404": _json({"$ref": "#/components/schemas/Error"}, "not the serving model's name"),
+            "409": _json({"$ref": "#/components/schemas/Error"}, "no such version, or nothing to roll back"),
+            "503": _json({"$ref": "#/components/schemas/Error"}, "no registry or stream in this process"),
+            **_errors(400, 413, 415, 422),
+        },
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return {"post": operation}
+
+
 PREDICT_REQUEST = {
     "type": "object",
     "required": ["entity_id"],
@@ -63,6 +82,7 @@ PREDICTION = {
             "properties": {"name": {"type": "string"}, "version": {"type": "integer"}},
         },
         "cached": {"enum": ["l1", "l2", None], "description": "the cache tier that answered, or null"},
+        "rollout": {"enum": ["canary", None], "description": "a canary challenger answered"},
         "fallback": {
             "type": ["object", "null"],
             "properties": {
@@ -138,6 +158,19 @@ OPENAPI: dict[str, Any] = {
         },
         "/models": {"get": {"summary": "The serving model and the models available",
                             "responses": {"200": _json({"type": "object", "required": ["serving", "available"]}, "models")}}},
+        "/models/{name}/promote": _admin(
+            "Serve a registered version (the outgoing model's state is kept for rollback)",
+            {"type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}},
+        ),
+        "/models/{name}/rollback": _admin("Serve the version that served before the current one", None),
+        "/models/{name}/rollout": _admin(
+            "Start a shadow or canary rollout of a registered version",
+            {"type": "object", "required": ["version"], "properties": {
+                "version": {"type": "integer"}, "mode": {"enum": ["shadow", "canary"]},
+                "share": {"type": "number", "minimum": 0, "maximum": 1},
+                "min_labels": {"type": "integer", "minimum": 1}, "margin": {"type": "number"}}},
+        ),
+        "/models/{name}/rollout/stop": _admin("Stop the running rollout without a decision", None),
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"}, "alive")}}},
         "/readyz": {"get": {"summary": "Readiness: model loaded, partitions assigned, tables recovered",
                             "responses": {"200": _json({"type": "object"}, "ready"), "503": _json({"type": "object"}, "not ready")}}},

@@ -45,19 +45,25 @@ class Runtime:
     stream_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     write_snapshot: Any = None
 
+    def adopt_model(self, new: OnlineModel) -> None:
+        self.model = new
+        if self.processor is not None:
+            self.processor.model = new
+        if self.predictor is not None:
+            self.predictor.model = new
+
     async def serve_model(self, change: Any) -> OnlineModel:
         """Runs change(live model) -> new model between two stream batches, then serves it:
         the stream learns into it, /predict answers with it, and a snapshot records it."""
         async with self.stream_lock:
             new = change(self.model)
-            self.model = new
-            if self.processor is not None:
-                self.processor.model = new
-            if self.predictor is not None:
-                self.predictor.model = new
+            self.adopt_model(new)
             if self.write_snapshot is not None:
                 self.write_snapshot()
         return new
+
+    def current_rollout(self) -> Any:
+        return self.processor.rollout if self.processor is not None else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Runtime":
@@ -75,7 +81,7 @@ class Runtime:
             self.redis = RedisCache(s.redis_url, s.cache_ttl_seconds, s.redis_timeout_seconds, s.redis_backoff_seconds)
         cache = PredictionCache(l1, self.redis) if (l1 or self.redis) else None
         breaker = DeadlineBreaker(s.predict_deadline_seconds, s.breaker_cooldown_seconds)
-        self.predictor = Predictor(self.model, self.entities, cache, breaker)
+        self.predictor = Predictor(self.model, self.entities, cache, breaker, self.current_rollout)
 
     async def stop_serving(self) -> None:
         if self.redis is not None:

@@ -50,11 +50,19 @@ def _dumps(value: Any) -> bytes:
 
 
 class Predictor:
-    def __init__(self, model: OnlineModel, entities: Any, cache: PredictionCache | None, breaker: DeadlineBreaker) -> None:
+    def __init__(
+        self,
+        model: OnlineModel,
+        entities: Any,
+        cache: PredictionCache | None,
+        breaker: DeadlineBreaker,
+        rollout: Any = None,
+    ) -> None:
         self.model = model
         self.entities = entities
         self.cache = cache
         self.breaker = breaker
+        self.rollout = rollout or (lambda: None)  # callable: the running rollout, if any
 
     async def predict(self, entity_id: str, features: dict[str, Any]) -> dict[str, Any]:
         state = self.entities.get(entity_id)
@@ -63,22 +71,27 @@ class Predictor:
             "feature_version": state["version"] if state else None,
             "feature_age_seconds": max(0.0, time.time() - state["updated_at"]) if state else None,
         }
+        rollout = self.rollout()
+        canary = rollout is not None and rollout.answers(entity_id)
+        model = rollout.challenger if canary else self.model
+        if canary:
+            metrics.ROLLOUT_SERVED.inc()
         key = None
         if self.cache is not None:
-            model = self.model
             key = cache_key(model.name, model.version, model.samples_learned, entity_id, freshness["feature_version"], features)
             cached, tier = await self.cache.get(key)
             if cached is not None:
-                return {"entity_id": entity_id, **orjson.loads(cached), "cached": tier, "fallback": None, **freshness}
+                return {"entity_id": entity_id, **orjson.loads(cached), "cached": tier, "fallback": None,
+                        "rollout": "canary" if canary else None, **freshness}
 
         x = model_features(features, state["values"] if state else {})
-        answer, fallback = self._primary_or_fallback(x)
+        answer, fallback = self._primary_or_fallback(model, x)
         if key is not None and fallback is None:
             self.cache.put(key, _dumps(answer))
-        return {"entity_id": entity_id, **answer, "cached": None, "fallback": fallback, **freshness}
+        return {"entity_id": entity_id, **answer, "cached": None, "fallback": fallback,
+                "rollout": "canary" if canary else None, **freshness}
 
-    def _primary_or_fallback(self, x: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str] | None]:
-        model = self.model
+    def _primary_or_fallback(self, model: OnlineModel, x: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str] | None]:
         if self.breaker.is_open:
             return self._fallback("deadline", x)
         started = time.perf_counter()

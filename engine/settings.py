@@ -61,6 +61,8 @@ class Settings:
     kafka_session_timeout_seconds: float = _env(
         "KAFKA_SESSION_TIMEOUT_SECONDS", 10.0, "how long a dead engine keeps its partitions"
     )
+    rollout_min_labels: int = _env("ROLLOUT_MIN_LABELS", 1000, "labels a shadow/canary is scored on before the decision")
+    rollout_margin: float = _env("ROLLOUT_MARGIN", 0.0, "how much better the challenger's primary metric must be")
     admin_token: str = _env("ADMIN_TOKEN", "", "bearer token for promote/rollback; empty = admin routes off")
     state_dir: str = _env("STATE_DIR", ".state/engine", "local state of the engine")
     log_level: str = _env("LOG_LEVEL", "info", "log level")

@@ -34,7 +34,7 @@ class Prediction:
         return cls(value=data.get("value"), proba=proba)
 
 
-def _metrics_for(task: Task) -> dict[str, metrics.base.Metric]:
+def metrics_for(task: Task) -> dict[str, metrics.base.Metric]:
     if task is Task.BINARY:
         return {"accuracy": metrics.Accuracy(), "roc_auc": metrics.ROCAUC(), "log_loss": metrics.LogLoss()}
     if task is Task.MULTICLASS:
@@ -49,7 +49,7 @@ class OnlineModel:
         self.version = version
         self.task = spec.task
         self.estimator = spec.build()
-        self.metrics = _metrics_for(spec.task)
+        self.metrics = metrics_for(spec.task)
         self.samples_learned = 0
         self.drift_detector = drift.ADWIN()
         self.drifts_detected = 0

@@ -108,6 +108,12 @@ class ModelRegistry:
         self._save_index(index)
         return self.load(previous)
 
+    def annotate(self, version: int, **info: Any) -> None:
+        index = self._index()
+        if str(version) in index["versions"]:
+            index["versions"][str(version)].update(info)
+            self._save_index(index)
+
     def ensure_serving(self, model: OnlineModel) -> None:
         """On first start, the live model becomes version 1."""
         index = self._index()

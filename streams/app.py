@@ -20,6 +20,7 @@ from engine import metrics
 from engine.settings import Settings
 from models.drift import DriftMonitor
 from models.online import OnlineModel
+from models.registry import ModelRegistry
 from models.snapshots import Snapshot, SnapshotStore
 from models.training_log import TrainingLog
 from streams.features import FeatureRegistry
@@ -71,6 +72,8 @@ def build_stream_app(
     registry: FeatureRegistry,
     snapshots: SnapshotStore | None = None,
     restored: Snapshot | None = None,
+    model_registry: ModelRegistry | None = None,
+    on_model_change: Any = None,
 ) -> StreamApp:
     app = faust.App(
         settings.app_id,
@@ -202,6 +205,27 @@ def build_stream_app(
         if snapshots is not None and processor.model.samples_learned != last_snapshot["samples"]:
             write_snapshot()
 
+    def decide_rollout() -> None:
+        rollout = processor.rollout
+        verdict = rollout.decision() if rollout is not None else None
+        if verdict is None:
+            return
+        processor.rollout = None
+        challenger = rollout.challenger
+        log.warning("rollout of version %s: %s (%s)", challenger.version, verdict, rollout.status())
+        if model_registry is not None:
+            if verdict == "promote":
+                model_registry.promote(challenger.version, processor.model)
+            model_registry.annotate(challenger.version, rollout_result=verdict, rollout=rollout.status())
+        if verdict == "promote":
+            # The challenger itself, which went on learning during the rollout, takes over.
+            processor.model = challenger
+            if on_model_change is not None:
+                on_model_change(challenger)
+        metrics.ROLLOUT_DECISIONS.labels(verdict).inc()
+        if snapshots is not None:
+            write_snapshot()
+
     async def process_batch(batch: list[Any], handler: Any, dlq: Any) -> None:
         async with lock:
             restore_tables_once()
@@ -211,6 +235,7 @@ def build_stream_app(
                 if position % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let waiting HTTP requests in between
             flush_tables()  # before take_events acknowledges the batch's offsets
+            decide_rollout()
             snapshot_if_due()
 
     @app.agent(events_topic, name="consume-events")

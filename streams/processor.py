@@ -15,6 +15,7 @@ from typing import Any, MutableMapping
 from engine import metrics
 from models.drift import DriftMonitor
 from models.online import OnlineModel, Prediction
+from models.rollout import Rollout
 from models.training_log import TrainingLog
 from streams.features import FeatureRegistry, apply_event, model_features
 from streams.offline_store import OfflineFeatureLog
@@ -74,6 +75,7 @@ class StreamProcessor:
         self.offline_log = offline_log
         self.training_log = training_log
         self.drift = DriftMonitor()
+        self.rollout: Rollout | None = None
         self._recent_event_ids: OrderedDict[str, None] = OrderedDict()
         # Labels published right after their event can overtake it (two topics); they wait here.
         self._early_labels: OrderedDict[str, tuple[Label, bytes, float]] = OrderedDict()
@@ -94,6 +96,7 @@ class StreamProcessor:
             self.offline_log.append(event.entity_id, state)
         features = model_features(event.features, state["values"])
         prediction = self._guarded(self.model.predict, features)
+        challenger = self.rollout.predict(features) if self.rollout is not None else None
         self.drift.observe(event.features, _drift_score(prediction))
         metrics.EVENTS_PROCESSED.inc()
 
@@ -101,7 +104,7 @@ class StreamProcessor:
         if not event.has_label and event.event_id in self._early_labels:
             label = self._early_labels.pop(event.event_id)[0].label
         if event.has_label or label is not None:
-            self._learn(event.ts, features, label, prediction)
+            self._learn(event.ts, features, label, prediction, challenger)
             metrics.LABELS_LEARNED.labels("inline" if event.has_label else "labels_topic").inc()
             return EventResult(event, features, prediction, learned=True)
 
@@ -112,6 +115,8 @@ class StreamProcessor:
             "predicted_at": now,
             "ts": event.ts,
         }
+        if challenger is not None:
+            self.pending[event.event_id]["challenger"] = [challenger.value, _proba_to_json(challenger.proba)]
         return EventResult(event, features, prediction, learned=False)
 
     def handle_label(self, raw: bytes, now: float | None = None) -> bool:
@@ -126,7 +131,10 @@ class StreamProcessor:
             return False
         del self.pending[label.event_id]
         prediction = Prediction(entry["value"], _proba_from_json(entry["proba"]))
-        self._learn(entry.get("ts", entry["predicted_at"]), entry["features"], label.label, prediction)
+        challenger = None
+        if "challenger" in entry:
+            challenger = Prediction(entry["challenger"][0], _proba_from_json(entry["challenger"][1]))
+        self._learn(entry.get("ts", entry["predicted_at"]), entry["features"], label.label, prediction, challenger)
         metrics.LABELS_LEARNED.labels("labels_topic").inc()
         metrics.LABEL_DELAY.observe(max(0.0, now - entry["predicted_at"]))
         return True
@@ -169,6 +177,7 @@ class StreamProcessor:
             "recent_event_ids": list(self._recent_event_ids),
             "early_labels": list(self._early_labels.items()),
             "drift": self.drift,
+            "rollout": self.rollout,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -177,6 +186,7 @@ class StreamProcessor:
         self._recent_event_ids = OrderedDict((event_id, None) for event_id in state["recent_event_ids"])
         self._early_labels = OrderedDict(state["early_labels"])
         self.drift = state["drift"]
+        self.rollout = state.get("rollout")
 
     def restore_tables(self, state: dict[str, Any]) -> None:
         for table, wanted in ((self.entities, state["entities"]), (self.pending, state["pending"])):
@@ -185,8 +195,12 @@ class StreamProcessor:
             for key, value in wanted.items():
                 table[key] = value
 
-    def _learn(self, ts: float, features: dict[str, Any], label: Any, prediction: Prediction) -> None:
+    def _learn(
+        self, ts: float, features: dict[str, Any], label: Any, prediction: Prediction, challenger: Prediction | None
+    ) -> None:
         self._guarded(self.model.learn, features, label, prediction)
+        if self.rollout is not None:
+            self.rollout.learn(features, label, prediction, challenger)
         if self.training_log is not None:
             self.training_log.append(ts, features, label)
 

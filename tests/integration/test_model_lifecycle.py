@@ -11,6 +11,8 @@ import orjson
 import pytest
 
 from engine.publish import dataset_events
+from models.online import OnlineModel
+from models.registry import ModelRegistry
 from tests.conftest import KAFKA_BOOTSTRAP, ROOT, unique_env
 from tests.integration.kafka_client import produce
 
@@ -55,3 +57,38 @@ async def test_retrain_register_promote_rollback(engine_factory, tmp_path):
     assert back.status_code == 200, back.text
     after = engine.post("/predict", body).json()
     assert after["model"] == before["model"] and after["probabilities"] == before["probabilities"]
+
+
+async def test_canary_rollout_on_a_live_engine_is_decided_by_labels(engine_factory, tmp_path):
+    env = unique_env(ADMIN_TOKEN=TOKEN, CACHE_L1_ENTRIES=0, REDIS_URL="")
+    rows = list(dataset_events("Phishing", entities=50))
+    engine = engine_factory(env).start()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    messages = [(e["entity_id"].encode(), orjson.dumps({**e, "label": y})) for e, y in rows]
+    await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, messages[:100])
+    engine.wait_until(lambda: engine.samples_learned() == 100, what="100 learned")
+
+    # A challenger that learned the whole dataset beforehand: it must win the canary.
+    challenger = OnlineModel("logreg")
+    for event, y in rows:
+        challenger.learn(event["features"], y, challenger.predict(event["features"]))
+    version = ModelRegistry(tmp_path / "state/snapshots/registry").register(
+        challenger, "candidate", parent=1
+    )
+    started = httpx.post(f"{engine.base_url}/models/logreg/rollout",
+                         json={"version": version, "mode": "canary", "share": 0.3, "min_labels": 300, "margin": 0.01},
+                         headers=auth)
+    assert started.status_code == 200, started.text
+
+    served = [engine.post("/predict", {"entity_id": f"visitor-{i}", "features": rows[0][0]["features"]}).json()
+              for i in range(400)]
+    canary_share = sum(a["model"]["version"] == version for a in served) / len(served)
+    assert abs(canary_share - 0.3) < 0.08  # hash routing over 400 entities
+
+    await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, messages[100:500])
+    engine.wait_until(lambda: engine.get("/models").json()["rollout"] is None, what="the rollout decided")
+    models = engine.get("/models").json()
+    assert models["serving_version"] == version
+    entry = [v for v in models["versions"] if v["version"] == version][0]
+    assert entry["rollout_result"] == "promote"
+    assert engine.post("/predict", {"entity_id": "anyone", "features": rows[0][0]["features"]}).json()["model"]["version"] == version
