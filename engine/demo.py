@@ -71,7 +71,8 @@ def run_demo(settings: Settings, rate: float) -> int:
         print(f"2. publishing {total} {DATASET} events (labels inline) to topic {settings.events_topic!r} at {rate:.0f}/s")
 
         async def publish_and_watch() -> dict:
-            publishing = asyncio.create_task(publish_dataset(settings, DATASET, labels="inline", rate=rate))
+            run = time.strftime("%Y%m%dT%H%M%S-")
+            publishing = asyncio.create_task(publish_dataset(settings, DATASET, labels="inline", rate=rate, run=run))
             serving = await _show_progress(base_url, total, start_count)
             await publishing
             return serving
@@ -93,7 +94,10 @@ def run_demo(settings: Settings, rate: float) -> int:
         exact = True
         for name, metric in (("accuracy", metrics.Accuracy()), ("roc_auc", metrics.ROCAUC()), ("log_loss", metrics.LogLoss())):
             if start_count:
-                print("   (the engine had learned before this run; restart it on fresh topics to compare)")
+                print(
+                    f"   the model already knew {start_count} samples from an earlier run (restored from its snapshot),\n"
+                    "   so its metrics cover both runs. To compare from scratch: make down; rm -rf .state; make demo"
+                )
                 break
             reference = evaluate.progressive_val_score(load_dataset(DATASET), build_model(settings.model_name), metric).get()
             engine_value = serving["metrics"][name]

@@ -40,15 +40,16 @@ def _json_value(value: Any) -> Any:
 
 
 def dataset_events(
-    name: str, limit: int | None = None, entities: int = 20, start_ts: float | None = None
+    name: str, limit: int | None = None, entities: int = 20, start_ts: float | None = None, run: str = ""
 ) -> Iterator[tuple[dict[str, Any], Any]]:
-    """Yields (event without label, label) in the dataset's order."""
+    """Yields (event without label, label) in the dataset's order. `run` makes the event ids
+    of one publication unique, so publishing the dataset again is not a duplicate."""
     start_ts = time.time() if start_ts is None else start_ts
     for i, (x, y) in enumerate(load_dataset(name)):
         if limit is not None and i >= limit:
             return
         event = {
-            "event_id": f"{name}-{i}",
+            "event_id": f"{name}-{run}{i}" if run else f"{name}-{i}",
             "entity_id": f"{name}-entity-{i % entities}",
             "ts": start_ts + i * 0.001,
             "features": {k: _json_value(v) for k, v in x.items()},
@@ -62,6 +63,7 @@ async def publish_dataset(
     labels: str = "inline",
     limit: int | None = None,
     rate: float | None = None,
+    run: str = "",
 ) -> int:
     """labels: 'inline' (in the event), 'topic' (on the labels topic after each event), 'none'."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, acks="all")
@@ -69,7 +71,7 @@ async def publish_dataset(
     sent = 0
     started = time.perf_counter()
     try:
-        for event, y in dataset_events(name, limit):
+        for event, y in dataset_events(name, limit, run=run):
             if labels == "inline":
                 event["label"] = y
             await producer.send(settings.events_topic, orjson.dumps(event), key=event["entity_id"].encode())

@@ -35,11 +35,9 @@ fetch_jars() {
   fi
 }
 
-java_run() {
-  java -Xms256m -Xmx768m -XX:+UseG1GC \
-    -Dlog4j2.configurationFile="$here/log4j2.yaml" \
-    -cp "$here/lib/*" "$@"
-}
+java_cmd=(java -Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$here/log4j2.yaml" -cp "$here/lib/*")
+
+java_run() { "${java_cmd[@]}" "$@"; }
 
 write_config() {
   sed -e "s#^listeners=.*#listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))#" \
@@ -75,9 +73,7 @@ wait_ready() {
 launch() {
   : > "$logfile"
   format_storage
-  nohup bash -c 'exec java -Xms256m -Xmx768m -XX:+UseG1GC \
-      -Dlog4j2.configurationFile="$1/log4j2.yaml" -cp "$1/lib/*" kafka.Kafka "$2"' \
-      _ "$here" "$state/server.properties" >> "$logfile" 2>&1 < /dev/null &
+  nohup "${java_cmd[@]}" kafka.Kafka "$state/server.properties" >> "$logfile" 2>&1 < /dev/null &
   echo $! > "$pidfile"
   wait_ready "$!"
 }
