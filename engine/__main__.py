@@ -30,6 +30,7 @@ def run(settings: Settings) -> None:
     loop.run_until_complete(ensure_topics(settings))
     runtime = Runtime.from_settings(settings)
     snapshots = SnapshotStore(settings.snapshot_path, settings.snapshot_retention)
+    runtime.snapshots = snapshots
     restored = restore_latest(snapshots, settings)
     if restored is not None:
         runtime.model = restored.state["model"]

@@ -169,6 +169,7 @@ async def list_models(request: Request) -> Response:
             "versions": runtime.model_registry.versions() if runtime.model_registry else [],
             "serving_version": runtime.model_registry.serving if runtime.model_registry else None,
             "rollout": rollout.status() if (rollout := runtime.current_rollout()) is not None else None,
+            "snapshots": runtime.snapshots.listing() if runtime.snapshots else [],
             "available": [
                 {"name": spec.name, "task": spec.task.value, "description": spec.description}
                 for spec in MODELS.values()

@@ -13,6 +13,7 @@ from engine.serving import DeadlineBreaker, Predictor
 from engine.settings import Settings
 from models.online import OnlineModel
 from models.registry import ModelRegistry
+from models.snapshots import SnapshotStore
 from streams.features import FeatureRegistry
 from streams.offline_store import OfflineFeatureLog
 
@@ -41,6 +42,7 @@ class Runtime:
     redis: RedisCache | None = None
     predictor: Predictor | None = None
     model_registry: ModelRegistry | None = None
+    snapshots: SnapshotStore | None = None
     processor: Any = None  # the stream's processor, when a stream runs in this process
     stream_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     write_snapshot: Any = None

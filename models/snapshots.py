@@ -9,6 +9,7 @@ corrupt file fails its digest and is skipped (with the reason logged) for the pr
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -32,6 +33,15 @@ class Snapshot:
     path: Path
     meta: dict[str, Any]
     state: dict[str, Any]
+
+
+def _json_safe(value: Any) -> Any:
+    """Offsets are keyed by (topic, partition): JSON keys must be strings, so "topic:partition"."""
+    if isinstance(value, dict):
+        return {(":".join(map(str, k)) if isinstance(k, tuple) else str(k)): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def encode_snapshot(meta: dict[str, Any], state: dict[str, Any]) -> bytes:
@@ -66,6 +76,11 @@ class SnapshotStore:
             os.fsync(out.fileno())
         final = self.directory / name
         os.rename(partial, final)
+        # A small JSON beside it lists the snapshot without unpickling a model.
+        sidecar = final.with_suffix(".json")
+        sidecar_partial = self.directory / f".{sidecar.name}.tmp"
+        sidecar_partial.write_text(json.dumps(_json_safe({"file": name, "bytes": len(data), **meta}), default=str))
+        os.rename(sidecar_partial, sidecar)
         directory_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(directory_fd)  # the rename itself must survive a power cut
@@ -81,6 +96,17 @@ class SnapshotStore:
     def prune(self) -> None:
         for stale in self.paths()[self.retention :]:
             stale.unlink(missing_ok=True)
+            stale.with_suffix(".json").unlink(missing_ok=True)
+
+    def listing(self) -> list[dict[str, Any]]:
+        """The snapshots' metadata, newest first, read from their JSON sidecars."""
+        entries = []
+        for path in self.paths():
+            try:
+                entries.append(json.loads(path.with_suffix(".json").read_text()))
+            except (OSError, ValueError):
+                entries.append({"file": path.name, "meta": "unreadable"})
+        return entries
 
     def valid(self) -> Iterator[Snapshot]:
         for path in self.paths():

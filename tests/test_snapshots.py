@@ -49,3 +49,13 @@ def test_no_temporary_files_are_left(tmp_path):
     store = SnapshotStore(tmp_path)
     store.write({}, {"x": pickle.dumps(1)})
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_listing_reads_the_json_sidecars_with_offsets(tmp_path):
+    store = SnapshotStore(tmp_path, retention=2)
+    for n in range(3):
+        store.write({"n": n, "offsets": {("events", 0): 10 * n}}, {"big": b"x" * 100})
+    listing = store.listing()
+    assert [e["n"] for e in listing] == [2, 1]
+    assert listing[0]["offsets"] == {"events:0": 20} and listing[0]["bytes"] > 100
+    assert len(list(tmp_path.glob("*.json"))) == 2  # pruned with their snapshots

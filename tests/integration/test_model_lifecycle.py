@@ -39,6 +39,7 @@ async def test_retrain_register_promote_rollback(engine_factory, tmp_path):
 
     engine = engine_factory(env).start()
     models = engine.get("/models").json()
+    assert models["snapshots"][0]["samples_learned"] == len(rows)  # the one written at stop
     candidate = [v for v in models["versions"] if v["kind"] == "candidate"][-1]
     assert candidate["parent"] == models["serving_version"] == 1
     assert candidate["comparison"]["training_window"]["examples"] == 1000
