@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,7 +60,7 @@ async def produce_backlog(bootstrap: str, topic: str, data: list[tuple[dict, obj
 
 def engine_rate(model_name: str, data: list[tuple[dict, object]], workdir: Path, **engine_settings: str) -> dict:
     env = unique_env(MODEL=model_name, LOG_LEVEL="warning", **engine_settings)
-    engine = EngineProcess(env, workdir)
+    engine = EngineProcess(env, Path(tempfile.mkdtemp(prefix="throughput-", dir=workdir)))
     # Create the topics, then fill them before the engine consumes: it then runs flat out.
     engine.start()
     engine.stop()

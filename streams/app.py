@@ -185,6 +185,8 @@ def build_stream_app(
         training_log.flush()
         model = processor.model
         meta = {
+            "app_id": settings.app_id,
+            "topics": [settings.events_topic, settings.labels_topic],
             "model_name": model.name,
             "model_version": model.version,
             "samples_learned": model.samples_learned,

@@ -59,3 +59,17 @@ def test_listing_reads_the_json_sidecars_with_offsets(tmp_path):
     assert [e["n"] for e in listing] == [2, 1]
     assert listing[0]["offsets"] == {"events:0": 20} and listing[0]["bytes"] > 100
     assert len(list(tmp_path.glob("*.json"))) == 2  # pruned with their snapshots
+
+
+def test_a_snapshot_of_other_topics_or_model_is_not_restored(tmp_path):
+    from engine.recovery import restore_latest
+    from engine.settings import Settings
+
+    settings = Settings.from_env({"APP_ID": "a", "EVENTS_TOPIC": "ev", "LABELS_TOPIC": "lb", "MODEL": "logreg"})
+    store = SnapshotStore(tmp_path)
+    store.write({"app_id": "a", "topics": ["other", "lb"], "model_name": "logreg"}, {})
+    assert restore_latest(store, settings) is None
+    store.write({"app_id": "a", "topics": ["ev", "lb"], "model_name": "arf"}, {})
+    assert restore_latest(store, settings) is None
+    store.write({"app_id": "a", "topics": ["ev", "lb"], "model_name": "logreg", "samples_learned": 1, "offsets": {}}, {})
+    assert restore_latest(store, settings).meta["model_name"] == "logreg"
