@@ -186,16 +186,16 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [f"{r['scenario']}\n({r['rate'] or 'max'}/s)" for r in results]
+    names = [r["scenario"].replace(", ", "\n") + f"\n({r['rate'] or 'max'}/s)" for r in results]
     quantiles = [("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"), ("p99_9_ms", "p99.9")]
-    fig, ax = plt.subplots(figsize=(12, 5))
+    fig, ax = plt.subplots(figsize=(14, 6))
     width = 0.2
     for i, (key, label) in enumerate(quantiles):
         ax.bar([j + i * width for j in range(len(results))], [r[key] for r in results], width, label=label)
     ax.set_xticks([j + 1.5 * width for j in range(len(results))], names, fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title("POST /predict, open loop (vegeta)")
+    ax.set_title("POST /predict latency (vegeta; open loop at a fixed rate, or closed loop at max)")
     ax.legend()
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
