@@ -43,6 +43,7 @@ class DriftMonitor:
         self.max_features = max_features
         self.features: dict[str, KSDrift] = {}
         self.prediction = KSDrift(window)
+        self._cursor = 0
 
     def observe(self, features: Mapping[str, Any], score: float | None) -> None:
         for name, value in features.items():
@@ -59,4 +60,13 @@ class DriftMonitor:
 
     def statistics(self) -> tuple[dict[str, float], float | None]:
         per_feature = {name: ks for name, d in self.features.items() if (ks := d.statistic()) is not None}
+        return per_feature, self.prediction.statistic()
+
+    def next_statistics(self, budget: int = 3) -> tuple[dict[str, float], float | None]:
+        """Like `statistics`, for the next `budget` features in turn: the gauges refresh a few
+        at a time, since all of them at once held the event loop up for milliseconds."""
+        names = list(self.features)
+        chosen = [names[(self._cursor + i) % len(names)] for i in range(min(budget, len(names)))]
+        self._cursor = (self._cursor + len(chosen)) % len(names) if names else 0
+        per_feature = {name: ks for name in chosen if (ks := self.features[name].statistic()) is not None}
         return per_feature, self.prediction.statistic()

@@ -33,6 +33,7 @@ from streams.write_behind import WriteBehind
 log = logging.getLogger(__name__)
 
 EXPIRY_INTERVAL_SECONDS = 1.0
+PENDING_EXPIRY_INTERVAL_SECONDS = 10.0
 # The API shares the event loop: a whole batch at once would hold /predict up for its duration.
 YIELD_EVERY = 32
 
@@ -258,12 +259,16 @@ def build_stream_app(
         finally:
             snapshot_on_stop()
 
-    @app.timer(EXPIRY_INTERVAL_SECONDS, on_leader=False)
-    async def expire_and_publish_gauges() -> None:
+    @app.timer(PENDING_EXPIRY_INTERVAL_SECONDS, on_leader=False)
+    async def expire_pending_predictions() -> None:
+        # A scan of the whole pending store: every few seconds, not every second.
         if not tables_to_restore:  # expiring before the snapshot's tables are back would be undone
             async with lock:
                 processor.expire_pending()
                 flush_tables()
+
+    @app.timer(EXPIRY_INTERVAL_SECONDS, on_leader=False)
+    async def expire_and_publish_gauges() -> None:
         for raw_label in processor.expire_early_labels():
             metrics.DLQ_MESSAGES.labels(settings.dlq_labels_topic, "unknown_event").inc()
             await labels_dlq.send(
@@ -293,7 +298,7 @@ def publish_model_gauges(model: OnlineModel) -> None:
 
 
 def publish_drift_gauges(drift: DriftMonitor) -> None:
-    per_feature, prediction = drift.statistics()
+    per_feature, prediction = drift.next_statistics()
     for name, ks in per_feature.items():
         metrics.FEATURE_DRIFT_KS.labels(name).set(ks)
     if prediction is not None:

@@ -36,3 +36,15 @@ def test_no_statistic_until_both_windows_are_full():
     for i in range(15):
         drift.update(float(i))
     assert drift.statistic() is None
+
+
+def test_next_statistics_visits_every_feature_a_few_at_a_time():
+    monitor = DriftMonitor(window=10)
+    for i in range(20):
+        monitor.observe({f"f{j}": float(i + j) for j in range(7)}, score=0.1)
+    seen = {}
+    for _ in range(3):  # 3 + 3 + 1 features, then round again
+        per_feature, prediction = monitor.next_statistics(budget=3)
+        assert len(per_feature) <= 3 and prediction == 0.0
+        seen.update(per_feature)
+    assert seen == monitor.statistics()[0]
