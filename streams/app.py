@@ -230,6 +230,11 @@ def build_stream_app(
             write_snapshot()
 
     async def process_batch(batch: list[Any], handler: Any, dlq: Any) -> None:
+        # Features must meet the tables as recovered from their changelogs, never an empty
+        # table that recovery then overwrites.
+        recovery = app.tables.recovery
+        if not recovery.completed.is_set():
+            await recovery.completed.wait()
         async with lock:
             restore_tables_once()
             for position, event in enumerate(batch, 1):
