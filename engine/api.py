@@ -18,6 +18,7 @@ from starlette.routing import Route
 from engine import metrics
 from engine.openapi import OPENAPI
 from engine.runtime import Runtime
+from engine.serving import dumps_json
 from models.factory import MODELS
 from models.registry import RegistryError
 from models.rollout import Rollout
@@ -26,14 +27,14 @@ from streams.records import InvalidMessage, validate_features
 
 MAX_BODY_BYTES = 1 << 20
 MAX_BATCH_ROWS = 1000
+MAX_ENTITY_IDS = 1000
 
 
 class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        # Class labels can be booleans or numbers; JSON object keys must be strings.
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+        return dumps_json(content)
 
 
 def error(status: int, message: str, field: str | None = None) -> JSONResponse:
@@ -117,16 +118,16 @@ async def predict_batch(request: Request) -> Response:
 async def online_features(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     ids = request.query_params.getlist("entity_id")
-    if not ids or len(ids) > 1000:
-        return error(422, "give 1 to 1000 entity_id query parameters", "entity_id")
+    if not 1 <= len(ids) <= MAX_ENTITY_IDS:
+        return error(422, f"give 1 to {MAX_ENTITY_IDS} entity_id query parameters", "entity_id")
     return JSONResponse({"rows": FeatureStore(runtime.feature_registry, runtime.entities).get_online_features(ids)})
 
 
 async def offline_features(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     ids = request.query_params.getlist("entity_id")
-    if not ids or len(ids) > 1000:
-        return error(422, "give 1 to 1000 entity_id query parameters", "entity_id")
+    if not 1 <= len(ids) <= MAX_ENTITY_IDS:
+        return error(422, f"give 1 to {MAX_ENTITY_IDS} entity_id query parameters", "entity_id")
     try:
         timestamp = float(request.query_params.get("ts", ""))
     except ValueError:

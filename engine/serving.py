@@ -45,7 +45,8 @@ def _answer(model: OnlineModel, prediction: Prediction) -> dict[str, Any]:
     }
 
 
-def _dumps(value: Any) -> bytes:
+def dumps_json(value: Any) -> bytes:
+    """Class labels can be booleans or numbers (JSON keys must be strings); River returns numpy floats."""
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -87,7 +88,7 @@ class Predictor:
         x = model_features(features, state["values"] if state else {})
         answer, fallback = self._primary_or_fallback(model, x)
         if key is not None and fallback is None:
-            self.cache.put(key, _dumps(answer))
+            self.cache.put(key, dumps_json(answer))
         return {"entity_id": entity_id, **answer, "cached": None, "fallback": fallback,
                 "rollout": "canary" if canary else None, **freshness}
 

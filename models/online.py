@@ -42,6 +42,16 @@ def metrics_for(task: Task) -> dict[str, metrics.base.Metric]:
     return {"mae": metrics.MAE(), "rmse": metrics.RMSE(), "r2": metrics.R2()}
 
 
+def update_metrics(scores: dict[str, metrics.base.Metric], task: Task, y: Any, prediction: Prediction) -> None:
+    """Scores one prediction as progressive_val_score does: label metrics get the predicted
+    class, probability metrics the class probabilities, and None or {} is not scored."""
+    for metric in scores.values():
+        wants_proba = task is not Task.REGRESSION and not metric.requires_labels
+        y_pred = prediction.proba if wants_proba else prediction.value
+        if y_pred is not None and y_pred != {}:
+            metric.update(y_true=y, y_pred=y_pred)
+
+
 class OnlineModel:
     def __init__(self, name: str, version: int = 1, fallback_name: str = "") -> None:
         spec = get_spec(name)
@@ -106,11 +116,7 @@ class OnlineModel:
         return Prediction(value=max(proba, key=proba.get) if proba else None, proba=proba)
 
     def _score(self, y: Any, prediction: Prediction) -> None:
-        for metric in self.metrics.values():
-            wants_proba = self.is_classifier and not metric.requires_labels
-            y_pred = prediction.proba if wants_proba else prediction.value
-            if y_pred is not None and y_pred != {}:
-                metric.update(y_true=y, y_pred=y_pred)
+        update_metrics(self.metrics, self.task, y, prediction)
         if prediction.value is None:
             return
         error = float(prediction.value != y) if self.is_classifier else abs(y - prediction.value)

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from tqdm import tqdm
 
 from models.factory import Task, get_spec
-from models.online import OnlineModel
+from models.online import OnlineModel, metrics_for, update_metrics
 
 PRIMARY_METRIC = {Task.BINARY: "accuracy", Task.MULTICLASS: "accuracy", Task.REGRESSION: "mae"}
 LOWER_IS_BETTER = {"mae", "rmse", "log_loss", "cross_entropy"}
@@ -45,14 +45,12 @@ def _fit(model: OnlineModel, rows: Iterable[tuple[float, dict, Any]], descriptio
 
 
 def _score_on_holdout(model: OnlineModel, holdout: list[tuple[float, dict, Any]], progress: bool) -> dict[str, float]:
-    scorer = OnlineModel(model.name)  # fresh metrics; the model itself keeps learning
+    scores = metrics_for(model.task)  # the holdout's own metrics; the model keeps learning
     for _, x, y in tqdm(holdout, desc=f"holdout {model.name}", disable=not progress, leave=False):
         prediction = model.predict(x)
-        scorer._score(y, prediction)
-        model.estimator.learn_one(x, y)
-        model.prior.learn_one(x, y)
-        model.samples_learned += 1
-    return scorer.metric_values()
+        update_metrics(scores, model.task, y, prediction)
+        model.learn(x, y, prediction)
+    return {name: float(metric.get()) for name, metric in scores.items()}
 
 
 def retrain(

@@ -13,8 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.factory import Task
-from models.online import OnlineModel, Prediction, metrics_for
+from models.online import OnlineModel, Prediction, metrics_for, update_metrics
 from models.retrain import LOWER_IS_BETTER, PRIMARY_METRIC
 
 MODES = ("shadow", "canary")
@@ -62,8 +61,8 @@ class Rollout:
         like), and the challenger learns from every label either way."""
         if challenger is not None:
             self.labels += 1
-            _update(self.champion_scores, self.challenger.task, y, champion)
-            _update(self.challenger_scores, self.challenger.task, y, challenger)
+            update_metrics(self.champion_scores, self.challenger.task, y, champion)
+            update_metrics(self.challenger_scores, self.challenger.task, y, challenger)
         try:
             self.challenger.learn(x, y, challenger or Prediction(None))
         except Exception:  # noqa: BLE001 - counted; enough of them roll the challenger back
@@ -98,10 +97,3 @@ class Rollout:
             "challenger_metrics": {k: float(m.get()) for k, m in self.challenger_scores.items()},
         }
 
-
-def _update(scores: dict[str, Any], task: Task, y: Any, prediction: Prediction) -> None:
-    for metric in scores.values():
-        wants_proba = task is not Task.REGRESSION and not metric.requires_labels
-        y_pred = prediction.proba if wants_proba else prediction.value
-        if y_pred is not None and y_pred != {}:
-            metric.update(y_true=y, y_pred=y_pred)

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from engine.cache import L1Cache, PredictionCache, cache_key
-from engine.serving import DeadlineBreaker, Predictor, _dumps
+from engine.serving import DeadlineBreaker, Predictor, dumps_json
 from models.online import OnlineModel, Prediction
 from streams.features import apply_event
 
@@ -35,7 +35,7 @@ async def test_second_identical_request_is_an_l1_hit_with_the_same_answer():
     assert second["prediction"] == first["prediction"]
     # What the client receives is the same JSON.
     same_fields = ("prediction", "probabilities", "model")
-    assert _dumps({k: second[k] for k in same_fields}) == _dumps({k: first[k] for k in same_fields})
+    assert dumps_json({k: second[k] for k in same_fields}) == dumps_json({k: first[k] for k in same_fields})
 
 
 async def test_learning_or_a_feature_update_is_never_hidden_by_the_cache():
