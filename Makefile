@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 help:
 	@echo "make demo    start Kafka + Redis, run the engine on River's Phishing dataset end to end"
 	@echo "make test    start Kafka + Redis, run unit and integration tests"
-	@echo "make up      start the local Kafka broker and Redis;  make down  stop them"
+	@echo "make up      start the local Kafka broker and Redis;  make down  stop what we started"
 	@echo "make bench-throughput / bench-latency   run the benchmarks"
 
 setup: $(VENV)/.installed infra/kafka/lib/.complete
@@ -28,8 +28,10 @@ up: infra/kafka/lib/.complete
 	infra/kafka/kafka.sh start
 	infra/redis/redis.sh start
 
+# Stops only what this project started, by pid file: the engine processes named in
+# .state/pids/*.pid, then our Kafka broker and Redis. Services we did not start stay up.
 down:
-	-@pkill -TERM -f "$(CURDIR)/$(VENV)/bin/python -m engine" 2>/dev/null; true
+	infra/stop-pids.sh
 	infra/kafka/kafka.sh stop
 	infra/redis/redis.sh stop
 

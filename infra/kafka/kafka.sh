@@ -2,11 +2,15 @@
 # Runs a real single-node Apache Kafka (KRaft, combined mode) on 127.0.0.1:9092
 # without Docker. Usage: kafka.sh start|stop|status
 # State (data, logs, pid, cluster id) lives in $STATE_DIR/kafka, git-ignored.
+# Only the broker named in our pid file is ours: `stop` never touches anything else. A
+# broker we did not start that answers on the port is used (and said so); any other
+# program on the port is an error.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 state="${STATE_DIR:-$root/.state}/kafka"
+[[ "$state" == /* ]] || state="$PWD/$state"
 data="$state/data"
 pidfile="$state/broker.pid"
 logfile="$state/broker.log"
@@ -15,13 +19,52 @@ start_timeout="${KAFKA_START_TIMEOUT:-90}"
 
 log() { echo "[kafka] $*"; }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/${1:-$port}") 2>/dev/null; }
 
+# "pid N, name" of whatever listens on the port, when ss can tell.
+holder() {
+  local who
+  who="$(ss -Hltnp "sport = :${1:-$port}" 2>/dev/null | sed -n 's/.*(("\([^"]*\)",pid=\([0-9]*\).*/pid \2, \1/p' | head -n 1)" || true
+  echo "${who:-pid unknown}"
+}
+
+# Does the port answer a Kafka ApiVersions request (v0) as a broker does? Stdlib Python
+# only, 5 s timeout; about 50 ms against a broker.
+kafka_answers() {
+  local py
+  py="$(command -v python3 || true)"; [[ -n "$py" ]] || py="$root/.venv/bin/python"
+  "$py" - "${1:-$port}" 2>/dev/null <<'EOF'
+import socket, struct, sys
+def read(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk: raise EOFError
+        buf += chunk
+    return buf
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+client = b"rtml-probe"
+req = struct.pack(">hhih", 18, 0, 0x72746D6C, len(client)) + client  # ApiVersions v0
+s.sendall(struct.pack(">i", len(req)) + req)
+size, = struct.unpack(">i", read(s, 4))
+if not 6 <= size <= 1 << 20: sys.exit(1)
+body = read(s, size)
+corr, err = struct.unpack(">ih", body[:6])
+if corr != 0x72746D6C or err not in (0, 35): sys.exit(1)   # 35: UNSUPPORTED_VERSION
+if err == 0:
+    n, = struct.unpack(">i", body[6:10])
+    keys = {struct.unpack(">h", body[10 + 6 * i:12 + 6 * i])[0] for i in range(n)}
+    if 18 not in keys: sys.exit(1)
+EOF
+}
+
+# Our broker: the pid in our pid file, alive, and still our kafka.Kafka (not a reused pid).
 running_pid() {
   [[ -f "$pidfile" ]] || return 1
-  local pid; pid="$(cat "$pidfile")"
-  if kill -0 "$pid" 2>/dev/null; then echo "$pid"; return 0; fi
-  rm -f "$pidfile"   # stale: the broker died without cleaning up
+  local pid cmd; pid="$(cat "$pidfile")"
+  cmd="$(tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline")" || cmd=""
+  if [[ "$cmd" == *" kafka.Kafka $state/server.properties"* ]]; then echo "$pid"; return 0; fi
+  rm -f "$pidfile"   # stale: the broker died without cleaning up, or the pid was reused
   return 1
 }
 
@@ -81,7 +124,18 @@ launch() {
 start() {
   mkdir -p "$state"
   if pid="$(running_pid)"; then log "already running (pid $pid) on 127.0.0.1:$port"; return 0; fi
-  if port_open; then log "port $port is taken by a process that is not ours; reusing it as the broker"; return 0; fi
+  if port_open; then
+    if kafka_answers; then
+      log "port $port is taken by a Kafka broker we did not start ($(holder)); using it, \`make down\` will not stop it"
+      return 0
+    fi
+    log "port $port is taken by another program ($(holder)), not a Kafka broker; set KAFKA_PORT to another port or stop it"
+    exit 1
+  fi
+  if port_open $((port + 1)); then
+    log "port $((port + 1)) (the broker's controller port) is taken by another program ($(holder $((port + 1)))); set KAFKA_PORT to another port or stop it"
+    exit 1
+  fi
   fetch_jars
   write_config
   local t0=$SECONDS
@@ -106,7 +160,9 @@ stop_quietly() {
 }
 
 stop() {
-  if running_pid >/dev/null; then stop_quietly; log "stopped"; else log "not running"; fi
+  if running_pid >/dev/null; then stop_quietly; log "stopped"; return 0; fi
+  if port_open; then log "not running (ours); port $port is held by a process we did not start ($(holder)), left running"
+  else log "not running"; fi
 }
 
 status() {
