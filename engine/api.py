@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -23,7 +24,7 @@ from models.factory import MODELS
 from models.registry import RegistryError
 from models.rollout import Rollout
 from streams.feature_store import FeatureStore
-from streams.records import InvalidMessage, validate_features
+from streams.records import InvalidMessage, validate_features, validate_id
 
 MAX_BODY_BYTES = 1 << 20
 MAX_BATCH_ROWS = 1000
@@ -75,15 +76,15 @@ def parse_predict_request(body: Any, runtime: Runtime) -> tuple[str, dict[str, A
     if unknown:
         name = sorted(unknown)[0]
         raise RequestError(422, f"unknown field {name!r}", name)
-    entity_id = body.get("entity_id")
-    if isinstance(entity_id, bool) or not isinstance(entity_id, (str, int)) or entity_id == "":
-        raise RequestError(422, "entity_id must be a non-empty string or an integer", "entity_id")
+    settings = runtime.settings
     try:
-        features, _ = validate_features(body.get("features", {}), runtime.feature_registry.ranges)
+        entity_id = validate_id(body, "entity_id", settings.max_id_length)
+        features, _ = validate_features(
+            body.get("features", {}), runtime.feature_registry.ranges, max_magnitude=settings.max_feature_magnitude
+        )
     except InvalidMessage as exc:
-        field = exc.detail.split(" ")[0].split("=")[0] if exc.detail.startswith("features") else "features"
-        raise RequestError(422, exc.detail, field) from None
-    return str(entity_id), features
+        raise RequestError(422, exc.detail, exc.field) from None
+    return entity_id, features
 
 
 async def predict(request: Request) -> Response:
@@ -131,6 +132,8 @@ async def offline_features(request: Request) -> Response:
     try:
         timestamp = float(request.query_params.get("ts", ""))
     except ValueError:
+        timestamp = math.nan
+    if not math.isfinite(timestamp):  # float() reads "nan" and "inf" too
         return error(422, "ts must be epoch seconds (event time)", "ts")
     if runtime.offline_log is None:
         return error(503, "no offline feature log in this process")
@@ -148,6 +151,9 @@ async def readyz(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     checks = {"model_loaded": runtime.model is not None, "stream_ready": runtime.is_stream_ready()}
     ready = all(checks.values())
+    # Reported, not required: the fallback chain answers for a broken model, and taking the
+    # process out of rotation would stop the very predictions that show it has recovered.
+    checks["model_healthy"] = runtime.predictor is None or runtime.predictor.healthy
     # Redis is reported, not required: without it the engine serves uncached.
     redis = None if runtime.redis is None else await runtime.redis.ping()
     return JSONResponse({"ready": ready, "checks": checks, "redis": redis}, status_code=200 if ready else 503)

@@ -31,10 +31,19 @@ def cache_key(model_name: str, model_version: int, model_state: int, entity_id: 
     return f"rtml:pred:{model_name}:{model_version}:{model_state}:{entity_id}:{feature_version}:{digest}"
 
 
+# What an entry costs beyond its key and value: the ordered dict's slot and link, the tuple,
+# the expiry float and the two object headers (about 170 bytes measured with tracemalloc).
+L1_ENTRY_OVERHEAD_BYTES = 200
+
+
 class L1Cache:
-    def __init__(self, max_entries: int, ttl_seconds: float) -> None:
+    """In-process LRU cache with a TTL, bounded in entries and in bytes."""
+
+    def __init__(self, max_entries: int, ttl_seconds: float, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_entries = max_entries
         self.ttl_seconds = ttl_seconds
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
     def get(self, key: str, now: float | None = None) -> bytes | None:
@@ -43,19 +52,32 @@ class L1Cache:
             return None
         expires, value = entry
         if expires < (time.monotonic() if now is None else now):
-            del self._entries[key]
+            self._remove(key)
             return None
         self._entries.move_to_end(key)
         return value
 
     def set(self, key: str, value: bytes, now: float | None = None) -> None:
+        if key in self._entries:
+            self._remove(key)
+        size = _entry_bytes(key, value)
+        if size > self.max_bytes:
+            return  # it would evict everything else and still not fit
         self._entries[key] = ((time.monotonic() if now is None else now) + self.ttl_seconds, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self.bytes += size
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            self._remove(next(iter(self._entries)))
+
+    def _remove(self, key: str) -> None:
+        _, value = self._entries.pop(key)
+        self.bytes -= _entry_bytes(key, value)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _entry_bytes(key: str, value: bytes) -> int:
+    return len(key) + len(value) + L1_ENTRY_OVERHEAD_BYTES
 
 
 class RedisCache:

@@ -59,3 +59,6 @@ SNAPSHOT_SECONDS = Histogram(
 )
 ROLLOUT_DECISIONS = Counter("rtml_rollout_decisions_total", "Shadow/canary rollouts decided", ["decision"])
 ROLLOUT_SERVED = Counter("rtml_rollout_predictions_total", "Requests answered by a canary challenger")
+MODEL_HEALTHY = Gauge(
+    "rtml_model_healthy", "1 unless the last primary prediction raised or was missing, NaN or infinite"
+)

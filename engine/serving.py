@@ -4,14 +4,18 @@
 The primary River model predicts inline on the event loop: it takes microseconds, and a
 hop to a thread would cost more than it saves. A prediction slower than the deadline
 opens a breaker, so the requests that follow are answered by the fallback at once until a
-cool-down passes; a model that raises is answered by the fallback for that request.
-Fallback answers are flagged and never cached.
+cool-down passes; a model that raises, or answers with a missing, NaN or infinite number,
+is answered by the fallback for that request. Every link of the chain is held to the same
+check, so a broken answer is never served as a normal one. Fallback answers are flagged
+and never cached.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -22,19 +26,43 @@ from streams.features import model_features
 
 
 class DeadlineBreaker:
-    def __init__(self, deadline_seconds: float, cooldown_seconds: float) -> None:
+    """`clock` returns monotonic seconds; predictions are timed with it too, so tests can
+    make a model slow without sleeping."""
+
+    def __init__(
+        self, deadline_seconds: float, cooldown_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.deadline_seconds = deadline_seconds
         self.cooldown_seconds = cooldown_seconds
+        self.clock = clock
         self._open_until = 0.0
 
     @property
     def is_open(self) -> bool:
-        return time.monotonic() < self._open_until
+        return self.clock() < self._open_until
 
     def record(self, elapsed: float) -> None:
         if elapsed > self.deadline_seconds:
             metrics.DEADLINE_EXCEEDED.inc()
-            self._open_until = time.monotonic() + self.cooldown_seconds
+            self._open_until = self.clock() + self.cooldown_seconds
+
+
+def _finite(value: Any) -> bool:
+    # numbers.Real covers numpy's floats, which River returns.
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_sound(prediction: Prediction | None, is_classifier: bool) -> bool:
+    """An answer fit to serve: a class with finite probabilities (if any), or a finite score.
+
+    orjson writes NaN as null: without this check a broken model would answer
+    `"probabilities": {"true": null}` as if all were well.
+    """
+    if prediction is None or prediction.value is None:
+        return False
+    if not is_classifier:
+        return _finite(prediction.value)
+    return prediction.proba is None or all(_finite(p) for p in prediction.proba.values())
 
 
 def _answer(model: OnlineModel, prediction: Prediction) -> dict[str, Any]:
@@ -64,6 +92,16 @@ class Predictor:
         self.cache = cache
         self.breaker = breaker
         self.rollout = rollout or (lambda: None)  # callable: the running rollout, if any
+        self._set_healthy(True)
+
+    @property
+    def healthy(self) -> bool:
+        """False from a primary prediction that raised or was not finite until the next sound one."""
+        return self._healthy
+
+    def _set_healthy(self, healthy: bool) -> None:
+        self._healthy = healthy
+        metrics.MODEL_HEALTHY.set(1 if healthy else 0)
 
     async def predict(self, entity_id: str, features: dict[str, Any]) -> dict[str, Any]:
         state = self.entities.get(entity_id)
@@ -95,27 +133,34 @@ class Predictor:
     def _primary_or_fallback(self, model: OnlineModel, x: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str] | None]:
         if self.breaker.is_open:
             return self._fallback("deadline", x)
-        started = time.perf_counter()
+        started = self.breaker.clock()
         try:
             prediction = model.predict(x)
         except Exception:  # noqa: BLE001 - a broken model is answered by the fallback, never a 5xx
+            self._set_healthy(False)
             return self._fallback("model_error", x)
         finally:
-            elapsed = time.perf_counter() - started
+            elapsed = self.breaker.clock() - started
             metrics.PREDICTION_SECONDS.observe(elapsed)
             self.breaker.record(elapsed)
-        if prediction.value is None:
+        if prediction.value is None and not prediction.proba:
             return self._fallback("model_not_trained", x)
+        if not is_sound(prediction, model.is_classifier):
+            self._set_healthy(False)
+            return self._fallback("model_error", x)
+        self._set_healthy(True)
         return _answer(model, prediction), None
 
     def _fallback(self, reason: str, x: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         metrics.FALLBACKS.labels(reason).inc()
         model = self.model
         prediction = model.predict_fallback(x)
-        if prediction is not None and prediction.value is not None:
+        if is_sound(prediction, model.is_classifier):
             source, name = "fallback_model", model.fallback_name
         else:
             prediction = model.predict_prior()
+            if not is_sound(prediction, model.is_classifier):
+                prediction = Prediction(None)
             source = name = "prior" if prediction.value is not None else "default"
         answer = _answer(model, prediction)
         answer["model"] = {"name": name, "version": model.version}

@@ -33,6 +33,10 @@ class Settings:
     fallback_model: str = _env("FALLBACK_MODEL", "", "simpler model learning alongside, answering when MODEL cannot")
     feature_definitions: str = _env("FEATURES_FILE", "", "JSON file of feature definitions; empty = raw features only")
     max_message_bytes: int = _env("MAX_MESSAGE_BYTES", 65536, "larger messages go to the dead-letter topic")
+    max_feature_magnitude: float = _env(
+        "MAX_FEATURE_MAGNITUDE", 1e15, "numbers (features, targets) beyond this absolute value are out_of_range"
+    )
+    max_id_length: int = _env("MAX_ID_LENGTH", 256, "longest event id or entity id, in characters")
     dedupe_window: int = _env("DEDUPE_WINDOW", 100_000, "recent event ids remembered to reject duplicates")
     pending_ttl_seconds: float = _env("PENDING_TTL_SECONDS", 86_400.0, "how long a prediction waits for its label")
     pending_max: int = _env("PENDING_MAX", 1_000_000, "most predictions waiting for labels; oldest expire first")
@@ -42,6 +46,9 @@ class Settings:
     stream_batch_size: int = _env("STREAM_BATCH_SIZE", 1000, "most events processed as one batch")
     stream_batch_seconds: float = _env("STREAM_BATCH_SECONDS", 0.002, "longest wait to fill a batch")
     cache_l1_entries: int = _env("CACHE_L1_ENTRIES", 100_000, "in-process cache size; 0 turns L1 off")
+    cache_l1_bytes: int = _env(
+        "CACHE_L1_BYTES", 64 * 1024 * 1024, "in-process cache size in bytes (keys, values, bookkeeping)"
+    )
     cache_ttl_seconds: float = _env("CACHE_TTL_SECONDS", 30.0, "how long a cached prediction may be served")
     redis_timeout_seconds: float = _env("REDIS_TIMEOUT_SECONDS", 0.005, "longest wait on Redis before serving without it")
     redis_backoff_seconds: float = _env("REDIS_BACKOFF_SECONDS", 1.0, "how long Redis is skipped after an error")
@@ -91,6 +98,13 @@ class Settings:
             raise SettingsError("STREAM_BATCH_SIZE must be at least 1")
         if self.topic_partitions < 1:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
+        # Written `not x > 0` so that NaN, which fails every comparison, is refused too.
+        if not self.max_feature_magnitude > 0:
+            raise SettingsError("MAX_FEATURE_MAGNITUDE must be a positive number")
+        if self.max_id_length < 1:
+            raise SettingsError("MAX_ID_LENGTH must be at least 1")
+        if self.cache_l1_bytes < 1:
+            raise SettingsError("CACHE_L1_BYTES must be at least 1 (CACHE_L1_ENTRIES=0 turns L1 off)")
 
     @property
     def dlq_events_topic(self) -> str:

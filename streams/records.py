@@ -1,42 +1,33 @@
 """The event and label contracts, and their validation.
 
-A message that breaks the contract raises `InvalidMessage` with a machine-readable
-`reason` (one of `REASONS`); the stream sends it to the dead-letter topic and goes on.
+A message that breaks the contract raises `InvalidMessage` with a `DeadLetterReason`; the
+stream sends it to the dead-letter topic and goes on, and the HTTP API answers 422 naming
+the field. The same rules hold on both paths, including the limits on number magnitudes
+and on id lengths.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import orjson
 
-REASONS = (
-    "oversized",
-    "not_json",
-    "not_object",
-    "missing_field",
-    "wrong_type",
-    "non_finite",
-    "out_of_range",
-    "duplicate_event",
-    "unknown_event",
-    "model_error",
-)
+from streams.dead_letters import DeadLetterReason as Reason
+from streams.dead_letters import InvalidMessage
+
+# Far beyond any amount, count or epoch-milliseconds time, far below what overflows River's
+# arithmetic: 1e308 squared is infinite, and one infinite weight poisons a model for good.
+DEFAULT_MAX_MAGNITUDE = 1e15
+DEFAULT_MAX_ID_LENGTH = 256
 
 NO_LABEL = object()
 _NON_FINITE_LITERAL = re.compile(rb"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
-
-
-class InvalidMessage(ValueError):
-    def __init__(self, reason: str, detail: str) -> None:
-        assert reason in REASONS, reason
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+_ID_FIELDS = ("event_id", "entity_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,102 +53,169 @@ class Label:
 
 def _load_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
     if len(raw) > max_bytes:
-        raise InvalidMessage("oversized", f"{len(raw)} bytes > limit {max_bytes}")
+        raise InvalidMessage(Reason.OVERSIZED, f"{len(raw)} bytes > limit {max_bytes}")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         # JSON has no NaN or infinity; producers that emit them (Python's json does) get told so.
         if "infinity" in str(exc) or _NON_FINITE_LITERAL.search(raw):
-            raise InvalidMessage("non_finite", f"NaN or infinite number: {exc}") from None
-        raise InvalidMessage("not_json", str(exc)) from None
+            raise InvalidMessage(Reason.NON_FINITE, f"NaN or infinite number: {exc}") from None
+        raise InvalidMessage(Reason.NOT_JSON, str(exc)) from None
     if not isinstance(data, dict):
-        raise InvalidMessage("not_object", f"expected a JSON object, got {type(data).__name__}")
+        raise InvalidMessage(Reason.NOT_OBJECT, f"expected a JSON object, got {type(data).__name__}")
+    if any(isinstance(data.get(name), float) for name in _ID_FIELDS):
+        return _load_exact(raw)
     return data
 
 
-def _identifier(data: Mapping[str, Any], name: str) -> str:
+def _load_exact(raw: bytes) -> dict[str, Any]:
+    """Reads the message again with the standard library, which keeps integers exact.
+
+    orjson reads an integer beyond 64 bits as a float: an integer id of 2**70 would look
+    like a float id and be refused as one. Only messages with a float id, refused
+    otherwise, pay for this second reading; orjson has already refused NaN and Infinity.
+    """
+    try:
+        return json.loads(raw)
+    except RecursionError:  # orjson reads 1024 levels deep, the standard library a few less
+        raise InvalidMessage(Reason.NOT_JSON, "nested too deeply") from None
+
+
+def _require(data: Mapping[str, Any], name: str) -> Any:
     if name not in data:
-        raise InvalidMessage("missing_field", name)
-    value = data[name]
+        raise InvalidMessage(Reason.MISSING_FIELD, f"{name} is missing", name)
+    return data[name]
+
+
+def validate_id(data: Mapping[str, Any], name: str, max_length: int = DEFAULT_MAX_ID_LENGTH) -> str:
+    """The id in `data[name]` as a string: a non-empty string, or an integer in decimal."""
+    value = _require(data, name)
     if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
-        raise InvalidMessage("wrong_type", f"{name} must be a non-empty string or an integer")
-    return str(value)
+        raise InvalidMessage(Reason.WRONG_TYPE, f"{name} must be a non-empty string or an integer", name)
+    text = str(value)
+    if len(text) > max_length:
+        raise InvalidMessage(
+            Reason.OUT_OF_RANGE, f"{name} is {len(text)} characters long, more than the limit {max_length}", name
+        )
+    return text
+
+
+def _check_number(value: int | float, field: str, max_magnitude: float) -> None:
+    """Refuses NaN, infinities and magnitudes beyond the limit.
+
+    Subnormal numbers such as 1e-320 are finite and well within the limit: they pass.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidMessage(Reason.NON_FINITE, field, field)
+    if abs(value) > max_magnitude:
+        raise InvalidMessage(
+            Reason.OUT_OF_RANGE, f"{field}={value} beyond the magnitude limit {max_magnitude:g}", field
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _timestamp(value: Any, name: str) -> float:
-    """Event time as epoch seconds; accepts a number or an ISO-8601 string."""
-    if isinstance(value, bool):
-        raise InvalidMessage("wrong_type", f"{name} must be epoch seconds or an ISO-8601 string")
-    if isinstance(value, (int, float)):
+    """Event time as epoch seconds, from a number or an ISO-8601 string.
+
+    An ISO-8601 time without a time zone is read as UTC, never as the local time of
+    whichever machine happens to run the engine.
+    """
+    if _is_number(value):
         if not math.isfinite(value):
-            raise InvalidMessage("non_finite", name)
+            raise InvalidMessage(Reason.NON_FINITE, name, name)
         return float(value)
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value).timestamp()
+            moment = datetime.fromisoformat(value)
         except ValueError:
-            raise InvalidMessage("wrong_type", f"{name} is not an ISO-8601 time: {value!r}") from None
-    raise InvalidMessage("wrong_type", f"{name} must be epoch seconds or an ISO-8601 string")
+            raise InvalidMessage(Reason.WRONG_TYPE, f"{name} is not an ISO-8601 time: {value!r}", name) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    raise InvalidMessage(Reason.WRONG_TYPE, f"{name} must be epoch seconds or an ISO-8601 string", name)
 
 
-def _label(value: Any) -> Any:
+def _label(value: Any, max_magnitude: float) -> Any:
+    """A class or a target. Targets have the features' magnitude limit: a regression
+    model learning from a target of 1e308 overflows like one fed such a feature."""
     if value is None or isinstance(value, (dict, list)):
-        raise InvalidMessage("wrong_type", "label must be a number, a string or a boolean")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidMessage("non_finite", "label")
+        raise InvalidMessage(Reason.WRONG_TYPE, "label must be a number, a string or a boolean", "label")
+    if _is_number(value):
+        _check_number(value, "label", max_magnitude)
     return value
 
 
 def validate_features(
-    features: Any, ranges: Mapping[str, tuple[float, float]], field: str = "features"
+    features: Any,
+    ranges: Mapping[str, tuple[float, float]],
+    field: str = "features",
+    *,
+    max_magnitude: float = DEFAULT_MAX_MAGNITUDE,
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Checks feature values; returns the usable features and the names that were null.
 
     Null means missing: River models handle absent features, so nulls are dropped and counted.
+    Numbers must be finite and at most `max_magnitude` in absolute value, whatever range a
+    feature declares; booleans are not numbers here.
     """
     if not isinstance(features, dict):
-        raise InvalidMessage("wrong_type", f"{field} must be an object of name -> number/string/boolean")
+        raise InvalidMessage(Reason.WRONG_TYPE, f"{field} must be an object of name -> number/string/boolean", field)
     clean: dict[str, Any] = {}
     nulls: list[str] = []
     for name, value in features.items():
         if value is None:
             nulls.append(name)
             continue
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise InvalidMessage("non_finite", f"{field}.{name}")
-        elif not isinstance(value, (int, str, bool)):
-            raise InvalidMessage("wrong_type", f"{field}.{name} must be a number, a string or a boolean")
+        if _is_number(value):
+            _check_number(value, f"{field}.{name}", max_magnitude)
+        elif not isinstance(value, (str, bool)):
+            raise InvalidMessage(
+                Reason.WRONG_TYPE, f"{field}.{name} must be a number, a string or a boolean", f"{field}.{name}"
+            )
         bounds = ranges.get(name)
         if bounds is not None:
-            if isinstance(value, (str, bool)):
-                raise InvalidMessage("wrong_type", f"{field}.{name} must be a number")
-            low, high = bounds
-            if not low <= value <= high:
-                raise InvalidMessage("out_of_range", f"{field}.{name}={value} outside [{low}, {high}]")
+            _check_range(value, bounds, f"{field}.{name}")
         clean[name] = value
     return clean, tuple(nulls)
 
 
-def parse_event(raw: bytes, max_bytes: int, ranges: Mapping[str, tuple[float, float]]) -> Event:
+def _check_range(value: Any, bounds: tuple[float, float], field: str) -> None:
+    if not _is_number(value):
+        raise InvalidMessage(Reason.WRONG_TYPE, f"{field} must be a number", field)
+    low, high = bounds
+    if not low <= value <= high:
+        raise InvalidMessage(Reason.OUT_OF_RANGE, f"{field}={value} outside [{low}, {high}]", field)
+
+
+def parse_event(
+    raw: bytes,
+    max_bytes: int,
+    ranges: Mapping[str, tuple[float, float]],
+    *,
+    max_magnitude: float = DEFAULT_MAX_MAGNITUDE,
+    max_id_length: int = DEFAULT_MAX_ID_LENGTH,
+) -> Event:
     data = _load_object(raw, max_bytes)
-    event_id = _identifier(data, "event_id")
-    entity_id = _identifier(data, "entity_id")
-    if "ts" not in data:
-        raise InvalidMessage("missing_field", "ts")
-    ts = _timestamp(data["ts"], "ts")
-    if "features" not in data:
-        raise InvalidMessage("missing_field", "features")
-    features, nulls = validate_features(data["features"], ranges)
-    label = _label(data["label"]) if data.get("label") is not None else NO_LABEL
+    event_id = validate_id(data, "event_id", max_id_length)
+    entity_id = validate_id(data, "entity_id", max_id_length)
+    ts = _timestamp(_require(data, "ts"), "ts")
+    features, nulls = validate_features(_require(data, "features"), ranges, max_magnitude=max_magnitude)
+    label = _label(data["label"], max_magnitude) if data.get("label") is not None else NO_LABEL
     return Event(event_id, entity_id, ts, features, label, nulls)
 
 
-def parse_label(raw: bytes, max_bytes: int) -> Label:
+def parse_label(
+    raw: bytes,
+    max_bytes: int,
+    *,
+    max_magnitude: float = DEFAULT_MAX_MAGNITUDE,
+    max_id_length: int = DEFAULT_MAX_ID_LENGTH,
+) -> Label:
     data = _load_object(raw, max_bytes)
-    event_id = _identifier(data, "event_id")
-    if "label" not in data:
-        raise InvalidMessage("missing_field", "label")
-    label = _label(data["label"])
+    event_id = validate_id(data, "event_id", max_id_length)
+    label = _label(_require(data, "label"), max_magnitude)
     ts = _timestamp(data["ts"], "ts") if data.get("ts") is not None else None
     return Label(event_id, label, ts)

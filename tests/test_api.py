@@ -6,6 +6,7 @@ from starlette.testclient import TestClient
 from engine.api import create_api
 from engine.runtime import Runtime
 from engine.settings import Settings
+from models.online import Prediction
 from streams.features import FeatureRegistry, apply_event
 
 
@@ -46,12 +47,44 @@ def test_unknown_entity_is_served_from_request_features(client):
         ({"entity_id": "a", "features": {"x": {"y": 1}}}, "features.x"),
         ({"entity_id": "a", "features": {}, "extra": 1}, "extra"),
         ([1, 2], "body"),
+        ({"entity_id": "a", "features": {"https": 1e308}}, "features.https"),
+        ({"entity_id": "a", "features": {"https": -1e308}}, "features.https"),
+        ({"entity_id": "a" * 257, "features": {}}, "entity_id"),
     ],
 )
 def test_invalid_bodies_get_422_naming_the_field(client, body, field):
     response = client.post("/predict", json=body)
     assert response.status_code == 422
     assert response.json()["field"] == field
+
+
+def test_a_number_beyond_the_magnitude_limit_is_422_naming_the_feature(client):
+    response = client.post("/predict", json={"entity_id": "a", "features": {"https": 1e308}})
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "features.https=1e+308 beyond the magnitude limit 1e+15", "field": "features.https"
+    }
+
+
+def test_the_limits_come_from_the_settings(runtime):
+    runtime.settings = Settings.from_env({"REDIS_URL": "", "MAX_FEATURE_MAGNITUDE": "1e3", "MAX_ID_LENGTH": "3"})
+    with TestClient(create_api(runtime)) as client:
+        assert client.post("/predict", json={"entity_id": "abc", "features": {"x": 1000}}).status_code == 200
+        too_big = client.post("/predict", json={"entity_id": "abc", "features": {"x": 1001}})
+        assert too_big.json()["field"] == "features.x"
+        assert client.post("/predict", json={"entity_id": "abcd", "features": {}}).json()["field"] == "entity_id"
+
+
+def test_batch_errors_name_the_row_and_the_field(client):
+    rows = [{"entity_id": "a", "features": {}}] * 3 + [{"entity_id": "a", "features": {"https": 1e308}}]
+    response = client.post("/predict/batch", json={"rows": rows})
+    assert response.status_code == 422 and response.json()["field"] == "rows[3].features.https"
+
+
+@pytest.mark.parametrize("ts", ["nan", "inf", "-inf", "NaN", "soon", ""])
+def test_offline_features_refuse_a_timestamp_that_is_not_a_finite_number(client, ts):
+    response = client.get(f"/features/offline?entity_id=known&ts={ts}")
+    assert response.status_code == 422 and response.json()["field"] == "ts"
 
 
 def test_wrong_content_type_and_bad_json(client):
@@ -69,6 +102,17 @@ def test_health_and_readiness(client):
     ready = client.get("/readyz")
     assert ready.status_code == 503  # no stream in this process
     assert ready.json()["checks"]["stream_ready"] is False
+    assert ready.json()["checks"]["model_healthy"] is True  # before any prediction
+
+
+def test_readiness_reports_an_unhealthy_model(client, runtime):
+    for y in (True, False, True, True):
+        runtime.model.prior.learn_one({}, y)
+    runtime.model.predict = lambda x: Prediction(True, {True: float("nan"), False: float("nan")})
+    answer = client.post("/predict", json={"entity_id": "a", "features": {}}).json()
+    assert answer["fallback"] == {"reason": "model_error", "source": "prior"}
+    assert answer["probabilities"] == {"true": 0.75, "false": 0.25}  # not {"true": null, ...}
+    assert client.get("/readyz").json()["checks"]["model_healthy"] is False
 
 
 def test_online_features_route(client):

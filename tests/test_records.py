@@ -1,7 +1,11 @@
+import json
+import time
+
 import orjson
 import pytest
 
-from streams.records import InvalidMessage, parse_event, parse_label
+from streams.dead_letters import DeadLetterReason
+from streams.records import InvalidMessage, parse_event, parse_label, validate_features
 
 RANGES = {"amount": (0.0, 100.0)}
 
@@ -9,7 +13,8 @@ RANGES = {"amount": (0.0, 100.0)}
 def raw(**fields):
     base = {"event_id": "e1", "entity_id": "u1", "ts": 10.0, "features": {"amount": 5.0}}
     base.update(fields)
-    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+    # The standard library writes integers beyond 64 bits, as some producers do.
+    return json.dumps({k: v for k, v in base.items() if v is not ...}).encode()
 
 
 def reason_of(data: bytes, max_bytes: int = 10_000) -> str:
@@ -34,6 +39,19 @@ def test_iso_timestamp_is_accepted():
     assert parse_event(raw(ts="1970-01-01T00:01:00+00:00"), 10_000, {}).ts == 60.0
 
 
+@pytest.fixture
+def machine_in_new_york(monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_iso_timestamp_without_a_time_zone_is_utc_whatever_the_machine_time_zone(machine_in_new_york):
+    assert parse_event(raw(ts="1970-01-01T00:01:00"), 10_000, {}).ts == 60.0
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -53,10 +71,76 @@ def test_iso_timestamp_is_accepted():
         (b'{"event_id": "e", "entity_id": "u", "ts": 1, "features": {"a": 1e999}}', "non_finite"),
         (raw(features={"amount": 100.5}), "out_of_range"),
         (raw(features={"amount": -1}), "out_of_range"),
+        (raw(features={"x": 1e308}), "out_of_range"),
+        (raw(features={"x": -1e308}), "out_of_range"),
+        (raw(features={"x": 2**70}), "out_of_range"),
+        (raw(label=1e300), "out_of_range"),
+        (raw(event_id="e" * 257), "out_of_range"),
+        (raw(entity_id=10**300), "out_of_range"),
     ],
 )
 def test_bad_events_have_a_reason(data, reason):
     assert reason_of(data) == reason
+
+
+def test_a_number_beyond_the_limit_names_the_field_and_the_limit():
+    with pytest.raises(InvalidMessage) as caught:
+        parse_event(raw(features={"amount": 5.0, "big": 2e15}), 10_000, RANGES)
+    assert caught.value.reason is DeadLetterReason.OUT_OF_RANGE
+    assert caught.value.field == "features.big"
+    assert caught.value.detail == "features.big=2000000000000000.0 beyond the magnitude limit 1e+15"
+
+
+def test_the_limits_are_parameters():
+    data = raw(event_id="e" * 300, features={"x": 5e15})
+    event = parse_event(data, 10_000, {}, max_magnitude=1e16, max_id_length=300)
+    assert event.features == {"x": 5e15}
+    with pytest.raises(InvalidMessage) as caught:
+        parse_event(data, 10_000, {}, max_magnitude=1e16, max_id_length=299)
+    assert caught.value.detail == "event_id is 300 characters long, more than the limit 299"
+
+
+def test_a_megabyte_long_event_id_is_out_of_range():
+    with pytest.raises(InvalidMessage) as caught:
+        parse_event(raw(event_id="e" * (1 << 20)), 2 << 20, {})
+    assert caught.value.detail == "event_id is 1048576 characters long, more than the limit 256"
+
+
+def test_subnormal_numbers_are_finite_and_valid():
+    assert parse_event(raw(features={"x": 1e-320, "y": -5e-324}), 10_000, {}).features == {"x": 1e-320, "y": -5e-324}
+
+
+def test_booleans_are_not_held_to_the_magnitude_limit():
+    assert validate_features({"x": True}, {}, max_magnitude=0.5) == ({"x": True}, ())
+
+
+def test_an_integer_id_beyond_64_bits_is_read_exactly():
+    event = parse_event(raw(event_id=2**70, entity_id=-(2**70)), 10_000, {})
+    assert event.event_id == "1180591620717411303424"
+    assert event.entity_id == "-1180591620717411303424"
+    label = parse_label(json.dumps({"event_id": 2**70, "label": 1}).encode(), 1000)
+    assert label.event_id == "1180591620717411303424"
+
+
+def test_a_float_id_is_still_refused():
+    assert reason_of(raw(event_id=1.5)) == "wrong_type"
+
+
+def test_nan_is_refused_even_next_to_a_big_integer_id():
+    data = json.dumps({"event_id": 2**70, "entity_id": "u", "ts": 1, "features": {"a": float("nan")}})
+    assert reason_of(data.encode()) == "non_finite"
+
+
+def test_a_deeply_nested_message_with_a_float_id_is_not_json():
+    depth = 1010  # within orjson's depth limit, beyond the standard library's
+    data = b'{"event_id": 1.5, "x": ' + b"[" * depth + b"]" * depth + b"}"
+    assert reason_of(data, max_bytes=1 << 20) == "not_json"
+
+
+def test_reasons_are_checked_without_assert():
+    assert InvalidMessage("wrong_type", "x").reason is DeadLetterReason.WRONG_TYPE
+    with pytest.raises(ValueError):
+        InvalidMessage("no_such_reason", "x")
 
 
 def test_oversized_is_checked_before_parsing():

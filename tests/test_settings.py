@@ -25,3 +25,21 @@ def test_bad_values_name_the_variable():
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         Settings.from_env({}).api_port = 1
+
+
+def test_input_limits_and_the_l1_byte_budget():
+    settings = Settings.from_env({})
+    assert (settings.max_feature_magnitude, settings.max_id_length) == (1e15, 256)
+    assert settings.cache_l1_bytes == 64 * 1024 * 1024
+    settings = Settings.from_env({"MAX_FEATURE_MAGNITUDE": "1e9", "MAX_ID_LENGTH": "64", "CACHE_L1_BYTES": "1000"})
+    assert (settings.max_feature_magnitude, settings.max_id_length, settings.cache_l1_bytes) == (1e9, 64, 1000)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MAX_FEATURE_MAGNITUDE", "0"), ("MAX_FEATURE_MAGNITUDE", "-1"), ("MAX_FEATURE_MAGNITUDE", "nan"),
+     ("MAX_ID_LENGTH", "0"), ("CACHE_L1_BYTES", "0")],
+)
+def test_limits_must_be_positive(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
