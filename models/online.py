@@ -8,8 +8,10 @@ None or {} is not scored, and the model learns from the features as they were th
 
 from __future__ import annotations
 
+import math
+import pickle
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from river import drift, dummy, metrics, stats
 
@@ -25,13 +27,28 @@ class Prediction:
     value: Any
     proba: dict[Any, float] | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"value": self.value, "proba": self.proba}
+    def to_record(self) -> dict[str, Any]:
+        """JSON-safe: class labels may be booleans or numbers, so probabilities are pairs."""
+        proba = None if self.proba is None else [[label, p] for label, p in self.proba.items()]
+        return {"value": self.value, "proba": proba}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Prediction":
-        proba = data.get("proba")
-        return cls(value=data.get("value"), proba=proba)
+    def from_record(cls, data: dict[str, Any] | None) -> "Prediction":
+        if data is None:
+            return cls(None)
+        pairs = data.get("proba")
+        return cls(value=data.get("value"), proba=None if pairs is None else {label: p for label, p in pairs})
+
+    def non_finite(self) -> str | None:
+        """Why this answer is unusable (NaN or infinite numbers), or None when it is fine."""
+        value = self.value
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"prediction {value}"
+        if self.proba:
+            bad = {label: p for label, p in self.proba.items() if p is None or not math.isfinite(p)}
+            if bad:
+                return f"probabilities {bad}"
+        return None
 
 
 def metrics_for(task: Task) -> dict[str, metrics.base.Metric]:
@@ -126,3 +143,23 @@ class OnlineModel:
 
     def metric_values(self) -> dict[str, float]:
         return {name: float(metric.get()) for name, metric in self.metrics.items()}
+
+    def checkpoint(self) -> bytes:
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, checkpoint: bytes) -> None:
+        """Puts this very object back in the checkpoint's state, so every holder sees it."""
+        self.__dict__.clear()
+        self.__dict__.update(pickle.loads(checkpoint).__dict__)
+
+    def divergence(self, inputs: Iterable[Features]) -> str | None:
+        """Why the model is unusable on these inputs (an error or a non-finite answer), or None."""
+        for x in inputs:
+            try:
+                prediction = self.predict(x)
+            except Exception as exc:  # noqa: BLE001 - a model that raises on a known input is broken
+                return f"predicting raised {type(exc).__name__}: {exc}"
+            problem = prediction.non_finite()
+            if problem is not None:
+                return problem
+        return None

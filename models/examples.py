@@ -1,0 +1,71 @@
+"""A labelled example: what the model learns from, and what the examples log carries.
+
+It holds the features *as they were when the prediction was made* and that prediction,
+so learning from it later leaks nothing, and the progressive metrics score what users
+were actually answered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from models.online import Prediction
+
+INLINE = "inline"
+LABELS_TOPIC = "labels_topic"
+
+Source = tuple[str, int, int]  # (topic, partition, offset) of the record that completed the example
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    event_id: str
+    ts: float
+    features: dict[str, Any]
+    label: Any
+    prediction: Prediction
+    model_version: int
+    source: Source
+    label_source: str = INLINE
+    predicted_at: float = 0.0
+    challenger: Prediction | None = None
+    # The prediction was made by the learner's own model right before it learned this
+    # example (labels inline, in the process that learns): it can be made again exactly.
+    fresh: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        record = {
+            "event_id": self.event_id,
+            "ts": self.ts,
+            "features": self.features,
+            "label": self.label,
+            "prediction": self.prediction.to_record(),
+            "model_version": self.model_version,
+            "source": list(self.source),
+            "label_source": self.label_source,
+            "predicted_at": self.predicted_at,
+        }
+        if self.challenger is not None:
+            record["challenger"] = self.challenger.to_record()
+        if self.fresh:
+            record["fresh"] = True
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Example":
+        topic, partition, offset = record["source"]
+        challenger = record.get("challenger")
+        return cls(
+            event_id=record["event_id"],
+            ts=record["ts"],
+            features=record["features"],
+            label=record["label"],
+            prediction=Prediction.from_record(record["prediction"]),
+            model_version=record["model_version"],
+            source=(topic, partition, offset),
+            label_source=record.get("label_source", INLINE),
+            predicted_at=record.get("predicted_at", 0.0),
+            challenger=None if challenger is None else Prediction.from_record(challenger),
+            fresh=record.get("fresh", False),
+        )

@@ -1,0 +1,147 @@
+"""Finding the example that poisoned a model, and putting the model back as it was before it.
+
+A model's state is healthy when no float in it is NaN or infinite (no model of the
+factory holds one legitimately: checked on every one of them, fresh and trained) and it
+answers finite numbers on the inputs it learned. Poison does not always show at once in
+the answers: a value near 1e308 leaves a scaler's variance infinite and the predictions
+finite, and the next example turns the weights to NaN. So the state itself is checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from models.examples import Example
+from models.online import OnlineModel
+
+_ATOMS = (int, str, bytes, bool, type(None))
+
+
+def non_finite_state(obj: Any) -> str | None:
+    """The path of a NaN or infinite float inside obj (attributes, containers, arrays), or None."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(obj, "model")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return f"{path} = {value}"
+            continue
+        if isinstance(value, _ATOMS) or id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind in "fc" and not np.isfinite(value).all():
+                return f"{path} holds NaN or infinity"
+            continue
+        if isinstance(value, np.generic):
+            if not np.isfinite(value):
+                return f"{path} = {value}"
+            continue
+        if isinstance(value, dict):
+            stack.extend((v, f"{path}[{k!r}]") for k, v in value.items())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+        else:
+            stack.extend((v, f"{path}.{k}") for k, v in getattr(value, "__dict__", {}).items())
+            slots = getattr(type(value), "__slots__", ())
+            for name in (slots,) if isinstance(slots, str) else slots:
+                if isinstance(name, str) and hasattr(value, name):
+                    stack.append((getattr(value, name), f"{path}.{name}"))
+    return None
+
+
+def health(model: OnlineModel, inputs: Sequence[dict[str, Any]]) -> str | None:
+    """Why the model is unusable (non-finite state, or a bad answer on these inputs), or None."""
+    state = non_finite_state(model.estimator)
+    if state is not None:
+        return f"the model's state holds a non-finite number: {state}"
+    answer = model.divergence(inputs)
+    return None if answer is None else f"the model answers {answer}"
+
+
+def learn_checked(model: OnlineModel, example: Example, *, check_state: bool, tainted: bool = False) -> tuple[Example, str | None]:
+    """Learns one example; returns it (its prediction made again if `tainted`, see `heal`)
+    and why the model is unusable after it, or None."""
+    if tainted and example.fresh:
+        example = _predicted_again(model, example)
+    try:
+        model.learn(example.features, example.label, example.prediction)
+    except Exception as exc:  # noqa: BLE001 - that is the divergence being looked for
+        return example, f"learning raised {type(exc).__name__}: {exc}"
+    if check_state:
+        return example, health(model, [example.features])
+    answer = model.divergence([example.features])
+    return example, None if answer is None else f"the model answers {answer}"
+
+
+def _predicted_again(model: OnlineModel, example: Example) -> Example:
+    try:
+        again = model.predict(example.features)
+    except Exception:  # noqa: BLE001 - keep the prediction that was made
+        return example
+    return example if again.non_finite() is not None else dataclasses.replace(example, prediction=again)
+
+
+@dataclass
+class Healing:
+    kept: list[Example]
+    culprits: list[tuple[Example, str]]
+
+
+def heal(model: OnlineModel, checkpoint: bytes, examples: Sequence[Example], stride: int = 32) -> Healing:
+    """Relearns `examples` from the healthy `checkpoint`, leaving out each example after
+    which the model is unusable; the model ends as if the culprits had never come.
+
+    One pass learns them with a cheap check (its answer on the example), and checks the
+    whole state every `stride` examples; a failure is then pinned down by relearning the
+    stretch since the last healthy state with a full check after every example.
+
+    Once a culprit is out, a `fresh` example's prediction (made by this model right before
+    it learned the example, so possibly by the poisoned model) is made again by the healed
+    model: what the model would have answered had the culprit never come."""
+    kept: list[Example] = []
+    culprits: list[tuple[Example, str]] = []
+    base = checkpoint
+    model.restore(base)
+    start = 0
+    while start < len(examples):
+        stretch = list(examples[start : start + stride])
+        learned, problem = _learn_stretch(model, stretch, bool(culprits), check_state=False)
+        if problem is None and health(model, [e.features for e in learned[-4:]]) is None:
+            kept.extend(learned)
+            base = model.checkpoint()
+            start += len(stretch)
+            continue
+        # Somewhere in this stretch: find the first example after which the state is bad.
+        model.restore(base)
+        learned, problem = _learn_stretch(model, stretch, bool(culprits), check_state=True)
+        if problem is None:  # the cheap pass failed but every full check passed: keep them all
+            kept.extend(learned)
+            base = model.checkpoint()
+            start += len(stretch)
+            continue
+        culprit_index = len(learned) - 1
+        model.restore(base)
+        good, _ = _learn_stretch(model, stretch[:culprit_index], bool(culprits), check_state=False)
+        kept.extend(good)
+        culprits.append((learned[culprit_index], problem))
+        base = model.checkpoint()
+        start += culprit_index + 1
+    return Healing(kept, culprits)
+
+
+def _learn_stretch(model: OnlineModel, stretch: list[Example], tainted: bool, *, check_state: bool) -> tuple[list[Example], str | None]:
+    """Learns examples in order until one fails; returns those learned (the failing one last) and why."""
+    learned = []
+    for example in stretch:
+        example, problem = learn_checked(model, example, check_state=check_state, tainted=tainted)
+        learned.append(example)
+        if problem is not None:
+            return learned, problem
+    return learned, None

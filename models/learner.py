@@ -1,0 +1,203 @@
+"""The one sequential learner of a model: learns each labelled example once, and cannot be poisoned.
+
+Poisoning: an example that passes validation can still break a River model (a value near
+1e308 overflows a scaler's variance into NaN weights, or makes a Hoeffding tree raise on
+every later example). The learner keeps the model restorable to just before any example
+it learned since its last checkpoint:
+
+- a checkpoint is a pickle of the model, taken every `interval` examples, where the
+  interval is chosen so that pickling costs about `checkpoint_budget` of the time spent
+  per example (at least `min_interval`): cheap for a linear model, rarer for a forest;
+- the examples since the checkpoint are kept (references, no copies);
+- the model is verified by predicting on inputs it just learned: the last one at the end
+  of every batch, the last `verify_inputs` ones before a checkpoint, a snapshot or a
+  publish, and any input whose prediction came out NaN or infinite;
+- when learning raises, or a verification fails, the learner heals: it restores the
+  checkpoint and relearns the examples since, verifying each on its own input; an example
+  after which the model fails is the culprit. The model is put back as it was before it
+  (its metrics too), it is reported as diverged, and learning goes on.
+
+Duplicates: an example is learned once, whatever redelivers it (a rebalance replay, a
+restart). It is known by the offset of the record that completed it, per source
+partition, and by its event id within a window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from models.examples import Example
+from models.guard import heal, health
+from models.online import Features, OnlineModel, Prediction
+from models.rollout import Rollout
+
+
+class ModelError(Exception):
+    """The model cannot answer for this input (it raised, or answered NaN or infinity)."""
+
+
+@dataclass
+class BatchOutcome:
+    """What the learner did since the last batch ended."""
+
+    learned: list[Example] = field(default_factory=list)
+    diverged: list[tuple[Example, str]] = field(default_factory=list)
+    duplicates: int = 0
+
+
+class Learner:
+    def __init__(
+        self,
+        model: OnlineModel,
+        *,
+        dedupe_window: int = 100_000,
+        min_interval: int = 1000,
+        max_interval: int = 100_000,
+        checkpoint_budget: float = 0.02,
+        verify_inputs: int = 32,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.model = model
+        self.rollout: Rollout | None = None
+        self.dedupe_window = dedupe_window
+        self.min_interval = min_interval
+        self.max_interval = max_interval
+        self.checkpoint_budget = checkpoint_budget
+        self.verify_inputs = verify_inputs
+        self._clock = clock
+        self._learned_offsets: dict[tuple[str, int], int] = {}
+        self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        self._outcome = BatchOutcome()
+        self._since_checkpoint: list[Example] = []
+        self._interval = min_interval
+        self._checkpoint_at = clock()
+        self._take_checkpoint()
+
+    # -- learning -----------------------------------------------------------------------
+
+    def has_learned(self, example: Example) -> bool:
+        topic, partition, offset = example.source
+        done = self._learned_offsets.get((topic, partition))
+        return (done is not None and offset <= done) or example.event_id in self._recent_ids
+
+    def learn(self, example: Example) -> bool:
+        """Learns the example; False when it was learned before (or diverged before)."""
+        if self.has_learned(example):
+            self._outcome.duplicates += 1
+            return False
+        self._remember(example)
+        try:
+            self.model.learn(example.features, example.label, example.prediction)
+        except Exception:  # noqa: BLE001 - a raising learner may leave partial state: heal
+            self._heal(extra=[example])
+            return not any(culprit is example for culprit, _ in self._outcome.diverged)
+        self._since_checkpoint.append(example)
+        self._outcome.learned.append(example)
+        if self.rollout is not None:
+            self.rollout.learn(example.features, example.label, example.prediction, example.challenger)
+        if len(self._since_checkpoint) >= self._interval:
+            self._checkpoint_verified()
+        return True
+
+    def predict(self, x: Features) -> Prediction:
+        """The model's answer for x, healing the model first if it has been poisoned.
+
+        Raises ModelError when the model cannot answer for x itself (and is otherwise fine)."""
+        problem, prediction = self._predict(x)
+        if problem is None:
+            return prediction
+        if self._unhealthy():
+            self._heal()
+            problem, prediction = self._predict(x)
+            if problem is None:
+                return prediction
+        raise ModelError(problem)
+
+    def end_batch(self) -> BatchOutcome:
+        """Checks the model and hands out what happened since the last call: the examples
+        learned (to log), those that diverged (to dead-letter), the duplicates dropped."""
+        if self._unhealthy():
+            self._heal()
+        outcome, self._outcome = self._outcome, BatchOutcome()
+        return outcome
+
+    def verified(self) -> bool:
+        """A thorough check before the model leaves the learner (snapshot, publish); heals if needed."""
+        if self._unhealthy(self.verify_inputs):
+            self._heal()
+        return self._unhealthy(self.verify_inputs) is None
+
+    # -- the guard ----------------------------------------------------------------------
+
+    def _predict(self, x: Features) -> tuple[str | None, Prediction]:
+        try:
+            prediction = self.model.predict(x)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller as a model error
+            return f"predicting raised {type(exc).__name__}: {exc}", Prediction(None)
+        return prediction.non_finite(), prediction
+
+    def _unhealthy(self, inputs: int = 1) -> str | None:
+        return health(self.model, [e.features for e in self._since_checkpoint[-inputs:]])
+
+    def _heal(self, extra: list[Example] | None = None) -> None:
+        healing = heal(self.model, self._checkpoint, self._since_checkpoint + (extra or []))
+        for culprit, detail in healing.culprits:
+            self._outcome.diverged.append((culprit, detail))
+            self._outcome.learned = [e for e in self._outcome.learned if e is not culprit]
+        for example in extra or []:
+            if not any(culprit is example for culprit, _ in healing.culprits):
+                self._outcome.learned.append(example)
+        self._since_checkpoint = healing.kept
+        self._take_checkpoint()
+
+    def _checkpoint_verified(self) -> None:
+        if self._unhealthy(self.verify_inputs):
+            self._heal()  # ends with a checkpoint of its own
+            return
+        self._take_checkpoint()
+
+    def _take_checkpoint(self) -> None:
+        started = self._clock()
+        examples = len(self._since_checkpoint)
+        self._checkpoint = self.model.checkpoint()
+        pickling = self._clock() - started
+        if examples:
+            # Time per example is measured end to end (everything the process does for one),
+            # which only makes checkpoints more frequent than the budget allows, never rarer.
+            per_example = max((started - self._checkpoint_at) / examples, 1e-9)
+            wanted = pickling / (self.checkpoint_budget * per_example)
+            self._interval = int(min(self.max_interval, max(self.min_interval, wanted)))
+        self._since_checkpoint = []
+        self._checkpoint_at = self._clock()
+
+    def _remember(self, example: Example) -> None:
+        topic, partition, offset = example.source
+        key = (topic, partition)
+        if offset > self._learned_offsets.get(key, -1):
+            self._learned_offsets[key] = offset
+        self._recent_ids[example.event_id] = None
+        if len(self._recent_ids) > self.dedupe_window:
+            self._recent_ids.popitem(last=False)
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """What a snapshot keeps besides the model: the duplicate filters and the rollout."""
+        return {
+            "learned_offsets": dict(self._learned_offsets),
+            "recent_ids": list(self._recent_ids),
+            "rollout": self.rollout,
+        }
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self._learned_offsets = dict(state["learned_offsets"])
+        self._recent_ids = OrderedDict((event_id, None) for event_id in state["recent_ids"])
+        self.rollout = state.get("rollout")
+        self._take_checkpoint()
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self._interval

@@ -1,0 +1,126 @@
+"""The learner without Kafka: poisoned examples are undone exactly, duplicates learned once."""
+
+import itertools
+
+import pytest
+from river import datasets, evaluate
+
+from models.examples import Example
+from models.factory import build_model
+from models.learner import Learner, ModelError
+from models.online import OnlineModel
+
+POISON = (1e308, -1e308, 1e200)
+
+
+def phishing(n=400):
+    return list(itertools.islice(datasets.Phishing(), n))
+
+
+def example(i, x, y, prediction, topic="events"):
+    return Example(f"e-{i}", float(i), x, y, prediction, 1, (topic, 0, i), fresh=True)
+
+
+def stream(learner, rows, batch=25):
+    """What the engine does per event: predict, learn, end the batch every `batch` events.
+    Returns the events refused: (event id, why) for model errors and divergences."""
+    refused = []
+    for i, (x, y) in enumerate(rows):
+        try:
+            prediction = learner.predict(x)
+        except ModelError as exc:
+            refused.append((f"e-{i}", f"model_error: {exc}"))
+            continue
+        learner.learn(example(i, x, y, prediction))
+        if i % batch == batch - 1:
+            refused += [(e.event_id, f"model_diverged: {why}") for e, why in learner.end_batch().diverged]
+    return refused + [(e.event_id, f"model_diverged: {why}") for e, why in learner.end_batch().diverged]
+
+
+def reference(model_name, rows):
+    values = {}
+    for name, metric in OnlineModel(model_name).metrics.items():
+        fresh = type(metric)()
+        evaluate.progressive_val_score(rows, build_model(model_name), fresh)
+        values[name] = fresh.get()
+    return values
+
+
+@pytest.mark.parametrize("model_name", ["logreg", "hoeffding", "softmax"])
+@pytest.mark.parametrize("value", POISON)
+def test_a_poisoning_example_is_undone_and_reported(model_name, value):
+    rows = phishing()
+    poisoned = [(dict(x, https=value) if i in (100, 250) else x, y) for i, (x, y) in enumerate(rows)]
+    learner = Learner(OnlineModel(model_name), min_interval=60)
+
+    refused = stream(learner, poisoned)
+
+    # Whether the model cannot even predict on it (a tree overflows) or learning it breaks
+    # the model (a scaler's variance overflows), the offending event is refused with a reason.
+    assert sorted(event_id for event_id, _ in refused) == ["e-100", "e-250"]
+    assert all(why.startswith(("model_error: ", "model_diverged: ")) for _, why in refused)
+    clean = [row for i, row in enumerate(rows) if i not in (100, 250)]
+    assert learner.model.metric_values() == reference(model_name, clean)
+    assert learner.model.samples_learned == len(clean)
+
+
+def test_tiny_values_are_not_mistaken_for_poison():
+    rows = [(dict(x, https=1e-320) if i % 7 == 0 else x, y) for i, (x, y) in enumerate(phishing(200))]
+    learner = Learner(OnlineModel("logreg"), min_interval=50)
+    assert stream(learner, rows) == []
+    assert learner.model.metric_values() == reference("logreg", rows)
+
+
+def test_an_input_the_model_cannot_take_is_a_model_error_and_changes_nothing():
+    learner = Learner(OnlineModel("logreg"))
+    rows = phishing(50)
+    stream(learner, rows)
+    before = learner.model.checkpoint()
+    with pytest.raises(ModelError, match="predicting raised"):
+        learner.predict({**rows[0][0], "https": "yes"})
+    assert learner.model.checkpoint() == before
+
+
+def test_an_example_is_learned_once_however_often_it_comes():
+    learner = Learner(OnlineModel("logreg"))
+    (x, y), = phishing(1)
+    first = example(0, x, y, learner.predict(x))
+    assert learner.learn(first)
+    assert not learner.learn(first)  # same source offset
+    again = Example("e-0", 0.0, x, y, first.prediction, 1, ("labels", 3, 99))
+    assert not learner.learn(again)  # same event id through another path
+    assert learner.model.samples_learned == 1
+    assert learner.end_batch().duplicates == 2
+
+
+def test_checkpoints_get_rarer_when_they_cost_more_than_their_budget():
+    ticks = itertools.count()
+    # Every clock reading advances 1 s: pickling "takes" 1 s, an example "takes" 1 s apart.
+    learner = Learner(OnlineModel("logreg"), min_interval=10, checkpoint_budget=0.01, clock=lambda: float(next(ticks)))
+    for i, (x, y) in enumerate(phishing(30)):
+        learner.learn(example(i, x, y, learner.predict(x)))
+    assert learner.checkpoint_interval > 10
+
+
+def test_snapshot_state_keeps_the_duplicate_filters():
+    learner = Learner(OnlineModel("logreg"))
+    (x, y), = phishing(1)
+    learner.learn(example(0, x, y, learner.predict(x)))
+    restored = Learner(OnlineModel("logreg"))
+    restored.restore_state(learner.state())
+    assert restored.has_learned(example(0, x, y, None))
+
+
+def test_a_poison_that_shows_only_in_the_state_is_caught_at_the_batch_end():
+    # A scaler takes 1e308 with a finite answer and an infinite variance; only the next
+    # example turns the weights to NaN. The state check catches it before that.
+    rows = phishing(60)
+    poisoned = [(dict(x, https=1e308) if i == 40 else x, y) for i, (x, y) in enumerate(rows)]
+    learner = Learner(OnlineModel("logreg"))
+    for i, (x, y) in enumerate(poisoned[:41]):
+        learner.learn(example(i, x, y, learner.predict(x)))
+    outcome = learner.end_batch()
+    assert [(e.event_id, why.split(":")[0]) for e, why in outcome.diverged] == [
+        ("e-40", "the model's state holds a non-finite number")
+    ]
+    assert [e.event_id for e in outcome.learned] == [f"e-{i}" for i in range(40)]
