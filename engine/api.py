@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import os
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,9 +22,9 @@ from engine import metrics
 from engine.openapi import OPENAPI
 from engine.runtime import Runtime
 from engine.serving import dumps_json
+from engine.learning import new_command
 from models.factory import MODELS
-from models.registry import RegistryError
-from models.rollout import Rollout
+from models.rollout import MODES
 from streams.feature_store import FeatureStore
 from streams.records import InvalidMessage, validate_features, validate_id
 
@@ -121,7 +123,7 @@ async def online_features(request: Request) -> Response:
     ids = request.query_params.getlist("entity_id")
     if not 1 <= len(ids) <= MAX_ENTITY_IDS:
         return error(422, f"give 1 to {MAX_ENTITY_IDS} entity_id query parameters", "entity_id")
-    return JSONResponse({"rows": FeatureStore(runtime.feature_registry, runtime.entities).get_online_features(ids)})
+    return JSONResponse({"rows": FeatureStore(runtime.feature_registry, runtime.features).get_online_features(ids)})
 
 
 async def offline_features(request: Request) -> Response:
@@ -132,12 +134,9 @@ async def offline_features(request: Request) -> Response:
     try:
         timestamp = float(request.query_params.get("ts", ""))
     except ValueError:
-        timestamp = math.nan
-    if not math.isfinite(timestamp):  # float() reads "nan" and "inf" too
         return error(422, "ts must be epoch seconds (event time)", "ts")
-    if runtime.offline_log is None:
-        return error(503, "no offline feature log in this process")
-    runtime.offline_log.flush()  # the updates still buffered are part of the answer
+    if not math.isfinite(timestamp):
+        return error(422, "ts must be a finite number of epoch seconds (event time)", "ts")
     # Parquet reads block: keep them off the event loop that serves /predict.
     rows = await asyncio.to_thread(runtime.offline_log.get_offline_features, ids, timestamp)
     return JSONResponse({"rows": rows})
@@ -149,34 +148,45 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
-    checks = {"model_loaded": runtime.model is not None, "stream_ready": runtime.is_stream_ready()}
+    checks = runtime.checks()
     ready = all(checks.values())
-    # Reported, not required: the fallback chain answers for a broken model, and taking the
-    # process out of rotation would stop the very predictions that show it has recovered.
-    checks["model_healthy"] = runtime.predictor is None or runtime.predictor.healthy
-    # Redis is reported, not required: without it the engine serves uncached.
+    # Reported, not required: a model that answered badly is served around by the fallback
+    # chain (and must stay in rotation to recover); without Redis the engine serves uncached.
+    checks["model_healthy"] = runtime.predictor.healthy
     redis = None if runtime.redis is None else await runtime.redis.ping()
     return JSONResponse({"ready": ready, "checks": checks, "redis": redis}, status_code=200 if ready else 503)
 
 
 async def list_models(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
-    live = runtime.model
+    replica = runtime.models
+    published = replica.champion if replica is not None else None
+    live = runtime.predictor.model
+    registry = runtime.registry_record()
+    serving = None
+    if live is not None:
+        info = published.info if published is not None else {}
+        serving = {
+            "name": live.name,
+            "version": live.version,
+            "task": live.task.value,
+            "samples_learned": live.samples_learned,
+            "metrics": live.metric_values(),
+            "concept_drifts": live.drifts_detected,
+            "revision": published.revision if published else None,
+            "published_at": published.published_at if published else None,
+            "model_age_seconds": runtime.predictor.models.age_seconds(),
+            "predictions_awaiting_label": runtime.pending_predictions(),
+            "prediction_model_lag": info.get("prediction_model_lag"),
+        }
     return JSONResponse(
         {
-            "serving": {
-                "name": live.name,
-                "version": live.version,
-                "task": live.task.value,
-                "samples_learned": live.samples_learned,
-                "predictions_awaiting_label": len(runtime.pending),
-                "metrics": live.metric_values(),
-                "concept_drifts": live.drifts_detected,
-            },
-            "versions": runtime.model_registry.versions() if runtime.model_registry else [],
-            "serving_version": runtime.model_registry.serving if runtime.model_registry else None,
-            "rollout": rollout.status() if (rollout := runtime.current_rollout()) is not None else None,
-            "snapshots": runtime.snapshots.listing() if runtime.snapshots else [],
+            "serving": serving,
+            "versions": registry.get("versions", []),
+            "serving_version": registry.get("serving"),
+            "rollout": published.info.get("rollout") if published is not None else None,
+            "applied": registry.get("applied", []),
+            "snapshots": runtime.snapshots.listing(),
             "available": [
                 {"name": spec.name, "task": spec.task.value, "description": spec.description}
                 for spec in MODELS.values()
@@ -197,39 +207,50 @@ def check_admin(request: Request) -> JSONResponse | None:
     return None
 
 
-async def promote(request: Request) -> Response:
-    return await change_serving_version(request, "promote")
-
-
-async def rollback(request: Request) -> Response:
-    return await change_serving_version(request, "rollback")
-
-
-async def change_serving_version(request: Request, action: str) -> Response:
+async def run_command(request: Request, action: str, **args: Any) -> Response:
+    """Hands the command to the learner and answers with its result; 202 with how to follow
+    it when the learner has not answered in time (it is down, or busy)."""
     runtime: Runtime = request.state.runtime
+    name = request.path_params["name"]
+    live = runtime.predictor.model
+    if live is None:
+        return error(503, "no model is loaded yet")
+    if name != live.name:
+        return error(404, f"the serving model is {live.name!r}, not {name!r}", "name")
+    command = new_command(action, name, **args)
+    result = await runtime.command(command)
+    if result is None:
+        return JSONResponse(
+            {"accepted": command["id"], "detail": "the learner has not answered yet; GET /models lists "
+             "each command it carried out under `applied`, by this id"},
+            status_code=202,
+        )
+    body = {k: v for k, v in result.items() if k not in ("ok", "status", "id")}
+    if not result["ok"]:
+        return error(result["status"], body.get("error", "refused"))
+    # The learner has published the outcome; this process may still be reading it.
+    return JSONResponse({"id": command["id"], **body})
+
+
+async def promote(request: Request) -> Response:
     refused = check_admin(request)
     if refused is not None:
         return refused
-    name = request.path_params["name"]
-    if name != runtime.model.name:
-        return error(404, f"the serving model is {runtime.model.name!r}, not {name!r}", "name")
-    registry = runtime.model_registry
-    if registry is None:
-        return error(503, "no model registry in this process")
     try:
-        if action == "promote":
-            body = await read_json(request)
-            version = body.get("version") if isinstance(body, dict) else None
-            if isinstance(version, bool) or not isinstance(version, int):
-                return error(422, "body must be {\"version\": <integer>}", "version")
-            model = await runtime.serve_model(lambda live: registry.promote(version, live))
-        else:
-            model = await runtime.serve_model(registry.rollback)
+        body = await read_json(request)
     except RequestError as exc:
         return error(exc.status, exc.message, exc.field)
-    except RegistryError as exc:
-        return error(409, str(exc))
-    return JSONResponse({"serving": {"name": model.name, "version": model.version, "samples_learned": model.samples_learned}})
+    version = body.get("version") if isinstance(body, dict) else None
+    if isinstance(version, bool) or not isinstance(version, int):
+        return error(422, "body must be {\"version\": <integer>}", "version")
+    return await run_command(request, "promote", version=version)
+
+
+async def rollback(request: Request) -> Response:
+    refused = check_admin(request)
+    if refused is not None:
+        return refused
+    return await run_command(request, "rollback")
 
 
 async def start_rollout(request: Request) -> Response:
@@ -238,10 +259,6 @@ async def start_rollout(request: Request) -> Response:
     refused = check_admin(request)
     if refused is not None:
         return refused
-    if request.path_params["name"] != runtime.model.name:
-        return error(404, f"the serving model is {runtime.model.name!r}", "name")
-    if runtime.model_registry is None or runtime.processor is None:
-        return error(503, "rollouts need the stream and the model registry in this process")
     try:
         body = await read_json(request)
         if not isinstance(body, dict):
@@ -255,39 +272,26 @@ async def start_rollout(request: Request) -> Response:
             "min_labels": body.get("min_labels", runtime.settings.rollout_min_labels),
             "margin": body.get("margin", runtime.settings.rollout_margin),
         }
+        if options["mode"] not in MODES:
+            raise RequestError(422, f"mode must be one of {list(MODES)}", "mode")
         for name in ("share", "margin"):
-            if isinstance(options[name], bool) or not isinstance(options[name], (int, float)):
+            value = options[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise RequestError(422, f"{name} must be a number", name)
+        if not 0.0 <= options["share"] <= 1.0:
+            raise RequestError(422, "share must be between 0 and 1", "share")
         if isinstance(options["min_labels"], bool) or not isinstance(options["min_labels"], int) or options["min_labels"] < 1:
             raise RequestError(422, "min_labels must be a positive integer", "min_labels")
-        challenger = runtime.model_registry.load(version)
-        if challenger.task is not runtime.model.task:
-            raise RequestError(422, f"version {version} is a {challenger.task.value} model", "version")
-        rollout = Rollout(challenger, **options)
     except RequestError as exc:
         return error(exc.status, exc.message, exc.field)
-    except RegistryError as exc:
-        return error(409, str(exc))
-    except ValueError as exc:
-        return error(422, str(exc))
-    async with runtime.stream_lock:
-        runtime.processor.rollout = rollout
-    return JSONResponse({"rollout": rollout.status()})
+    return await run_command(request, "rollout", version=version, **options)
 
 
 async def stop_rollout(request: Request) -> Response:
-    runtime: Runtime = request.state.runtime
     refused = check_admin(request)
     if refused is not None:
         return refused
-    rollout = runtime.current_rollout()
-    if rollout is None:
-        return error(409, "no rollout is running")
-    async with runtime.stream_lock:
-        runtime.processor.rollout = None
-    if runtime.model_registry is not None:
-        runtime.model_registry.annotate(rollout.challenger.version, rollout_result="stopped", rollout=rollout.status())
-    return JSONResponse({"stopped": rollout.status()})
+    return await run_command(request, "rollout_stop")
 
 
 async def openapi_document(request: Request) -> Response:
@@ -295,6 +299,11 @@ async def openapi_document(request: Request) -> Response:
 
 
 async def prometheus_metrics(request: Request) -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every process of `engine run` writes there: this process answers for all of them.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -303,7 +312,6 @@ class RequestMetrics:
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
-        self.routes = {route.path for route in app.routes}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -321,19 +329,23 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
-            # Label by known route only: raw paths would let clients create unbounded series.
-            path = scope["path"] if scope["path"] in self.routes else "other"
-            metrics.REQUEST_SECONDS.labels(path, str(status)).observe(time.perf_counter() - started)
+            # The route's template (/models/{name}/promote), never the raw path: clients must
+            # not be able to create unbounded series. The router records the route it matched.
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "other"
+            metrics.REQUEST_SECONDS.labels(template, str(status)).observe(time.perf_counter() - started)
 
 
-def create_api(runtime: Runtime) -> Any:
+def create_api(start_runtime: Callable[[], Awaitable[Runtime]]) -> Any:
+    """The ASGI app; `start_runtime` builds the process's shared objects on the running loop."""
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        await runtime.start_serving()
+        runtime = await start_runtime()
         try:
             yield {"runtime": runtime}
         finally:
-            await runtime.stop_serving()
+            await runtime.stop()
 
     app = Starlette(
         routes=[

@@ -1,4 +1,9 @@
-"""Prometheus metrics. A leaf module: anything may import it. Latencies are in seconds."""
+"""Prometheus metrics. A leaf module: anything may import it. Latencies are in seconds.
+
+`python -m engine run` runs several processes; it sets PROMETHEUS_MULTIPROC_DIR so that
+every process writes its metrics there and any serving process's /metrics shows them all
+(counters and histograms summed; each gauge says how it combines across processes).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ DLQ_MESSAGES = Counter("rtml_dlq_messages_total", "Messages sent to a dead-lette
 PENDING_EXPIRED = Counter(
     "rtml_pending_expired_total", "Predictions whose label never came (TTL) or were evicted (bound)", ["why"]
 )
-PENDING_SIZE = Gauge("rtml_pending_predictions", "Predictions waiting for their label")
+PENDING_SIZE = Gauge("rtml_pending_predictions", "Predictions waiting for their label", multiprocess_mode="livesum")
 FEATURE_NULLS = Counter("rtml_feature_nulls_total", "Null feature values received, by feature", ["feature"])
 EVENT_TIME_LAG = Histogram(
     "rtml_event_time_lag_seconds",
@@ -31,9 +36,23 @@ LABEL_DELAY = Histogram(
 STREAM_BATCH_SECONDS = Histogram(
     "rtml_stream_batch_seconds", "Time to process one batch of events", buckets=FAST_BUCKETS
 )
-MODEL_METRIC = Gauge("rtml_model_metric", "Progressive metric of the live model", ["model", "metric"])
-MODEL_SAMPLES = Gauge("rtml_model_samples_learned", "Samples the live model learned from", ["model"])
-MODEL_DRIFTS = Gauge("rtml_model_concept_drifts", "Concept drifts ADWIN detected on the error stream", ["model"])
+MODEL_METRIC = Gauge(
+    "rtml_model_metric", "Progressive metric of the live model", ["model", "metric"], multiprocess_mode="livemostrecent"
+)
+MODEL_SAMPLES = Gauge(
+    "rtml_model_samples_learned", "Samples the live model learned from", ["model"], multiprocess_mode="livemostrecent"
+)
+MODEL_DRIFTS = Gauge(
+    "rtml_model_concept_drifts", "Concept drifts ADWIN detected on the error stream", ["model"],
+    multiprocess_mode="livemostrecent",
+)
+MODEL_VERSION_LAG = Histogram(
+    "rtml_model_version_lag_samples",
+    "Samples the learner had learned that the model which made a prediction had not (0: the learner predicted)",
+    buckets=(0, 1, 10, 100, 1000, 10_000, 100_000),
+)
+LEARNER_ERRORS = Counter("rtml_learner_errors_total", "Failed snapshots or publications (retried)", ["error"])
+MODELS_PUBLISHED = Counter("rtml_model_publications_total", "Model versions published to the serving processes")
 
 REQUEST_SECONDS = Histogram(
     "rtml_http_request_seconds", "HTTP request latency", ["route", "status"], buckets=FAST_BUCKETS
@@ -46,19 +65,35 @@ DEADLINE_EXCEEDED = Counter(
     "rtml_prediction_deadline_exceeded_total", "Primary model predictions slower than the request deadline"
 )
 FEATURE_DRIFT_KS = Gauge(
-    "rtml_feature_drift_ks", "KS statistic of a feature's recent window against its reference window", ["feature"]
+    "rtml_feature_drift_ks", "KS statistic of a feature's recent window against its reference window", ["feature"],
+    multiprocess_mode="livemax",
 )
 PREDICTION_DRIFT_KS = Gauge(
-    "rtml_prediction_drift_ks", "KS statistic of recent prediction scores against the reference window"
+    "rtml_prediction_drift_ks", "KS statistic of recent prediction scores against the reference window",
+    multiprocess_mode="livemax",
 )
-CONSUMER_LAG = Gauge("rtml_consumer_lag_messages", "Messages behind the end of the log", ["topic", "partition"])
-MODEL_INFO = Gauge("rtml_model_info", "The serving model (value is always 1)", ["model", "version", "task"])
-SNAPSHOT_BYTES = Gauge("rtml_snapshot_bytes", "Size of the latest model snapshot")
+CONSUMER_LAG = Gauge(
+    "rtml_consumer_lag_messages", "Messages behind the end of the log", ["topic", "partition"], multiprocess_mode="livesum"
+)
+MODEL_INFO = Gauge(
+    "rtml_model_info", "The serving model: 1, and 0 for one it replaced", ["model", "version", "task"],
+    multiprocess_mode="livemostrecent",
+)
+SNAPSHOT_BYTES = Gauge("rtml_snapshot_bytes", "Size of the latest model snapshot", multiprocess_mode="livemostrecent")
 SNAPSHOT_SECONDS = Histogram(
     "rtml_snapshot_write_seconds", "Time to write a snapshot (pickle, fsync, rename)", buckets=FAST_BUCKETS
 )
 ROLLOUT_DECISIONS = Counter("rtml_rollout_decisions_total", "Shadow/canary rollouts decided", ["decision"])
 ROLLOUT_SERVED = Counter("rtml_rollout_predictions_total", "Requests answered by a canary challenger")
 MODEL_HEALTHY = Gauge(
-    "rtml_model_healthy", "1 unless the last primary prediction raised or was missing, NaN or infinite"
+    "rtml_model_healthy", "1 unless the last primary prediction raised or was missing, NaN or infinite",
+    multiprocess_mode="livemin",  # any serving process with a broken model makes it 0
+)
+
+FEATURE_AGE = Histogram(
+    "rtml_feature_age_seconds", "Age of the entity features a prediction used (event time of their last update)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 60, 3600),
+)
+REPLAYED_EVENTS = Counter(
+    "rtml_replayed_events_total", "Events skipped because their entity row had applied them (restart or rebalance replay)"
 )

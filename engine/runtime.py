@@ -1,21 +1,35 @@
-"""The objects one engine process shares between the stream and the API."""
+"""What one serving process holds: read replicas of the features and the models, the cache,
+the predictor, and the way to the learner for admin commands.
+
+Built complete by `Runtime.start` on the running event loop (the Kafka and Redis clients
+need it); the API reads it from its lifespan state.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import orjson
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
 from engine.cache import L1Cache, PredictionCache, RedisCache
-from engine.serving import DeadlineBreaker, Predictor
+from engine.serving import DeadlineBreaker, ModelSource, Predictor, PublishedModels
 from engine.settings import Settings
-from models.online import OnlineModel
-from models.registry import ModelRegistry
 from models.snapshots import SnapshotStore
+from streams.feature_replica import FeatureReplica
 from streams.features import FeatureRegistry
+from streams.model_topic import ModelReplica
 from streams.offline_store import OfflineFeatureLog
+
+COMMAND_WAIT_SECONDS = 10.0
 
 
 def load_feature_registry(path: str) -> FeatureRegistry:
@@ -30,64 +44,121 @@ def load_feature_registry(path: str) -> FeatureRegistry:
     return registry
 
 
+def build_cache(settings: Settings) -> tuple[PredictionCache | None, RedisCache | None]:
+    s = settings
+    l1 = L1Cache(s.cache_l1_entries, s.cache_ttl_seconds, s.cache_l1_bytes) if s.cache_l1_entries > 0 else None
+    redis = (
+        RedisCache(s.redis_url, s.cache_ttl_seconds, s.redis_timeout_seconds, s.redis_backoff_seconds)
+        if s.redis_url else None
+    )
+    return (PredictionCache(l1, redis) if (l1 or redis) else None), redis
+
+
 @dataclass
 class Runtime:
     settings: Settings
-    model: OnlineModel
     feature_registry: FeatureRegistry
-    entities: Mapping[str, Any] = field(default_factory=dict)
-    pending: Mapping[str, Any] = field(default_factory=dict)
-    stream_ready: Any = None  # callable -> bool, set when a stream app runs in this process
-    offline_log: OfflineFeatureLog | None = None
-    redis: RedisCache | None = None
-    predictor: Predictor | None = None
-    model_registry: ModelRegistry | None = None
-    snapshots: SnapshotStore | None = None
-    processor: Any = None  # the stream's processor, when a stream runs in this process
-    stream_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    write_snapshot: Any = None
-
-    def adopt_model(self, new: OnlineModel) -> None:
-        self.model = new
-        if self.processor is not None:
-            self.processor.model = new
-        if self.predictor is not None:
-            self.predictor.model = new
-
-    async def serve_model(self, change: Any) -> OnlineModel:
-        """Runs change(live model) -> new model between two stream batches, then serves it:
-        the stream learns into it, /predict answers with it, and a snapshot records it."""
-        async with self.stream_lock:
-            new = change(self.model)
-            self.adopt_model(new)
-            if self.write_snapshot is not None:
-                self.write_snapshot()
-        return new
-
-    def current_rollout(self) -> Any:
-        return self.processor.rollout if self.processor is not None else None
+    features: FeatureReplica | Mapping[str, Any]
+    models: ModelReplica | None
+    predictor: Predictor
+    redis: RedisCache | None
+    offline_log: OfflineFeatureLog
+    snapshots: SnapshotStore
+    producer: AIOKafkaProducer | None = None
+    starting: list[asyncio.Task] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Runtime":
+    async def start(cls, settings: Settings) -> "Runtime":
+        """Starts following the features and models in the background: the process answers
+        at once, and /readyz says when it has caught up."""
+        features = FeatureReplica(settings.kafka_bootstrap, settings.entity_changelog_topic)
+        models = ModelReplica(settings.kafka_bootstrap, settings.models_topic)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        starting = [asyncio.create_task(c) for c in (features.start(wait_for_topic=3600.0), models.start(), producer.start())]
+        cache, redis = build_cache(settings)
+        breaker = DeadlineBreaker(settings.predict_deadline_seconds, settings.breaker_cooldown_seconds)
         return cls(
             settings=settings,
-            model=OnlineModel(settings.model_name, fallback_name=settings.fallback_model),
             feature_registry=load_feature_registry(settings.feature_definitions),
+            features=features,
+            models=models,
+            predictor=Predictor(PublishedModels(models), features, cache, breaker),
+            redis=redis,
+            offline_log=OfflineFeatureLog(settings.state_path / "offline-features", read_only=True),
+            snapshots=SnapshotStore(settings.snapshot_path, settings.snapshot_retention),
+            producer=producer,
+            starting=starting,
         )
 
-    async def start_serving(self) -> None:
-        """Builds the cache and predictor on the running event loop (the Redis client needs it)."""
-        s = self.settings
-        l1 = L1Cache(s.cache_l1_entries, s.cache_ttl_seconds) if s.cache_l1_entries > 0 else None
-        if s.redis_url:
-            self.redis = RedisCache(s.redis_url, s.cache_ttl_seconds, s.redis_timeout_seconds, s.redis_backoff_seconds)
-        cache = PredictionCache(l1, self.redis) if (l1 or self.redis) else None
-        breaker = DeadlineBreaker(s.predict_deadline_seconds, s.breaker_cooldown_seconds)
-        self.predictor = Predictor(self.model, self.entities, cache, breaker, self.current_rollout)
+    @classmethod
+    def in_process(cls, settings: Settings, models: ModelSource, features: Mapping[str, Any]) -> "Runtime":
+        """A runtime without Kafka (unit tests, benchmarks of the HTTP path alone)."""
+        cache, redis = build_cache(settings)
+        breaker = DeadlineBreaker(settings.predict_deadline_seconds, settings.breaker_cooldown_seconds)
+        return cls(
+            settings=settings,
+            feature_registry=load_feature_registry(settings.feature_definitions),
+            features=features,
+            models=None,
+            predictor=Predictor(models, features, cache, breaker),
+            redis=redis,
+            offline_log=OfflineFeatureLog(settings.state_path / "offline-features", read_only=True),
+            snapshots=SnapshotStore(settings.snapshot_path, settings.snapshot_retention),
+        )
 
-    async def stop_serving(self) -> None:
+    async def stop(self) -> None:
+        for task in self.starting or ():
+            task.cancel()
+        if isinstance(self.features, FeatureReplica):
+            await self.features.stop()
+        if self.models is not None:
+            await self.models.stop()
+        if self.producer is not None:
+            await self.producer.stop()
         if self.redis is not None:
             await self.redis.close()
 
-    def is_stream_ready(self) -> bool:
-        return bool(self.stream_ready and self.stream_ready())
+    # -- readiness ---------------------------------------------------------------------------
+
+    def checks(self) -> dict[str, bool]:
+        """Ready: the features are caught up and a model is held."""
+        features_ready = not isinstance(self.features, FeatureReplica) or self.features.ready.is_set()
+        models_ready = self.models is None or self.models.ready.is_set()
+        return {
+            "model_loaded": models_ready and self.predictor.model is not None,
+            "features_caught_up": features_ready,
+        }
+
+    # -- the learner, through the models and control topics ------------------------------------
+
+    def registry_record(self) -> dict[str, Any]:
+        return self.models.registry if self.models is not None else {}
+
+    async def command(self, command: dict[str, Any]) -> dict[str, Any] | None:
+        """Sends an admin command to the learner and waits for its result to come back on the
+        models topic; None when it has not come within COMMAND_WAIT_SECONDS."""
+        if self.producer is None or self.models is None:
+            return {"ok": False, "status": 503, "error": "no learner reachable from this process"}
+        await self.producer.send_and_wait(self.settings.control_topic, orjson.dumps(command))
+        deadline = time.monotonic() + COMMAND_WAIT_SECONDS
+        while True:
+            for result in self.models.registry.get("applied", []):
+                if result.get("id") == command["id"]:
+                    return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self.models.updated.wait(), remaining)
+            except asyncio.TimeoutError:
+                return None
+
+    def pending_predictions(self) -> int | None:
+        """Predictions waiting for labels, summed over the stream workers' gauges (when
+        `engine run` shares metrics between its processes)."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return None
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        value = registry.get_sample_value("rtml_pending_predictions")
+        return None if value is None else int(value)

@@ -15,14 +15,62 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import orjson
 
 from engine import metrics
 from engine.cache import PredictionCache, cache_key
 from models.online import OnlineModel, Prediction
+from models.rollout import entity_share
 from streams.features import model_features
+from streams.model_topic import ModelReplica
+
+
+class ModelSource(Protocol):
+    """Where a serving process gets its models from."""
+
+    def champion(self) -> OnlineModel | None: ...
+    def canary(self, entity_id: str) -> OnlineModel | None: ...
+    def age_seconds(self) -> float | None: ...
+
+
+class FixedModel:
+    """One model held in this process (tests, benchmarks): never ages, no rollout."""
+
+    def __init__(self, model: OnlineModel) -> None:
+        self.model = model
+
+    def champion(self) -> OnlineModel | None:
+        return self.model
+
+    def canary(self, entity_id: str) -> OnlineModel | None:
+        return None
+
+    def age_seconds(self) -> float | None:
+        return 0.0
+
+
+class PublishedModels:
+    """The latest versions on the models topic. A canary challenger answers the share of
+    entities whose hash falls below its share: the same entities in every process."""
+
+    def __init__(self, replica: ModelReplica) -> None:
+        self.replica = replica
+
+    def champion(self) -> OnlineModel | None:
+        version = self.replica.champion
+        return None if version is None else version.model
+
+    def canary(self, entity_id: str) -> OnlineModel | None:
+        challenger = self.replica.challenger
+        if challenger is None or challenger.info.get("mode") != "canary":
+            return None
+        return challenger.model if entity_share(entity_id) < challenger.info.get("share", 0.0) else None
+
+    def age_seconds(self) -> float | None:
+        confirmed = self.replica.confirmed_at
+        return None if confirmed is None else max(0.0, time.time() - confirmed)
 
 
 class DeadlineBreaker:
@@ -81,18 +129,20 @@ def dumps_json(value: Any) -> bytes:
 class Predictor:
     def __init__(
         self,
-        model: OnlineModel,
+        models: ModelSource | OnlineModel,
         entities: Any,
         cache: PredictionCache | None,
         breaker: DeadlineBreaker,
-        rollout: Any = None,
     ) -> None:
-        self.model = model
+        self.models = FixedModel(models) if isinstance(models, OnlineModel) else models
         self.entities = entities
         self.cache = cache
         self.breaker = breaker
-        self.rollout = rollout or (lambda: None)  # callable: the running rollout, if any
         self._set_healthy(True)
+
+    @property
+    def model(self) -> OnlineModel | None:
+        return self.models.champion()
 
     @property
     def healthy(self) -> bool:
@@ -109,10 +159,16 @@ class Predictor:
             "entity_known": state is not None,
             "feature_version": state["version"] if state else None,
             "feature_age_seconds": max(0.0, time.time() - state["updated_at"]) if state else None,
+            "model_age_seconds": self.models.age_seconds(),
         }
-        rollout = self.rollout()
-        canary = rollout is not None and rollout.answers(entity_id)
-        model = rollout.challenger if canary else self.model
+        champion = self.models.champion()
+        if champion is None:
+            metrics.FALLBACKS.labels("model_not_loaded").inc()
+            return {"entity_id": entity_id, "prediction": None, "probabilities": None, "model": None, "cached": None,
+                    "fallback": {"reason": "model_not_loaded", "source": "default"}, "rollout": None, **freshness}
+        challenger = self.models.canary(entity_id)
+        canary = challenger is not None
+        model = challenger if canary else champion
         if canary:
             metrics.ROLLOUT_SERVED.inc()
         key = None
@@ -153,7 +209,8 @@ class Predictor:
 
     def _fallback(self, reason: str, x: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         metrics.FALLBACKS.labels(reason).inc()
-        model = self.model
+        model = self.models.champion()
+        assert model is not None  # a fallback is only asked for once a model answered or failed
         prediction = model.predict_fallback(x)
         if is_sound(prediction, model.is_classifier):
             source, name = "fallback_model", model.fallback_name

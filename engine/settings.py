@@ -43,8 +43,18 @@ class Settings:
     early_label_grace_seconds: float = _env(
         "EARLY_LABEL_GRACE_SECONDS", 30.0, "how long a label waits for its event before it is dead-lettered"
     )
-    stream_batch_size: int = _env("STREAM_BATCH_SIZE", 1000, "most events processed as one batch")
-    stream_batch_seconds: float = _env("STREAM_BATCH_SECONDS", 0.002, "longest wait to fill a batch")
+    stream_batch_size: int = _env("STREAM_BATCH_SIZE", 1000, "most records one fetch hands to a batch (max_poll_records)")
+    serve_processes: int = _env("SERVE_PROCESSES", 1, "serving processes `engine run` starts, sharing API_PORT")
+    model_publish_every_labels: int = _env(
+        "MODEL_PUBLISH_EVERY_LABELS", 1000, "publish the model to serving after this many labels learned"
+    )
+    model_publish_every_seconds: float = _env(
+        "MODEL_PUBLISH_EVERY_SECONDS", 1.0, "or after this long, if anything was learned"
+    )
+    worker_id: str = _env(
+        "WORKER_ID", "0", "this stream worker's stable name in its group (static membership: a restart gets its partitions back at once)"
+    )
+    standby_replicas: int = _env("STANDBY_REPLICAS", 0, "standby copies of each feature table partition on other workers")
     cache_l1_entries: int = _env("CACHE_L1_ENTRIES", 100_000, "in-process cache size; 0 turns L1 off")
     cache_l1_bytes: int = _env(
         "CACHE_L1_BYTES", 64 * 1024 * 1024, "in-process cache size in bytes (keys, values, bookkeeping)"
@@ -98,6 +108,10 @@ class Settings:
             raise SettingsError("STREAM_BATCH_SIZE must be at least 1")
         if self.topic_partitions < 1:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
+        if self.serve_processes < 1:
+            raise SettingsError("SERVE_PROCESSES must be at least 1")
+        if self.model_publish_every_labels < 1 or not self.model_publish_every_seconds > 0:
+            raise SettingsError("MODEL_PUBLISH_EVERY_LABELS and MODEL_PUBLISH_EVERY_SECONDS must be positive")
         # Written `not x > 0` so that NaN, which fails every comparison, is refused too.
         if not self.max_feature_magnitude > 0:
             raise SettingsError("MAX_FEATURE_MAGNITUDE must be a positive number")
@@ -105,6 +119,35 @@ class Settings:
             raise SettingsError("MAX_ID_LENGTH must be at least 1")
         if self.cache_l1_bytes < 1:
             raise SettingsError("CACHE_L1_BYTES must be at least 1 (CACHE_L1_ENTRIES=0 turns L1 off)")
+
+    @property
+    def predictions_topic(self) -> str:
+        return f"{self.app_id}-predictions"
+
+    @property
+    def examples_topic(self) -> str:
+        return f"{self.app_id}-examples"
+
+    @property
+    def models_topic(self) -> str:
+        return f"{self.app_id}-models"
+
+    @property
+    def control_topic(self) -> str:
+        return f"{self.app_id}-control"
+
+    @property
+    def entity_table(self) -> str:
+        return "entity-features"
+
+    @property
+    def entity_changelog_topic(self) -> str:
+        return f"{self.app_id}-{self.entity_table}-changelog"
+
+    @property
+    def pid_path(self) -> Path:
+        """Where `engine run` records its processes' pids, for `make down`."""
+        return self.state_path.parent / "pids"
 
     @property
     def dlq_events_topic(self) -> str:

@@ -9,16 +9,33 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from engine.settings import Settings
+from streams.model_topic import MAX_MODEL_BYTES
 
 log = logging.getLogger(__name__)
 
 
+MODEL_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "max.message.bytes": str(MAX_MODEL_BYTES),
+    # Compaction keeps the latest of each key; the older ones of a freshly written
+    # segment go soon, so a reader starting up reads a handful of records.
+    "segment.ms": "600000",
+    "min.cleanable.dirty.ratio": "0.1",
+}
+
+
 async def ensure_topics(settings: Settings, timeout_seconds: float = 60.0) -> None:
+    """Creates the topics the engine reads and writes, when missing. The examples topic has
+    one partition: it is the learner's single order."""
     wanted = {
-        settings.events_topic: settings.topic_partitions,
-        settings.labels_topic: settings.topic_partitions,
-        settings.dlq_events_topic: 1,
-        settings.dlq_labels_topic: 1,
+        settings.events_topic: (settings.topic_partitions, {}),
+        settings.labels_topic: (settings.topic_partitions, {}),
+        settings.predictions_topic: (settings.topic_partitions, {}),
+        settings.examples_topic: (1, {}),
+        settings.models_topic: (1, MODEL_TOPIC_CONFIG),
+        settings.control_topic: (1, {}),
+        settings.dlq_events_topic: (1, {}),
+        settings.dlq_labels_topic: (1, {}),
     }
     deadline = asyncio.get_running_loop().time() + timeout_seconds
     while True:
@@ -34,7 +51,10 @@ async def ensure_topics(settings: Settings, timeout_seconds: float = 60.0) -> No
             await asyncio.sleep(1.0)
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, partitions, 1) for name, partitions in wanted.items() if name not in existing]
+        missing = [
+            NewTopic(name, partitions, 1, topic_configs=config)
+            for name, (partitions, config) in wanted.items() if name not in existing
+        ]
         if missing:
             try:
                 await admin.create_topics(missing)

@@ -33,6 +33,9 @@ class Example:
     # The prediction was made by the learner's own model right before it learned this
     # example (labels inline, in the process that learns): it can be made again exactly.
     fresh: bool = False
+    # How many samples the predicting model had learned: the learner's own count minus this
+    # is how far behind the model that answered was (0 when the learner predicts itself).
+    model_samples: int = 0
 
     def to_record(self) -> dict[str, Any]:
         record = {
@@ -50,6 +53,8 @@ class Example:
             record["challenger"] = self.challenger.to_record()
         if self.fresh:
             record["fresh"] = True
+        if self.model_samples:
+            record["model_samples"] = self.model_samples
         return record
 
     @classmethod
@@ -68,4 +73,5 @@ class Example:
             predicted_at=record.get("predicted_at", 0.0),
             challenger=None if challenger is None else Prediction.from_record(challenger),
             fresh=record.get("fresh", False),
+            model_samples=record.get("model_samples", 0),
         )

@@ -19,6 +19,17 @@ import numpy as np
 from models.examples import Example
 from models.online import OnlineModel
 
+# Why an example was refused (the dead-letter reasons of the same names).
+MODEL_ERROR = "model_error"  # learning it raised: the model cannot take these features
+MODEL_DIVERGED = "model_diverged"  # after learning it the model's state or answers are not finite
+
+
+@dataclass(frozen=True)
+class Refusal:
+    example: Example
+    reason: str  # MODEL_ERROR or MODEL_DIVERGED
+    detail: str
+
 _ATOMS = (int, str, bytes, bool, type(None))
 
 
@@ -65,19 +76,27 @@ def health(model: OnlineModel, inputs: Sequence[dict[str, Any]]) -> str | None:
     return None if answer is None else f"the model answers {answer}"
 
 
-def learn_checked(model: OnlineModel, example: Example, *, check_state: bool, tainted: bool = False) -> tuple[Example, str | None]:
+Problem = tuple[str, str]  # (reason, detail)
+
+
+def learn_checked(
+    model: OnlineModel, example: Example, *, check_state: bool, tainted: bool = False
+) -> tuple[Example, Problem | None]:
     """Learns one example; returns it (its prediction made again if `tainted`, see `heal`)
     and why the model is unusable after it, or None."""
     if tainted and example.fresh:
         example = _predicted_again(model, example)
     try:
         model.learn(example.features, example.label, example.prediction)
-    except Exception as exc:  # noqa: BLE001 - that is the divergence being looked for
-        return example, f"learning raised {type(exc).__name__}: {exc}"
-    if check_state:
-        return example, health(model, [example.features])
+    except Exception as exc:  # noqa: BLE001 - that is the failure being looked for
+        return example, (MODEL_ERROR, f"learning raised {type(exc).__name__}: {exc}")
+    problem = health(model, [example.features]) if check_state else _answer_problem(model, example)
+    return example, None if problem is None else (MODEL_DIVERGED, problem)
+
+
+def _answer_problem(model: OnlineModel, example: Example) -> str | None:
     answer = model.divergence([example.features])
-    return example, None if answer is None else f"the model answers {answer}"
+    return None if answer is None else f"the model answers {answer}"
 
 
 def _predicted_again(model: OnlineModel, example: Example) -> Example:
@@ -91,7 +110,7 @@ def _predicted_again(model: OnlineModel, example: Example) -> Example:
 @dataclass
 class Healing:
     kept: list[Example]
-    culprits: list[tuple[Example, str]]
+    culprits: list[Refusal]
 
 
 def heal(model: OnlineModel, checkpoint: bytes, examples: Sequence[Example], stride: int = 32) -> Healing:
@@ -106,7 +125,7 @@ def heal(model: OnlineModel, checkpoint: bytes, examples: Sequence[Example], str
     it learned the example, so possibly by the poisoned model) is made again by the healed
     model: what the model would have answered had the culprit never come."""
     kept: list[Example] = []
-    culprits: list[tuple[Example, str]] = []
+    culprits: list[Refusal] = []
     base = checkpoint
     model.restore(base)
     start = 0
@@ -130,13 +149,15 @@ def heal(model: OnlineModel, checkpoint: bytes, examples: Sequence[Example], str
         model.restore(base)
         good, _ = _learn_stretch(model, stretch[:culprit_index], bool(culprits), check_state=False)
         kept.extend(good)
-        culprits.append((learned[culprit_index], problem))
+        culprits.append(Refusal(learned[culprit_index], *problem))
         base = model.checkpoint()
         start += culprit_index + 1
     return Healing(kept, culprits)
 
 
-def _learn_stretch(model: OnlineModel, stretch: list[Example], tainted: bool, *, check_state: bool) -> tuple[list[Example], str | None]:
+def _learn_stretch(
+    model: OnlineModel, stretch: list[Example], tainted: bool, *, check_state: bool
+) -> tuple[list[Example], Problem | None]:
     """Learns examples in order until one fails; returns those learned (the failing one last) and why."""
     learned = []
     for example in stretch:

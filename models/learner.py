@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from models.examples import Example
-from models.guard import heal, health
+from models.guard import Refusal, heal, health
 from models.online import Features, OnlineModel, Prediction
 from models.rollout import Rollout
 
@@ -44,7 +44,7 @@ class BatchOutcome:
     """What the learner did since the last batch ended."""
 
     learned: list[Example] = field(default_factory=list)
-    diverged: list[tuple[Example, str]] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)  # left out: learning raised, or broke the model
     duplicates: int = 0
 
 
@@ -93,7 +93,7 @@ class Learner:
             self.model.learn(example.features, example.label, example.prediction)
         except Exception:  # noqa: BLE001 - a raising learner may leave partial state: heal
             self._heal(extra=[example])
-            return not any(culprit is example for culprit, _ in self._outcome.diverged)
+            return not any(refusal.example is example for refusal in self._outcome.refused)
         self._since_checkpoint.append(example)
         self._outcome.learned.append(example)
         if self.rollout is not None:
@@ -118,7 +118,7 @@ class Learner:
 
     def end_batch(self) -> BatchOutcome:
         """Checks the model and hands out what happened since the last call: the examples
-        learned (to log), those that diverged (to dead-letter), the duplicates dropped."""
+        learned (to log), those refused (to dead-letter), the duplicates dropped."""
         if self._unhealthy():
             self._heal()
         outcome, self._outcome = self._outcome, BatchOutcome()
@@ -144,11 +144,11 @@ class Learner:
 
     def _heal(self, extra: list[Example] | None = None) -> None:
         healing = heal(self.model, self._checkpoint, self._since_checkpoint + (extra or []))
-        for culprit, detail in healing.culprits:
-            self._outcome.diverged.append((culprit, detail))
-            self._outcome.learned = [e for e in self._outcome.learned if e is not culprit]
+        for refusal in healing.culprits:
+            self._outcome.refused.append(refusal)
+            self._outcome.learned = [e for e in self._outcome.learned if e is not refusal.example]
         for example in extra or []:
-            if not any(culprit is example for culprit, _ in healing.culprits):
+            if not any(refusal.example is example for refusal in healing.culprits):
                 self._outcome.learned.append(example)
         self._since_checkpoint = healing.kept
         self._take_checkpoint()
@@ -181,6 +181,12 @@ class Learner:
         self._recent_ids[example.event_id] = None
         if len(self._recent_ids) > self.dedupe_window:
             self._recent_ids.popitem(last=False)
+
+    def replace_model(self, model: OnlineModel) -> None:
+        """Serves another model from now on (a promotion, a rollback); it learns from here."""
+        self.model = model
+        self._since_checkpoint = []
+        self._take_checkpoint()
 
     # -- snapshots ----------------------------------------------------------------------
 

@@ -13,9 +13,12 @@ import pyarrow.parquet as pq
 
 
 class ParquetLog:
-    def __init__(self, directory: str | Path, schema: pa.Schema, prefix: str, flush_rows: int = 50_000) -> None:
+    def __init__(
+        self, directory: str | Path, schema: pa.Schema, prefix: str, flush_rows: int = 50_000, read_only: bool = False
+    ) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self.schema = schema
         self.prefix = prefix
         self.flush_rows = flush_rows

@@ -30,8 +30,9 @@ SCHEMA = pa.schema(
 
 
 class OfflineFeatureLog:
-    def __init__(self, directory: str | Path, flush_rows: int = 50_000) -> None:
-        self._log = ParquetLog(directory, SCHEMA, "features", flush_rows)
+    def __init__(self, directory: str | Path, flush_rows: int = 50_000, read_only: bool = False) -> None:
+        # Serving processes only read what the stream workers write.
+        self._log = ParquetLog(directory, SCHEMA, "features", flush_rows, read_only=read_only)
 
     def append(self, entity_id: str, state: dict[str, Any]) -> None:
         self._log.append((entity_id, state["updated_at"], state["version"], orjson.dumps(state["values"]).decode()))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -219,3 +219,21 @@ def parse_label(
     label = _label(_require(data, "label"), max_magnitude)
     ts = _timestamp(data["ts"], "ts") if data.get("ts") is not None else None
     return Label(event_id, label, ts)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The limits and declared ranges messages are checked against, in one place."""
+
+    max_bytes: int = 65536
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    max_magnitude: float = DEFAULT_MAX_MAGNITUDE
+    max_id_length: int = DEFAULT_MAX_ID_LENGTH
+
+    def event(self, raw: bytes) -> Event:
+        return parse_event(
+            raw, self.max_bytes, self.ranges, max_magnitude=self.max_magnitude, max_id_length=self.max_id_length
+        )
+
+    def label(self, raw: bytes) -> Label:
+        return parse_label(raw, self.max_bytes, max_magnitude=self.max_magnitude, max_id_length=self.max_id_length)

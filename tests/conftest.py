@@ -130,3 +130,84 @@ def settings_factory() -> Callable[..., Settings]:
         return Settings.from_env(unique_env(**overrides))
 
     return make
+
+
+class MemoryTable:
+    """A feature or join table without Faust: what TableWriter offers, over a dict."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.partitions: dict[str, int] = {}
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def set(self, partition: int, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.partitions[key] = partition
+
+    def delete(self, partition: int, key: str) -> None:
+        self.data.pop(key, None)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self.data.items())
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class Pipeline:
+    """The embedded default's stream logic in one process, without Kafka: events and labels
+    in, the learner learning as the worker would make it."""
+
+    def __init__(self, model_name: str = "logreg", definitions: list | None = None, **join_options: Any) -> None:
+        from engine.stream_worker import LearnerModels
+        from models.learner import Learner
+        from models.online import OnlineModel
+        from streams.events import EventProcessor
+        from streams.features import FeatureRegistry
+        from streams.join import Join
+        from streams.records import Contract
+
+        self.registry = FeatureRegistry(definitions or [])
+        self.learner = Learner(OnlineModel(model_name))
+        self.rows, self.pending = MemoryTable(), MemoryTable()
+        models = LearnerModels(type("Service", (), {"learner": self.learner})())
+        contract = Contract(ranges=self.registry.ranges)
+        self.events = EventProcessor(contract, self.registry, self.rows, models, self.learner.learn, fresh_predictions=True)
+        self.join = Join(contract, self.pending, self.learner.learn, **join_options)
+        self.offsets = {"events": 0, "labels": 0, "predictions": 0}
+        self.dead_letters: list[Any] = []
+
+    def _records(self, topic: str, values: list[bytes]) -> list[Any]:
+        from streams.batch_consumer import Record
+
+        start = self.offsets[topic]
+        self.offsets[topic] += len(values)
+        return [Record(topic, 0, start + i, None, v, (), None) for i, v in enumerate(values)]
+
+    def send_events(self, values: list[bytes], now: float | None = None) -> Any:
+        import orjson
+
+        outcome = self.events.process(0, self._records("events", values), now)
+        self.dead_letters += outcome.dead_letters
+        if outcome.predictions:
+            joined = self.join.on_predictions(0, self._records("predictions", [orjson.dumps(r) for _, r in outcome.predictions]), now)
+            self.dead_letters += joined.dead_letters
+        self.dead_letters += [r for r in self.learner.end_batch().refused]
+        return outcome
+
+    def send_labels(self, values: list[bytes], now: float | None = None) -> Any:
+        outcome = self.join.on_labels(0, self._records("labels", values), now)
+        self.dead_letters += outcome.dead_letters
+        self.learner.end_batch()
+        return outcome
+
+    @property
+    def model(self) -> Any:
+        return self.learner.model
+
+
+@pytest.fixture
+def pipeline_factory() -> Callable[..., Pipeline]:
+    return Pipeline

@@ -6,21 +6,27 @@ from starlette.testclient import TestClient
 from engine.api import create_api
 from engine.runtime import Runtime
 from engine.settings import Settings
-from models.online import Prediction
+from engine.serving import FixedModel
+from models.online import OnlineModel, Prediction
 from streams.features import FeatureRegistry, apply_event
 
 
 @pytest.fixture
-def runtime():
-    runtime = Runtime.from_settings(Settings.from_env({"REDIS_URL": ""}))
-    runtime.feature_registry = FeatureRegistry([{"name": "amount", "kind": "raw", "min": 0, "max": 100}, {"name": "n", "agg": "count"}])
-    runtime.entities = {"known": apply_event(None, 1.0, {"amount": 3.0}, runtime.feature_registry.aggregates)}
+def runtime(tmp_path):
+    registry = FeatureRegistry([{"name": "amount", "kind": "raw", "min": 0, "max": 100}, {"name": "n", "agg": "count"}])
+    entities = {"known": apply_event(None, 1.0, {"amount": 3.0}, registry.aggregates)}
+    settings = Settings.from_env({"REDIS_URL": "", "STATE_DIR": str(tmp_path)})
+    runtime = Runtime.in_process(settings, FixedModel(OnlineModel("logreg")), entities)
+    runtime.feature_registry = registry
     return runtime
 
 
 @pytest.fixture
 def client(runtime):
-    with TestClient(create_api(runtime)) as client:
+    async def start():
+        return runtime
+
+    with TestClient(create_api(start)) as client:
         yield client
 
 
@@ -68,7 +74,11 @@ def test_a_number_beyond_the_magnitude_limit_is_422_naming_the_feature(client):
 
 def test_the_limits_come_from_the_settings(runtime):
     runtime.settings = Settings.from_env({"REDIS_URL": "", "MAX_FEATURE_MAGNITUDE": "1e3", "MAX_ID_LENGTH": "3"})
-    with TestClient(create_api(runtime)) as client:
+
+    async def start():
+        return runtime
+
+    with TestClient(create_api(start)) as client:
         assert client.post("/predict", json={"entity_id": "abc", "features": {"x": 1000}}).status_code == 200
         too_big = client.post("/predict", json={"entity_id": "abc", "features": {"x": 1001}})
         assert too_big.json()["field"] == "features.x"
@@ -100,15 +110,41 @@ def test_oversized_body_is_413(client):
 def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "alive"}
     ready = client.get("/readyz")
-    assert ready.status_code == 503  # no stream in this process
-    assert ready.json()["checks"]["stream_ready"] is False
-    assert ready.json()["checks"]["model_healthy"] is True  # before any prediction
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"model_loaded": True, "features_caught_up": True, "model_healthy": True}
+
+
+def test_not_ready_without_a_model(tmp_path):
+    settings = Settings.from_env({"REDIS_URL": "", "STATE_DIR": str(tmp_path)})
+    runtime = Runtime.in_process(settings, NoModelYet(), {})
+
+    async def start():
+        return runtime
+
+    with TestClient(create_api(start)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["model_loaded"] is False
+        answer = client.post("/predict", json={"entity_id": "a", "features": {}}).json()
+        assert answer["fallback"] == {"reason": "model_not_loaded", "source": "default"}
+        assert answer["prediction"] is None
+
+
+class NoModelYet:
+    def champion(self):
+        return None
+
+    def canary(self, entity_id):
+        return None
+
+    def age_seconds(self):
+        return None
 
 
 def test_readiness_reports_an_unhealthy_model(client, runtime):
+    model = runtime.predictor.model
     for y in (True, False, True, True):
-        runtime.model.prior.learn_one({}, y)
-    runtime.model.predict = lambda x: Prediction(True, {True: float("nan"), False: float("nan")})
+        model.prior.learn_one({}, y)
+    model.predict = lambda x: Prediction(True, {True: float("nan"), False: float("nan")})
     answer = client.post("/predict", json={"entity_id": "a", "features": {}}).json()
     assert answer["fallback"] == {"reason": "model_error", "source": "prior"}
     assert answer["probabilities"] == {"true": 0.75, "false": 0.25}  # not {"true": null, ...}

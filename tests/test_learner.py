@@ -33,8 +33,8 @@ def stream(learner, rows, batch=25):
             continue
         learner.learn(example(i, x, y, prediction))
         if i % batch == batch - 1:
-            refused += [(e.event_id, f"model_diverged: {why}") for e, why in learner.end_batch().diverged]
-    return refused + [(e.event_id, f"model_diverged: {why}") for e, why in learner.end_batch().diverged]
+            refused += [(r.example.event_id, f"{r.reason}: {r.detail}") for r in learner.end_batch().refused]
+    return refused + [(r.example.event_id, f"{r.reason}: {r.detail}") for r in learner.end_batch().refused]
 
 
 def reference(model_name, rows):
@@ -120,7 +120,19 @@ def test_a_poison_that_shows_only_in_the_state_is_caught_at_the_batch_end():
     for i, (x, y) in enumerate(poisoned[:41]):
         learner.learn(example(i, x, y, learner.predict(x)))
     outcome = learner.end_batch()
-    assert [(e.event_id, why.split(":")[0]) for e, why in outcome.diverged] == [
-        ("e-40", "the model's state holds a non-finite number")
+    assert [(r.example.event_id, r.reason, r.detail.split(":")[0]) for r in outcome.refused] == [
+        ("e-40", "model_diverged", "the model's state holds a non-finite number")
     ]
     assert [e.event_id for e in outcome.learned] == [f"e-{i}" for i in range(40)]
+
+
+def test_an_example_the_model_cannot_learn_is_a_model_error_and_leaves_no_trace():
+    rows = phishing(30)
+    learner = Learner(OnlineModel("logreg"))
+    for i, (x, y) in enumerate(rows):
+        features = dict(x, country="FR") if i == 20 else x  # a string into the scaler raises in learn_one
+        learner.learn(example(i, features, y, learner.predict(features)))
+    outcome = learner.end_batch()
+    assert [(r.example.event_id, r.reason) for r in outcome.refused] == [("e-20", "model_error")]
+    clean = [row for i, row in enumerate(rows) if i != 20]
+    assert learner.model.metric_values() == reference("logreg", clean)

@@ -81,7 +81,7 @@ def test_templates_and_loggers_are_limited_independently(lines):
 
 def test_our_own_records_and_the_clients_info_lines_pass_untouched(lines):
     for _ in range(3):
-        logging.getLogger("streams.app").error("snapshot failed")
+        logging.getLogger("engine.learning").error("snapshot failed")
         logging.getLogger("models.registry").warning("registry busy")  # "models" is not "mode"
         logging.getLogger("aiokafka.consumer").info("Joined group")
     assert len(lines) == 9

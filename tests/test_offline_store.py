@@ -4,11 +4,9 @@ import random
 
 import orjson
 
-from models.online import OnlineModel
+from streams.batch_consumer import Record
 from streams.feature_store import FeatureStore
-from streams.features import FeatureRegistry
 from streams.offline_store import OfflineFeatureLog
-from streams.processor import StreamProcessor
 
 DEFINITIONS = [
     {"name": "amount_sum_60", "source": "amount", "agg": "sum", "window_seconds": 60},
@@ -18,11 +16,11 @@ DEFINITIONS = [
 ]
 
 
-def test_offline_as_of_equals_online_at_every_timestamp(tmp_path):
-    registry = FeatureRegistry(DEFINITIONS)
+def test_offline_as_of_equals_online_at_every_timestamp(tmp_path, pipeline_factory):
+    pipeline = pipeline_factory(definitions=DEFINITIONS)
     offline = OfflineFeatureLog(tmp_path / "offline", flush_rows=37)  # several files, odd sizes
-    processor = StreamProcessor(OnlineModel("logreg"), registry, {}, {}, offline_log=offline)
-    online = FeatureStore(registry, processor.entities)
+    pipeline.events.on_row = offline.append
+    online = FeatureStore(pipeline.registry, pipeline.rows)
     entities = [f"card-{i}" for i in range(5)]
     rng = random.Random(7)
     seen = []  # (timestamp, online rows then)
@@ -31,7 +29,7 @@ def test_offline_as_of_equals_online_at_every_timestamp(tmp_path):
         ts += rng.choice([0.5, 1.0, 3.0, 10.0])
         entity = rng.choice(entities)
         event = {"event_id": str(i), "entity_id": entity, "ts": ts, "features": {"amount": rng.uniform(0, 100)}}
-        processor.handle_event(orjson.dumps(event))
+        pipeline.events.process(0, [Record("events", 0, i, None, orjson.dumps(event), (), None)])
         seen.append((ts, online.get_online_features(entities)))
     offline.flush()
 

@@ -48,14 +48,69 @@ def test_errors(tmp_path):
 
 
 @pytest.fixture
+def service(tmp_path):
+    from engine.learning import LearningService
+    from models.learner import Learner
+    from streams.features import FeatureRegistry
+
+    settings = Settings.from_env({"REDIS_URL": "", "STATE_DIR": str(tmp_path)})
+    service = LearningService(settings, Learner(trained(ROWS[:200])), FeatureRegistry())
+    service.registry.ensure_serving(service.learner.model)
+    return service
+
+
+def test_promote_and_rollback_commands(service):
+    body = ROWS[1100][0]
+    before = service.learner.predict(body)
+    candidate = service.registry.register(trained(ROWS[:1000]), "candidate", parent=1)
+    result = service.apply({"action": "promote", "model": "logreg", "version": candidate})
+    assert result["ok"] and result["serving"]["version"] == candidate
+    assert service.learner.model.version == candidate and service.learner.predict(body) != before
+    assert service.registry.serving == candidate
+    assert service.apply({"action": "rollback", "model": "logreg"})["ok"]
+    assert service.learner.model.version == 1 and service.learner.predict(body) == before
+    assert service.apply({"action": "promote", "model": "logreg", "version": 99})["status"] == 409
+    assert service.apply({"action": "rollback", "model": "arf"})["status"] == 404
+
+
+def test_rollout_commands(service):
+    candidate = service.registry.register(trained(ROWS[:500], "hoeffding"), "candidate", parent=1)
+    started = service.apply({"action": "rollout", "model": "logreg", "version": candidate, "mode": "canary",
+                             "share": 0.1, "min_labels": 10, "margin": 0.0})
+    assert started["ok"] and service.learner.rollout.mode == "canary"
+    assert service.apply({"action": "rollout_stop", "model": "logreg"})["ok"]
+    assert service.learner.rollout is None
+    assert service.apply({"action": "rollout_stop", "model": "logreg"})["status"] == 409
+
+
+class RecordedCommands:
+    """Stands for the learner behind the control topic: answers, or stays silent."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.sent = []
+
+    async def __call__(self, command):
+        self.sent.append(command)
+        return None if self.answer is None else {"id": command["id"], **self.answer}
+
+
+@pytest.fixture
 def client(tmp_path):
-    runtime = Runtime.from_settings(Settings.from_env({"REDIS_URL": "", "ADMIN_TOKEN": "s3cret"}))
-    runtime.model = trained(ROWS[:200])
-    runtime.model_registry = ModelRegistry(tmp_path)
-    runtime.model_registry.ensure_serving(runtime.model)
-    with TestClient(create_api(runtime)) as client:
+    from engine.serving import FixedModel
+
+    settings = Settings.from_env({"REDIS_URL": "", "ADMIN_TOKEN": "s3cret", "STATE_DIR": str(tmp_path)})
+    runtime = Runtime.in_process(settings, FixedModel(trained(ROWS[:200])), {})
+
+    async def start():
+        return runtime
+
+    with TestClient(create_api(start)) as client:
         client.runtime = runtime
         yield client
+
+
+AUTH = {"Authorization": "Bearer s3cret"}
 
 
 def test_admin_routes_need_the_token(client):
@@ -63,20 +118,27 @@ def test_admin_routes_need_the_token(client):
     assert client.post("/models/logreg/rollback", headers={"Authorization": "Bearer nope"}).status_code == 403
 
 
-def test_promote_and_rollback_over_http(client):
-    auth = {"Authorization": "Bearer s3cret"}
-    registry = client.runtime.model_registry
-    body = {"entity_id": "e", "features": ROWS[1100][0]}
-    before = client.post("/predict", json=body).json()
-    candidate = registry.register(trained(ROWS[:1000]), "candidate", parent=1)
-    promoted = client.post("/models/logreg/promote", json={"version": candidate}, headers=auth)
-    assert promoted.status_code == 200 and promoted.json()["serving"]["version"] == candidate
-    after = client.post("/predict", json=body).json()
-    assert after["model"]["version"] == candidate and after["probabilities"] != before["probabilities"]
-    assert client.get("/models").json()["serving_version"] == candidate
-    assert client.post("/models/logreg/rollback", headers=auth).status_code == 200
-    again = client.post("/predict", json=body).json()
-    assert again["model"]["version"] == 1 and again["probabilities"] == before["probabilities"]
-    assert client.post("/models/logreg/promote", json={"version": 99}, headers=auth).status_code == 409
-    assert client.post("/models/logreg/promote", json={"version": "1"}, headers=auth).status_code == 422
-    assert client.post("/models/arf/rollback", headers=auth).status_code == 404
+def test_admin_routes_hand_commands_to_the_learner_and_relay_its_answer(client):
+    client.runtime.command = RecordedCommands({"ok": True, "status": 200, "serving": {"version": 2}})
+    promoted = client.post("/models/logreg/promote", json={"version": 2}, headers=AUTH)
+    assert promoted.status_code == 200 and promoted.json()["serving"] == {"version": 2}
+    assert client.runtime.command.sent[0]["action"] == "promote" and client.runtime.command.sent[0]["version"] == 2
+    client.runtime.command = RecordedCommands({"ok": False, "status": 409, "error": "no model version 99"})
+    refused = client.post("/models/logreg/promote", json={"version": 99}, headers=AUTH)
+    assert refused.status_code == 409 and refused.json()["error"] == "no model version 99"
+
+
+def test_a_command_the_learner_has_not_answered_yet_is_accepted_with_its_id(client):
+    client.runtime.command = RecordedCommands(None)
+    accepted = client.post("/models/logreg/rollback", headers=AUTH)
+    assert accepted.status_code == 202
+    assert accepted.json()["accepted"] == client.runtime.command.sent[0]["id"]
+
+
+def test_admin_requests_are_checked_before_they_reach_the_learner(client):
+    client.runtime.command = RecordedCommands({"ok": True, "status": 200})
+    assert client.post("/models/logreg/promote", json={"version": "1"}, headers=AUTH).status_code == 422
+    assert client.post("/models/arf/rollback", headers=AUTH).status_code == 404
+    bad_share = {"version": 2, "mode": "canary", "share": 1.5}
+    assert client.post("/models/logreg/rollout", json=bad_share, headers=AUTH).status_code == 422
+    assert client.runtime.command.sent == []

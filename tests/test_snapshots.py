@@ -1,3 +1,4 @@
+import pytest
 import pickle
 
 from models.online import OnlineModel
@@ -61,15 +62,21 @@ def test_listing_reads_the_json_sidecars_with_offsets(tmp_path):
     assert len(list(tmp_path.glob("*.json"))) == 2  # pruned with their snapshots
 
 
-def test_a_snapshot_of_other_topics_or_model_is_not_restored(tmp_path):
-    from engine.recovery import restore_latest
-    from engine.settings import Settings
+def test_a_snapshot_of_another_engine_river_or_feature_set_is_refused_with_the_reason(tmp_path):
+    import river
 
-    settings = Settings.from_env({"APP_ID": "a", "EVENTS_TOPIC": "ev", "LABELS_TOPIC": "lb", "MODEL": "logreg"})
+    from engine.learning import SnapshotRefused, check_snapshot
+    from engine.settings import Settings
+    from streams.features import FeatureRegistry
+
+    settings = Settings.from_env({"APP_ID": "a", "MODEL": "logreg"})
+    features = FeatureRegistry([{"name": "n", "agg": "count"}])
+    good = {"app_id": "a", "examples_topic": "a-examples", "model_name": "logreg", "river_version": river.__version__,
+            "feature_definitions": [vars(d) for d in features.definitions]}
     store = SnapshotStore(tmp_path)
-    store.write({"app_id": "a", "topics": ["other", "lb"], "model_name": "logreg"}, {})
-    assert restore_latest(store, settings) is None
-    store.write({"app_id": "a", "topics": ["ev", "lb"], "model_name": "arf"}, {})
-    assert restore_latest(store, settings) is None
-    store.write({"app_id": "a", "topics": ["ev", "lb"], "model_name": "logreg", "samples_learned": 1, "offsets": {}}, {})
-    assert restore_latest(store, settings).meta["model_name"] == "logreg"
+    store.write(good, {})
+    check_snapshot(store.latest(), settings, features)
+    for key, value in [("app_id", "b"), ("model_name", "arf"), ("river_version", "0.1"), ("feature_definitions", [])]:
+        store.write({**good, key: value}, {})
+        with pytest.raises(SnapshotRefused, match=key):
+            check_snapshot(store.latest(), settings, features)

@@ -38,6 +38,10 @@ async def test_retrain_register_promote_rollback(engine_factory, tmp_path):
     assert "registered_version" in retrain.stdout
 
     engine = engine_factory(env).start()
+    # Serving answers at once from what the models topic held; the learner then publishes
+    # the registry with the candidate registered while the engine was down.
+    engine.wait_until(lambda: any(v["kind"] == "candidate" for v in engine.get("/models").json()["versions"]),
+                      what="the registry with the candidate")
     models = engine.get("/models").json()
     assert models["snapshots"][0]["samples_learned"] == len(rows)  # the one written at stop
     candidate = [v for v in models["versions"] if v["kind"] == "candidate"][-1]

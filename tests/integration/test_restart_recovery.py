@@ -53,5 +53,6 @@ async def test_tables_recover_from_changelog_after_restart(engine_factory, tmp_p
     rows_after = entity_rows(second, ["card-0", "card-1", "card-2"])
     assert rows_after[1:] == rows_before[1:]
     assert rows_after[0]["values"] == {"amount_sum_1h": 235.0, "amount_max": 100.0, "events_1h": 11.0, "gap": 30.0}
-    # Predictions still waiting for labels were recovered too.
-    assert second.get("/models").json()["serving"]["predictions_awaiting_label"] == 31
+    # Predictions still waiting for labels were recovered too (the count is a gauge, refreshed every second).
+    second.wait_until(lambda: second.get("/models").json()["serving"]["predictions_awaiting_label"] == 31,
+                      timeout=10, what="31 predictions awaiting their label")

@@ -78,7 +78,7 @@ async def test_redis_is_the_shared_l2_and_its_outage_is_invisible_to_users(engin
 async def test_engine_without_any_redis_serves(engine_factory):
     engine = engine_factory(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").start()
     assert engine.get("/readyz").json() == {
-        "ready": True, "checks": {"model_loaded": True, "stream_ready": True, "model_healthy": True}, "redis": False,
+        "ready": True, "checks": {"model_loaded": True, "features_caught_up": True, "model_healthy": True}, "redis": False,
     }
     assert predict(engine)["fallback"] is None
 

@@ -1,0 +1,83 @@
+"""`python -m engine learn`: the learner of one model, apart from the stream workers.
+
+It consumes the examples topic (one partition, so one order) from the offset its latest
+snapshot covers, learns each example once, and publishes model versions for the workers
+and serving processes. Stream workers run with `engine worker` (no embedded learner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from engine.dead_letter_sink import DeadLetterSink, refused_letter
+from engine.learning import LearningService
+from engine.settings import Settings
+from models.examples import Example
+from streams.features import FeatureRegistry
+from streams.model_topic import MAX_MODEL_BYTES
+
+log = logging.getLogger(__name__)
+
+STOP_DEADLINE_SECONDS = 9.0
+
+
+async def learn_forever(settings: Settings, features: FeatureRegistry, stopping: asyncio.Event) -> None:
+    from engine.topics import ensure_topics
+
+    await ensure_topics(settings)
+    service = LearningService.restore(settings, features)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                max_request_size=MAX_MODEL_BYTES)
+    await producer.start()
+    sink = DeadLetterSink(producer, settings)
+    await service.start(producer)
+    tp = TopicPartition(settings.examples_topic, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None,
+                                max_poll_records=settings.stream_batch_size)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, service.examples_offset)
+        while not stopping.is_set():
+            batch = (await consumer.getmany(tp, timeout_ms=200)).get(tp, [])
+            if not batch:
+                continue
+            async with service.lock:
+                for record in batch:
+                    service.learner.learn(Example.from_record(orjson.loads(record.value)))
+                outcome = service.learner.end_batch()
+                if outcome.refused:
+                    await asyncio.gather(*await sink.send([refused_letter(r) for r in outcome.refused]))
+                await service.batch_done(outcome, batch[-1].offset + 1)
+    finally:
+        await consumer.stop()
+        await service.stop()
+        await producer.stop()
+
+
+def run_learner(settings: Settings, features: FeatureRegistry) -> None:
+    import uvloop
+
+    from engine.logs import install_log_rate_limit
+
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    install_log_rate_limit()
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    stopping = asyncio.Event()
+
+    def stop() -> None:
+        stopping.set()
+        loop.call_later(STOP_DEADLINE_SECONDS, loop.stop)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    try:
+        loop.run_until_complete(learn_forever(settings, features, stopping))
+    except RuntimeError as exc:  # the deadline stopped the loop
+        log.warning("stopped at the deadline: %r", exc)

@@ -1,0 +1,43 @@
+"""`python -m engine serve`: one serving process (the Starlette API).
+
+Several can listen on one port: each binds it with SO_REUSEPORT and the kernel spreads
+connections across them. Nothing here touches the stream: features come from the
+feature table's changelog, models from the models topic.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+
+from engine.api import create_api
+from engine.runtime import Runtime
+from engine.settings import Settings
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def run_serve(settings: Settings) -> None:
+    import asyncio
+
+    from engine.logs import install_log_rate_limit
+    from engine.topics import ensure_topics
+
+    asyncio.run(ensure_topics(settings))
+    app = create_api(lambda: Runtime.start(settings))
+    config = uvicorn.Config(
+        app, log_level=settings.log_level.lower() if settings.log_level.lower() != "info" else "warning",
+        access_log=False, lifespan="on", loop="uvloop", http="httptools", timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    install_log_rate_limit()
+    server.run(sockets=[shared_socket(settings.api_host, settings.api_port)])

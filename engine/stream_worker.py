@@ -1,0 +1,451 @@
+"""`python -m engine worker`: a stream worker, and in the embedded default also the learner.
+
+A worker owns a share of the partitions of the events, labels and predictions topics (one
+consumer group; Faust assigns them, co-partitioned with the feature and join tables). Per
+fetched batch of a partition it updates the entities' features, predicts, and sends in
+this order, each step acknowledged before the next:
+
+1. prediction records (for the join with labels that come later) and dead letters;
+2. labelled examples, to the examples topic (one partition: the learner's one order);
+3. the changelogs of the feature and join tables (one record per changed key);
+
+then the batch's offsets are acknowledged for Faust to commit. A crash anywhere replays the
+batch; an entity row remembers the offset it last applied, an example is learned once, and
+a prediction already joined or waiting is not replaced: replays change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from mode import Service
+
+from engine import metrics
+from engine.dead_letter_sink import DeadLetterSink, refused_letter
+from engine.learning import LearningService
+from engine.settings import Settings
+from models.drift import DriftMonitor
+from models.examples import Example
+from models.guard import Refusal
+from models.learner import BatchOutcome, ModelError
+from models.online import Prediction
+from streams.batch_consumer import BatchApp, Record
+from streams.changelog import TableWriter, send_records
+from streams.events import DeadLetter, EventOutcome, EventProcessor
+from streams.features import FeatureRegistry
+from streams.join import Join, JoinOutcome
+from streams.model_topic import MAX_MODEL_BYTES, ModelReplica
+from streams.offline_store import OfflineFeatureLog
+from streams.records import Contract
+
+log = logging.getLogger(__name__)
+
+EXPIRY_SECONDS = 10.0
+GAUGE_SECONDS = 1.0
+STOP_DEADLINE_SECONDS = 9.0
+
+
+def contract_for(settings: Settings, features: FeatureRegistry) -> Contract:
+    return Contract(settings.max_message_bytes, features.ranges, settings.max_feature_magnitude, settings.max_id_length)
+
+
+class LearnerModels:
+    """Predictions from the live learner (embedded default): exact, the model of this instant."""
+
+    def __init__(self, service: LearningService) -> None:
+        self.learner = service.learner
+
+    @property
+    def version(self) -> int:
+        return self.learner.model.version
+
+    @property
+    def samples(self) -> int:
+        return self.learner.model.samples_learned
+
+    def predict(self, x: dict[str, Any]) -> Prediction:
+        return self.learner.predict(x)
+
+    def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
+        rollout = self.learner.rollout
+        return rollout.predict(x) if rollout is not None else None
+
+
+class PublishedModels:
+    """Predictions from the latest model version the learner published (scale-out)."""
+
+    def __init__(self, replica: ModelReplica) -> None:
+        self.replica = replica
+
+    @property
+    def version(self) -> int:
+        champion = self.replica.champion
+        return champion.version if champion else 0
+
+    @property
+    def samples(self) -> int:
+        champion = self.replica.champion
+        return champion.samples_learned if champion else 0
+
+    def predict(self, x: dict[str, Any]) -> Prediction:
+        champion = self.replica.champion
+        if champion is None:
+            raise ModelError("no model published yet")
+        try:
+            prediction = champion.model.predict(x)
+        except Exception as exc:  # noqa: BLE001 - the event is dead-lettered as a model error
+            raise ModelError(f"predicting raised {type(exc).__name__}: {exc}") from exc
+        problem = prediction.non_finite()
+        if problem is not None:
+            raise ModelError(problem)
+        return prediction
+
+    def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
+        challenger = self.replica.challenger
+        if challenger is None:
+            return None
+        try:
+            prediction = challenger.model.predict(x)
+        except Exception:  # noqa: BLE001 - the learner counts a challenger's failures
+            return None
+        return prediction if prediction.non_finite() is None else None
+
+
+class ExampleCollector:
+    """Scale-out: labelled examples go to the examples topic for the learner process."""
+
+    def __init__(self) -> None:
+        self.examples: list[Example] = []
+
+    def __call__(self, example: Example) -> bool:
+        self.examples.append(example)
+        return True
+
+    def drain(self) -> BatchOutcome:
+        examples, self.examples = self.examples, []
+        return BatchOutcome(learned=examples)
+
+
+class StreamWorker:
+    def __init__(self, settings: Settings, features: FeatureRegistry, service: LearningService | None) -> None:
+        self.settings = settings
+        self.features = features
+        self.service = service  # the embedded learner, or None when `engine learn` runs apart
+        self.replica = None if service else ModelReplica(settings.kafka_bootstrap, settings.models_topic)
+        self.collector = None if service else ExampleCollector()
+        self.app = self._build_app()
+        self.producer: AIOKafkaProducer | None = None
+        self.drift = DriftMonitor()
+        self.offline_log = OfflineFeatureLog(settings.state_path / "offline-features")
+        self._partitioner = DefaultPartitioner()
+        contract = contract_for(settings, features)
+        models = LearnerModels(service) if service else PublishedModels(self.replica)
+        learn = service.learner.learn if service else self.collector
+        self.rows = TableWriter(self.entities)
+        self.pending = TableWriter(self.join_table)
+        self.events = EventProcessor(
+            contract, features, self.rows, models, learn, dedupe_window=settings.dedupe_window, drift=self.drift,
+            on_row=self.offline_log.append, fresh_predictions=service is not None,
+        )
+        self.join = Join(
+            contract, self.pending, learn, pending_ttl_seconds=settings.pending_ttl_seconds,
+            pending_max=settings.pending_max, early_label_grace_seconds=settings.early_label_grace_seconds,
+        )
+        self._processed_offsets: dict[tuple[str, int], int] = {}
+
+    # -- the Faust app ----------------------------------------------------------------------
+
+    def _build_app(self) -> BatchApp:
+        s = self.settings
+        app = BatchApp(
+            s.app_id,
+            broker=f"kafka://{s.kafka_bootstrap}",
+            store="memory://",
+            topic_partitions=s.topic_partitions,
+            topic_replication_factor=1,
+            web_enabled=False,
+            datadir=str(s.state_path / "faust"),
+            consumer_auto_offset_reset="earliest",
+            stream_wait_empty=False,
+            broker_max_poll_records=s.stream_batch_size,
+            broker_session_timeout=s.kafka_session_timeout_seconds,
+            broker_heartbeat_interval=max(1.0, s.kafka_session_timeout_seconds / 4),
+            # Static membership: a restarted worker with the same id gets its partitions back
+            # at once, without waiting for its old session to time out.
+            consumer_group_instance_id=f"{s.app_id}-worker-{s.worker_id}",
+            table_standby_replicas=s.standby_replicas,
+        )
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        partitions = s.topic_partitions
+        self.events_topic = app.topic(s.events_topic, partitions=partitions, **raw)
+        self.labels_topic = app.topic(s.labels_topic, partitions=partitions, **raw)
+        self.predictions_topic = app.topic(s.predictions_topic, partitions=partitions, **raw)
+        self.entities = app.Table(s.entity_table, default=None, partitions=partitions, key_type=str)
+        self.join_table = app.Table("join", default=None, partitions=partitions, key_type=str)
+        app.batch_handler(self.events_topic, self._on_events)
+        app.batch_handler(self.labels_topic, self._on_labels)
+        app.batch_handler(self.predictions_topic, self._on_predictions)
+        app.timer(EXPIRY_SECONDS, on_leader=False)(self._expire)
+        app.timer(GAUGE_SECONDS, on_leader=False)(self._publish_gauges)
+        app.timer(s.offline_flush_seconds, on_leader=False)(self._flush_offline_log)
+        return app
+
+    # -- batches ----------------------------------------------------------------------------
+
+    async def _on_events(self, topic: str, partition: int, records: list[Record]) -> None:
+        started = time.perf_counter()
+        async with self._turn():
+            outcome = self.events.process(partition, records)
+            await self._flush(outcome.predictions, outcome.dead_letters, records)
+        self._processed_offsets[(topic, partition)] = records[-1].offset + 1
+        self._record_events(outcome, time.perf_counter() - started)
+
+    async def _on_labels(self, topic: str, partition: int, records: list[Record]) -> None:
+        async with self._turn():
+            outcome = self.join.on_labels(partition, records)
+            await self._flush([], outcome.dead_letters, records)
+        self._processed_offsets[(topic, partition)] = records[-1].offset + 1
+        self._record_join(outcome)
+
+    async def _on_predictions(self, topic: str, partition: int, records: list[Record]) -> None:
+        async with self._turn():
+            outcome = self.join.on_predictions(partition, records)
+            await self._flush([], outcome.dead_letters)
+        self._processed_offsets[(topic, partition)] = records[-1].offset + 1
+        self._record_join(outcome)
+
+    def _turn(self) -> Any:
+        # With the learner inside, its timers and admin commands run between batches.
+        return self.service.lock if self.service else _NO_LOCK
+
+    async def _flush(
+        self, predictions: list[tuple[str, dict]], dead_letters: list[DeadLetter], records: list[Record] = ()
+    ) -> None:
+        """Sends a batch's output in the order that makes a replay harmless (see the module doc)."""
+        assert self.producer is not None
+        learned = self.service.learner.end_batch() if self.service else self.collector.drain()
+        if learned.refused:
+            dead_letters = sorted(
+                dead_letters + [_refused_in_batch(r, records) for r in learned.refused],
+                key=lambda letter: (letter.record.topic, letter.record.partition, letter.record.offset),
+            )
+        await self._wait(await self._send_predictions(predictions) + await self.dead_letters.send(dead_letters))
+        examples_end = await self._send_examples(learned.learned)
+        await self._wait(await self.rows.flush(self.producer) + await self.pending.flush(self.producer))
+        if self.service is not None:
+            offset = examples_end if examples_end is not None else self.service.examples_offset
+            await self.service.batch_done(learned, offset)
+
+    @staticmethod
+    async def _wait(futures: list[asyncio.Future]) -> None:
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _send_predictions(self, predictions: list[tuple[str, dict]]) -> list[asyncio.Future]:
+        if not predictions:
+            return []
+        topic = self.settings.predictions_topic
+        partitions = list(range(self.settings.topic_partitions))
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for event_id, record in predictions:
+            key = event_id.encode()
+            # The producers' default partitioner (murmur2, as Java's): the label keyed by the
+            # same event id lands in the same partition, so both meet in one worker's join.
+            partition = self._partitioner(key, partitions, partitions)
+            by_partition.setdefault(partition, []).append((key, orjson.dumps(record)))
+        futures = []
+        for partition, records in by_partition.items():
+            futures.extend(f for f, _ in await send_records(self.producer, topic, partition, records))
+        return futures
+
+    async def _send_examples(self, examples: list[Example]) -> int | None:
+        """Sends the examples; returns the examples-topic offset after the last one."""
+        if not examples:
+            return None
+        records = [(ex.event_id.encode(), orjson.dumps(ex.to_record(), option=orjson.OPT_SERIALIZE_NUMPY)) for ex in examples]
+        sent = await send_records(self.producer, self.settings.examples_topic, 0, records)
+        results = await asyncio.gather(*(future for future, _ in sent))
+        return results[-1].offset + sent[-1][1]
+
+    # -- metrics, once per batch --------------------------------------------------------------
+
+    def _record_events(self, outcome: EventOutcome, seconds: float) -> None:
+        metrics.STREAM_BATCH_SECONDS.observe(seconds)
+        metrics.EVENTS_PROCESSED.inc(outcome.processed)
+        if outcome.replayed:
+            metrics.REPLAYED_EVENTS.inc(outcome.replayed)
+        for feature, count in outcome.nulls.items():
+            metrics.FEATURE_NULLS.labels(feature).inc(count)
+        if outcome.processed:
+            metrics.EVENT_TIME_LAG.observe(max(0.0, outcome.max_event_lag))
+
+    def _record_join(self, outcome: JoinOutcome) -> None:
+        for delay in outcome.label_delays:
+            metrics.LABEL_DELAY.observe(delay)
+
+    # -- timers -------------------------------------------------------------------------------
+
+    async def _expire(self) -> None:
+        if not self._tables_ready():
+            return
+        async with self._turn():
+            expiry = self.join.expire()
+            await self._flush([], expiry.dead_letters)
+        metrics.PENDING_EXPIRED.labels("ttl").inc(expiry.predictions)
+        metrics.PENDING_EXPIRED.labels("bound").inc(expiry.evicted)
+
+    async def _publish_gauges(self) -> None:
+        metrics.PENDING_SIZE.set(self.join.pending_predictions())
+        per_feature, prediction = self.drift.next_statistics()
+        for name, ks in per_feature.items():
+            metrics.FEATURE_DRIFT_KS.labels(name).set(ks)
+        if prediction is not None:
+            metrics.PREDICTION_DRIFT_KS.set(prediction)
+        self._publish_consumer_lag()
+
+    def _publish_consumer_lag(self) -> None:
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - before the first assignment there is no consumer to ask
+            return
+        for tp in assignment:
+            next_offset = self._processed_offsets.get((tp.topic, tp.partition))
+            highwater = self.app.consumer.highwater(tp) if next_offset is not None else None
+            if highwater is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - next_offset))
+
+    async def _flush_offline_log(self) -> None:
+        await asyncio.to_thread(self.offline_log.flush)
+
+    def _tables_ready(self) -> bool:
+        recovery = self.app.tables.recovery
+        return recovery.completed.is_set() and not recovery.in_recovery
+
+    # -- life -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=0,
+            max_batch_size=1 << 20, max_request_size=MAX_MODEL_BYTES,
+        )
+        await self.producer.start()
+        self.dead_letters = DeadLetterSink(self.producer, self.settings)
+        if self.service is not None:
+            await self.service.start(self.producer)
+        else:
+            await self.replica.start()
+            await self.replica.ready.wait()
+
+    async def stop(self) -> None:
+        """Lets the batch in hand finish, then a last snapshot; Faust commits after this."""
+        consumer = self.app.consumer
+        consumer.stop_flow()
+        await consumer._batch_idle.wait()
+        if self.service is not None:
+            await self.service.stop()
+        else:
+            await self.replica.stop()
+        self.offline_log.flush()
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+def _refused_in_batch(refusal: Refusal, records: list[Record]) -> DeadLetter:
+    """A refused example's dead letter; the original message's bytes when it came in this batch
+    (as for every other reason), else the example itself."""
+    letter = refused_letter(refusal)
+    topic, partition, offset = refusal.example.source
+    for record in records:
+        if (record.topic, record.partition, record.offset) == (topic, partition, offset):
+            return DeadLetter(record, letter.reason, letter.detail)
+    return letter
+
+
+class _NoLock:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: Any) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+class WorkerService(Service):
+    """Starts the worker's own parts with Faust's worker, and stops them before the app."""
+
+    def __init__(self, worker: StreamWorker, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.worker = worker
+
+    async def on_stop(self) -> None:
+        await self.worker.stop()
+
+
+class DeadlineWorker(faust.Worker):
+    """Faust's worker, but SIGTERM or SIGINT end the process within a deadline in any state
+    (a broker outage can leave Faust's shutdown waiting for minutes); what must survive is
+    on Kafka or in the last snapshot before it."""
+
+    def _arm_deadline(self) -> None:
+        timer = threading.Timer(STOP_DEADLINE_SECONDS, _exit_now)
+        timer.daemon = True
+        timer.start()
+
+    def _on_sigterm(self) -> None:
+        self._arm_deadline()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm_deadline()
+        super()._on_sigint()
+
+
+def _exit_now() -> None:
+    logging.getLogger(__name__).warning("stopping took longer than %.0f s: exiting now", STOP_DEADLINE_SECONDS)
+    logging.shutdown()
+    os._exit(0)
+
+
+def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learner: bool) -> None:
+    import uvloop
+
+    from engine.logs import install_log_rate_limit
+    from engine.topics import ensure_topics
+
+    settings.state_path.mkdir(parents=True, exist_ok=True)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    service = LearningService.restore(settings, features) if embedded_learner else None
+    worker = StreamWorker(settings, features, service)
+    loop.run_until_complete(worker.start())
+    faust_worker = DeadlineWorker(worker.app, WorkerService(worker, loop=loop), loop=loop,
+                                  loglevel=settings.log_level.upper())
+    # Faust's terminal spinner lowers the root logger to DEBUG so that it spins on every record.
+    faust_worker.spinner = None
+    install_log_rate_limit_after_setup(faust_worker, install_log_rate_limit)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    faust_worker.execute_from_commandline()
+
+
+def install_log_rate_limit_after_setup(faust_worker: faust.Worker, install: Any) -> None:
+    # Faust sets up the root logger's handlers when it starts: the filter goes on them then.
+    original = faust_worker.on_setup_root_logger
+
+    def on_setup_root_logger(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
+        install()
+
+    faust_worker.on_setup_root_logger = on_setup_root_logger  # type: ignore[method-assign]

@@ -1,0 +1,160 @@
+"""Labels meet their predictions: a keyed join of the predictions and labels topics.
+
+Both topics are keyed by event id and co-partitioned, so an event's prediction and its
+label reach the same worker, whose join table (changelogged) holds whichever came first:
+a prediction waits up to `PENDING_TTL_SECONDS` for its label, a label up to
+`EARLY_LABEL_GRACE_SECONDS` for its prediction, then it is dead-lettered as
+`unknown_event`. When they meet, the example (features as they were when the prediction
+was made, so nothing leaks) goes to the learner. The first prediction of an event is the
+one kept: a replay after a restart predicts again, possibly with a newer model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import orjson
+
+from models.examples import LABELS_TOPIC, Example
+from models.online import Prediction
+from streams.batch_consumer import Record
+from streams.dead_letters import DeadLetterReason, InvalidMessage
+from streams.events import DeadLetter
+from streams.records import Contract
+
+
+@dataclass
+class JoinOutcome:
+    learned: int = 0
+    waiting_labels: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    label_delays: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Expiry:
+    predictions: int = 0  # past their TTL
+    evicted: int = 0  # over the bound, oldest first
+    dead_letters: list[DeadLetter] = field(default_factory=list)  # labels whose event never came
+
+
+class Join:
+    def __init__(
+        self,
+        contract: Contract,
+        table: Any,
+        learn: Callable[[Example], bool],
+        *,
+        pending_ttl_seconds: float = 86_400.0,
+        pending_max: int = 1_000_000,
+        early_label_grace_seconds: float = 30.0,
+        recent_window: int = 100_000,
+    ) -> None:
+        self.contract = contract
+        self.table = table
+        self.learn = learn
+        self.pending_ttl_seconds = pending_ttl_seconds
+        self.pending_max = pending_max
+        self.early_label_grace_seconds = early_label_grace_seconds
+        self.recent_window = recent_window
+        self._joined: OrderedDict[str, None] = OrderedDict()
+
+    def on_predictions(self, partition: int, records: list[Record], now: float | None = None) -> JoinOutcome:
+        now = time.time() if now is None else now
+        outcome = JoinOutcome()
+        for record in records:
+            prediction = orjson.loads(record.value or b"null")
+            event_id = prediction["event_id"]
+            if event_id in self._joined:
+                continue  # a replayed prediction of an event already learned
+            entry = self.table.get(event_id)
+            if entry is None:
+                self.table.set(partition, event_id, {"prediction": prediction, "at": now, "p": partition})
+            elif "label" in entry:
+                self._meet(partition, prediction, entry["label"], (record.topic, partition, record.offset), now, outcome)
+        return outcome
+
+    def on_labels(self, partition: int, records: list[Record], now: float | None = None) -> JoinOutcome:
+        now = time.time() if now is None else now
+        outcome = JoinOutcome()
+        for record in records:
+            try:
+                label = self.contract.label(record.value or b"")
+                entry = self.table.get(label.event_id)
+                if label.event_id in self._joined or (entry is not None and "label" in entry):
+                    raise InvalidMessage(DeadLetterReason.DUPLICATE_EVENT, f"event {label.event_id} already has its label")
+            except InvalidMessage as exc:
+                outcome.dead_letters.append(DeadLetter(record, exc.reason, exc.detail))
+                continue
+            source = (record.topic, partition, record.offset)
+            if entry is None:
+                self.table.set(partition, label.event_id, {
+                    "label": label.label, "at": now, "p": partition, "source": list(source),
+                    "raw": (record.value or b"").decode(), "headers": [[k, v.decode("latin-1")] for k, v in record.headers],
+                })
+                outcome.waiting_labels += 1
+                continue
+            self._meet(partition, entry["prediction"], label.label, source, now, outcome)
+        return outcome
+
+    def _meet(self, partition: int, prediction: dict[str, Any], label: Any, source: tuple[str, int, int],
+              now: float, outcome: JoinOutcome) -> None:
+        challenger = prediction.get("challenger")
+        example = Example(
+            event_id=prediction["event_id"],
+            ts=prediction["ts"],
+            features=prediction["features"],
+            label=label,
+            prediction=Prediction.from_record(prediction["prediction"]),
+            model_version=prediction["model_version"],
+            source=source,
+            label_source=LABELS_TOPIC,
+            predicted_at=prediction["predicted_at"],
+            challenger=None if challenger is None else Prediction.from_record(challenger),
+            model_samples=prediction.get("model_samples", 0),
+        )
+        self.table.delete(partition, example.event_id)
+        self._joined[example.event_id] = None
+        if len(self._joined) > self.recent_window:
+            self._joined.popitem(last=False)
+        if self.learn(example):
+            outcome.learned += 1
+            outcome.label_delays.append(max(0.0, now - example.predicted_at))
+
+    def expire(self, now: float | None = None) -> Expiry:
+        """Drops predictions past their TTL or over the bound; dead-letters labels past their grace."""
+        now = time.time() if now is None else now
+        expiry = Expiry()
+        predictions: list[tuple[float, str, int]] = []
+        for event_id, entry in list(self._entries()):
+            if "label" in entry:
+                if entry["at"] + self.early_label_grace_seconds <= now:
+                    self.table.delete(entry["p"], event_id)
+                    expiry.dead_letters.append(_unknown_event(entry))
+            elif entry["at"] + self.pending_ttl_seconds <= now:
+                self.table.delete(entry["p"], event_id)
+                expiry.predictions += 1
+            else:
+                predictions.append((entry["at"], event_id, entry["p"]))
+        overflow = len(predictions) - self.pending_max
+        if overflow > 0:
+            for _, event_id, partition in sorted(predictions)[:overflow]:
+                self.table.delete(partition, event_id)
+            expiry.evicted = overflow
+        return expiry
+
+    def pending_predictions(self) -> int:
+        return sum(1 for _, entry in self._entries() if "prediction" in entry)
+
+    def _entries(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        return iter(self.table.items())
+
+
+def _unknown_event(entry: dict[str, Any]) -> DeadLetter:
+    topic, partition, offset = entry["source"]
+    headers = tuple((k, v.encode("latin-1")) for k, v in entry.get("headers", ()))
+    record = Record(topic, partition, offset, None, entry["raw"].encode(), headers, None)
+    return DeadLetter(record, DeadLetterReason.UNKNOWN_EVENT, "no event with this event_id arrived")
