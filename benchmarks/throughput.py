@@ -1,112 +1,148 @@
-"""Ingestion + learning throughput: the engine end to end vs the bare River loop.
+"""Ingestion + learning throughput: the engine side by side with the reference consumers.
 
-    .venv/bin/python -m benchmarks.throughput [--events 50000] [--model logreg]
+    .venv/bin/python -m benchmarks.throughput [--events 100000] [--model logreg --model hoeffding]
+                                              [--partitions 1] [--workers 1 --workers 2]
 
-Produces N labelled Phishing events (the dataset cycled, unique event ids) to a fresh
-topic, starts the engine on that backlog and times from its first learned event to its
-last. In the same run it times River's own predict_proba_one + learn_one loop over the
-same rows and reports both and their ratio. Results: benchmarks/results/throughput.json.
+One backlog of N labelled Phishing events (1,000 entities, key = entity id) on a fresh
+topic; then, each in its own process, on that same backlog, for every model:
+
+- `engine worker`: one stream worker with the embedded learner (what `engine run` runs
+  for the stream), with W workers when --workers asks for more (scale-out: W workers in one
+  group and the learner apart, `engine learn`);
+- `engine run`: the same plus a serving process, which replicates the feature changelog;
+- `aiokafka`, `aiokafka-changelog`, `quix`: benchmarks/throughput_baselines.py.
+
+The engine is timed from its first batch of examples on the examples topic to its last
+(their Kafka timestamps: each batch is stamped when it is flushed), the others from their
+first record received to their last event learned. Results: benchmarks/results/throughput.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import platform
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
-import httpx
-import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.publish import dataset_events
-from models.factory import build_model
-from tests.conftest import EngineProcess, unique_env
+from benchmarks.throughput_baselines import PATHS, _delete_topics, produce_backlog, run_path
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
 
 RESULTS = Path(__file__).parent / "results"
 
 
-def rows(n: int) -> list[tuple[dict, object]]:
-    base = list(dataset_events("Phishing", entities=1000))
-    out = []
-    for i, (event, y) in enumerate(itertools.islice(itertools.cycle(base), n)):
-        out.append(({**event, "event_id": f"bench-{i}", "ts": event["ts"] + i * 1e-3}, y))
-    return out
-
-
-def bare_river(model_name: str, data: list[tuple[dict, object]]) -> float:
-    model = build_model(model_name)
-    started = time.perf_counter()
-    for event, y in data:
-        model.predict_proba_one(event["features"])
-        model.learn_one(event["features"], y)
-    return len(data) / (time.perf_counter() - started)
-
-
-async def produce_backlog(bootstrap: str, topic: str, data: list[tuple[dict, object]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20)
-    await producer.start()
+async def examples_rate(bootstrap: str, topic: str, expected: int, timeout: float) -> dict:
+    """Waits for `expected` examples on the examples topic, then times them by their stamps."""
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
     try:
-        for event, y in data:
-            await producer.send(topic, orjson.dumps({**event, "label": y}), key=event["entity_id"].encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-def engine_rate(model_name: str, data: list[tuple[dict, object]], workdir: Path, **engine_settings: str) -> dict:
-    env = unique_env(MODEL=model_name, LOG_LEVEL="warning", **engine_settings)
-    engine = EngineProcess(env, Path(tempfile.mkdtemp(prefix="throughput-", dir=workdir)))
-    # Create the topics, then fill them before the engine consumes: it then runs flat out.
-    engine.start()
-    engine.stop()
-    asyncio.run(produce_backlog(env["KAFKA_BOOTSTRAP"], env["EVENTS_TOPIC"], data))
-    engine.start()
-    try:
-        first_seen = None
+        deadline = time.monotonic() + timeout
         while True:
-            learned = httpx.get(f"{engine.base_url}/models", timeout=5).json()["serving"]["samples_learned"]
-            now = time.perf_counter()
-            if first_seen is None and learned > 0:
-                first_seen, first_count = now, learned
-            if learned >= len(data):
-                break
-            time.sleep(0.02)
-        elapsed = now - first_seen
-        return {"events_per_second": (len(data) - first_count) / elapsed, "seconds": elapsed}
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions:
+                consumer.assign([tp])
+                end = (await consumer.end_offsets([tp]))[tp]
+                if end >= expected:
+                    break
+            else:
+                await consumer._client.force_metadata_update()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {end if partitions else 0} of {expected} examples after {timeout} s")
+            await asyncio.sleep(0.2)
+        first = await _record_at(consumer, tp, 0)
+        last = await _record_at(consumer, tp, expected - 1)
+        # The first batch was stamped when it was done: time from there, for the records after it.
+        after_first = (await consumer.offsets_for_times({tp: first.timestamp + 1}))[tp]
+        counted = expected - after_first.offset
+        seconds = (last.timestamp - first.timestamp) / 1000
+        return {"events_per_second": round(counted / seconds, 1), "seconds": round(seconds, 3), "events_timed": counted}
     finally:
-        engine.stop()
+        await consumer.stop()
+
+
+async def _record_at(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int):
+    consumer.seek(tp, offset)
+    while True:
+        batch = (await consumer.getmany(tp, timeout_ms=1000, max_records=1)).get(tp, [])
+        if batch:
+            return batch[0]
+
+
+def run_engine(command: tuple[str, ...], topic: str, events: int, model: str, partitions: int, workers: int,
+               workdir: Path) -> dict:
+    env = unique_env(MODEL=model, EVENTS_TOPIC=topic, TOPIC_PARTITIONS=partitions, REDIS_URL="",
+                     SNAPSHOT_EVERY_LABELS=10_000, LOG_LEVEL="warning")
+    processes = []
+    folder = Path(tempfile.mkdtemp(prefix="throughput-", dir=workdir))
+    if workers == 1:
+        processes.append(EngineProcess(env, folder, command).launch())
+    else:
+        processes.append(EngineProcess(env, folder / "learner", ("learn",)).launch())
+        for i in range(workers):
+            processes.append(EngineProcess({**env, "WORKER_ID": str(i)}, folder / f"worker-{i}", ("worker",)).launch())
+    try:
+        settings = processes[0].settings
+        rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, settings.examples_topic, events, timeout=900))
+    finally:
+        for process in processes:
+            process.stop()
+    name = f"engine {' '.join(command)}" if workers == 1 else f"engine, {workers} workers + learner"
+    return {"path": name, "model": model, "events": events, **rate}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--model", default="logreg")
-    parser.add_argument("--setting", action="append", default=[], help="engine setting NAME=VALUE (repeatable)")
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--model", action="append", help="model name (repeat for several); default logreg and hoeffding")
+    parser.add_argument("--partitions", type=int, default=1)
+    parser.add_argument("--workers", type=int, action="append", help="stream workers (scale-out); default 1")
+    parser.add_argument("--paths", default=",".join(PATHS), help="reference paths to run (comma-separated; empty: none)")
     args = parser.parse_args()
-    data = rows(args.events)
+    models = args.model or ["logreg", "hoeffding"]
     workdir = RESULTS / "work"
     workdir.mkdir(parents=True, exist_ok=True)
-
-    bare = bare_river(args.model, data)
-    engine = engine_rate(args.model, data, workdir, **dict(kv.split("=", 1) for kv in args.setting))
-    result = {
-        "model": args.model,
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    produce_backlog(KAFKA_BOOTSTRAP, topic, args.events, args.partitions)
+    results = []
+    try:
+        for model in models:
+            runs = [("engine", ("worker", "--embedded-learner"), w) for w in (args.workers or [1])]
+            runs.append(("engine", ("run",), 1))
+            for _, command, workers in runs:
+                results.append(run_engine(command, topic, args.events, model, args.partitions, workers, workdir))
+                print(json.dumps(results[-1]), flush=True)
+            for path in filter(None, args.paths.split(",")):
+                results.append(run_path(path, KAFKA_BOOTSTRAP, topic, args.events, model, args.partitions))
+                print(json.dumps(results[-1]), flush=True)
+    finally:
+        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic]))
+    report = {
         "events": args.events,
-        "bare_river_events_per_second": round(bare),
-        "engine_events_per_second": round(engine["events_per_second"]),
-        "engine_over_bare": round(engine["events_per_second"] / bare, 3),
-        "bare_river_us_per_event": round(1e6 / bare, 2),
-        "engine_us_per_event": round(1e6 / engine["events_per_second"], 2),
+        "partitions": args.partitions,
+        "results": results,
+        "ratios": ratios(results),
         "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    print(json.dumps(result, indent=2))
-    (RESULTS / f"throughput-{args.model}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(report["ratios"], indent=2))
+    (RESULTS / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def ratios(results: list[dict]) -> dict:
+    """Per model: the engine worker against each reference path, measured in this run."""
+    out = {}
+    for model in sorted({r["model"] for r in results}):
+        rates = {r["path"]: r["events_per_second"] for r in results if r["model"] == model}
+        engine = rates.get("engine worker --embedded-learner")
+        if engine:
+            out[model] = {f"engine / {path}": round(engine / rate, 2) for path, rate in rates.items() if path != "engine worker --embedded-learner"}
+    return out
 
 
 if __name__ == "__main__":

@@ -48,12 +48,15 @@ async def learn_forever(settings: Settings, features: FeatureRegistry, stopping:
             if not batch:
                 continue
             async with service.lock:
+                raw: dict[int, bytes] = {}
                 for record in batch:
-                    service.learner.learn(Example.from_record(orjson.loads(record.value)))
+                    example = Example.from_record(orjson.loads(record.value))
+                    raw[id(example)] = record.value
+                    service.learner.learn(example)
                 outcome = service.learner.end_batch()
                 if outcome.refused:
                     await asyncio.gather(*await sink.send([refused_letter(r) for r in outcome.refused]))
-                await service.batch_done(outcome, batch[-1].offset + 1)
+                await service.batch_done(outcome, batch[-1].offset + 1, [raw[id(e)] for e in outcome.learned])
     finally:
         await consumer.stop()
         await service.stop()

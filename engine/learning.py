@@ -148,36 +148,40 @@ class LearningService:
             consumer.seek(tp, self.examples_offset)
             while self.examples_offset < end:
                 batch = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
+                raw: dict[int, bytes] = {}
                 for record in batch:
                     if record.offset >= end:
                         break
                     example = Example.from_record(orjson.loads(record.value))
+                    raw[id(example)] = record.value
                     learned += self.learner.learn(example)
                     self.examples_offset = record.offset + 1
                 outcome = self.learner.end_batch()
-                self._log_training(outcome)
+                for example in outcome.learned:
+                    self.training_log.append(example.ts, raw[id(example)])
         finally:
             await consumer.stop()
         return learned
 
     # -- batches --------------------------------------------------------------------------
 
-    async def batch_done(self, outcome: BatchOutcome, examples_offset: int) -> None:
-        """After a batch's examples are on the examples topic up to `examples_offset`."""
+    async def batch_done(self, outcome: BatchOutcome, examples_offset: int, records: list[bytes]) -> None:
+        """After a batch's examples are on the examples topic up to `examples_offset`;
+        `records` are those examples as the topic holds them, in the same order."""
         self.examples_offset = examples_offset
-        self._log_training(outcome)
-        for example in outcome.learned:
-            metrics.LABELS_LEARNED.labels("inline" if example.label_source == INLINE else "labels_topic").inc()
+        for example, record in zip(outcome.learned, records):
+            self.training_log.append(example.ts, record)
+        inline = sum(1 for example in outcome.learned if example.label_source == INLINE)
+        if inline:
+            metrics.LABELS_LEARNED.labels("inline").inc(inline)
+        if len(outcome.learned) > inline:
+            metrics.LABELS_LEARNED.labels("labels_topic").inc(len(outcome.learned) - inline)
         if outcome.learned:
             lags = [self.learner.model.samples_learned - e.model_samples for e in outcome.learned if e.model_samples]
             if lags:
                 metrics.MODEL_VERSION_LAG.observe(sum(lags) / len(lags))
         await self._decide_rollout()
         await self._maybe_publish_and_snapshot()
-
-    def _log_training(self, outcome: BatchOutcome) -> None:
-        for example in outcome.learned:
-            self.training_log.append(example.ts, example.features, example.label)
 
     async def _maybe_publish_and_snapshot(self) -> None:
         samples = self.learner.model.samples_learned

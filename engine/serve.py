@@ -1,12 +1,14 @@
 """`python -m engine serve`: one serving process (the Starlette API).
 
-Several can listen on one port: each binds it with SO_REUSEPORT and the kernel spreads
+Several can listen on one port: under `engine run` they share the socket the supervisor
+bound; started alone, each binds the port with SO_REUSEPORT. Either way the kernel spreads
 connections across them. Nothing here touches the stream: features come from the
 feature table's changelog, models from the models topic.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 
 import uvicorn
@@ -40,4 +42,6 @@ def run_serve(settings: Settings) -> None:
     )
     server = uvicorn.Server(config)
     install_log_rate_limit()
-    server.run(sockets=[shared_socket(settings.api_host, settings.api_port)])
+    inherited = os.environ.get("RTML_LISTEN_FD")
+    sock = socket.socket(fileno=int(inherited)) if inherited else shared_socket(settings.api_host, settings.api_port)
+    server.run(sockets=[sock])

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.serve import shared_socket
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,11 @@ class Child:
     started_at: float = 0.0
     pid_file: Path | None = None
 
+    pass_fds: tuple[int, ...] = ()
+
     def start(self, env: dict[str, str], pid_dir: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine", *self.args], env=env, preexec_fn=_die_with_parent
+            [sys.executable, "-m", "engine", *self.args], env=env, preexec_fn=_die_with_parent, pass_fds=self.pass_fds
         )
         self.started_at = time.monotonic()
         self.pid_file = pid_dir / f"{self.name}.pid"
@@ -68,8 +71,15 @@ class Supervisor:
         (pid_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
         env = self._child_env()
         self._prepare_topics()
+        # One listening socket, inherited by every serving process (the kernel hands each
+        # connection to one of them). API_PORT=0 picks a free port, written to api.port.
+        listener = shared_socket(self.settings.api_host, self.settings.api_port)
+        port = listener.getsockname()[1]
+        env["RTML_LISTEN_FD"] = str(listener.fileno())
+        port_file = self.settings.state_path / "api.port"
+        port_file.write_text(f"{port}\n")
         self.children = [Child("worker", ["worker", "--embedded-learner"])] + [
-            Child(f"serve-{i}", ["serve"]) for i in range(self.settings.serve_processes)
+            Child(f"serve-{i}", ["serve"], pass_fds=(listener.fileno(),)) for i in range(self.settings.serve_processes)
         ]
         for child in self.children:
             child.start(env, pid_dir)
@@ -88,6 +98,7 @@ class Supervisor:
         return 0
 
     def _child_env(self) -> dict[str, str]:
+        self.settings.state_path.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if "PROMETHEUS_MULTIPROC_DIR" not in env:
             metrics_dir = self.settings.state_path / "prometheus"

@@ -16,11 +16,12 @@ from typing import Any, Iterable
 from river import drift, dummy, metrics, stats
 
 from models.factory import Task, get_spec
+from models.fast_metrics import FastROCAUC
 
 Features = dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen, for speed (see models/examples.py); immutable by convention
 class Prediction:
     """What the model answered before it knew the label."""
 
@@ -53,20 +54,30 @@ class Prediction:
 
 def metrics_for(task: Task) -> dict[str, metrics.base.Metric]:
     if task is Task.BINARY:
-        return {"accuracy": metrics.Accuracy(), "roc_auc": metrics.ROCAUC(), "log_loss": metrics.LogLoss()}
+        return {"accuracy": metrics.Accuracy(), "roc_auc": FastROCAUC(), "log_loss": metrics.LogLoss()}
     if task is Task.MULTICLASS:
         return {"accuracy": metrics.Accuracy(), "macro_f1": metrics.MacroF1(), "cross_entropy": metrics.CrossEntropy()}
     return {"mae": metrics.MAE(), "rmse": metrics.RMSE(), "r2": metrics.R2()}
 
 
+_WANTS_PROBA: dict[type, bool] = {}
+
+
 def update_metrics(scores: dict[str, metrics.base.Metric], task: Task, y: Any, prediction: Prediction) -> None:
     """Scores one prediction as progressive_val_score does: label metrics get the predicted
     class, probability metrics the class probabilities, and None or {} is not scored."""
+    classifier = task is not Task.REGRESSION
     for metric in scores.values():
-        wants_proba = task is not Task.REGRESSION and not metric.requires_labels
-        y_pred = prediction.proba if wants_proba else prediction.value
+        y_pred = prediction.value
+        if classifier:
+            kind = type(metric)
+            wants_proba = _WANTS_PROBA.get(kind)
+            if wants_proba is None:
+                wants_proba = _WANTS_PROBA[kind] = not metric.requires_labels
+            if wants_proba:
+                y_pred = prediction.proba
         if y_pred is not None and y_pred != {}:
-            metric.update(y_true=y, y_pred=y_pred)
+            metric.update(y, y_pred)
 
 
 class OnlineModel:

@@ -11,21 +11,25 @@ import pyarrow as pa
 
 from models.parquet_log import ParquetLog
 
-SCHEMA = pa.schema([("ts", pa.float64()), ("features", pa.string()), ("label", pa.string())])
+# One row per example: its event time, and the example as the examples topic carries it
+# (JSON keeps each example's own feature set and the label's type: bool, int, str, float).
+# The learner already has those bytes; writing them as they are keeps this log off its hot path.
+SCHEMA = pa.schema([("ts", pa.float64()), ("example", pa.binary())])
 
 
 class TrainingLog:
     def __init__(self, directory: str | Path, flush_rows: int = 50_000) -> None:
-        self._log = ParquetLog(directory, SCHEMA, "examples", flush_rows)
+        self._log = ParquetLog(directory, SCHEMA, "examples-v2", flush_rows)
 
-    def append(self, ts: float, features: dict[str, Any], label: Any) -> None:
-        # JSON keeps each example's own feature set and the label's type (bool, int, str, float).
-        self._log.append((ts, orjson.dumps(features, option=orjson.OPT_SERIALIZE_NUMPY).decode(), orjson.dumps(label).decode()))
+    def append(self, ts: float, example_record: bytes) -> None:
+        self._log.append((ts, example_record))
 
     def flush(self) -> None:
         self._log.flush()
 
     def examples(self) -> Iterator[tuple[float, dict[str, Any], Any]]:
+        """(event time, features, label) of every example, in the order they were learned."""
         table = self._log.read()
-        for ts, features, label in zip(*(table.column(n).to_pylist() for n in SCHEMA.names)):
-            yield ts, orjson.loads(features), orjson.loads(label)
+        for ts, raw in zip(table.column("ts").to_pylist(), table.column("example").to_pylist()):
+            record = orjson.loads(raw)
+            yield ts, record["features"], record["label"]

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, NamedTuple, Sequence
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -29,9 +28,10 @@ log = logging.getLogger(__name__)
 FAUST_VERSION = "0.15.3"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One Kafka record of a batch, as the batch handlers see it."""
+class Record(NamedTuple):
+    """One Kafka record, as batch handlers see it: aiokafka's ConsumerRecord has the same
+    attributes and is handed over as it is; this type builds records elsewhere (tests,
+    dead letters of records read back)."""
 
     topic: str
     partition: int
@@ -39,10 +39,23 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
-    timestamp_ms: int | None
+    timestamp: int | None
 
 
 BatchHandler = Callable[[str, int, list[Record]], Awaitable[None]]
+
+# Faust asks the broker to hold a fetch up to 1.5 s when there is nothing new. A fetch
+# covers every partition without buffered records, so while it waits on idle topics
+# (labels, predictions) the busy one (events) cannot be fetched again once drained: under
+# load that held ingestion still for up to 1.5 s every few batches.
+FETCH_MAX_WAIT_MS = 10
+
+
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by the fetcher it builds at start
+        return consumer
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
@@ -57,6 +70,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # batch acks are committed by this member and not replayed by the next owner.
         self._batch_idle = asyncio.Event()
         self._batch_idle.set()
+
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         consumer_should_stop = self._stopped.is_set
@@ -122,10 +138,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self._read_offset[tp] = record.offset
 
     async def _deliver_batch(self, tp: Any, tp_records: list[Any], handler: BatchHandler) -> None:
-        batch = [
-            Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers or ()), r.timestamp)
-            for r in tp_records
-        ]
+        batch = tp_records  # aiokafka's records as they are: the attributes of Record
         self._batch_idle.clear()
         try:
             # Shielded: a stop must not cancel a batch between its sends and its acks.

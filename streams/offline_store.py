@@ -33,12 +33,25 @@ class OfflineFeatureLog:
     def __init__(self, directory: str | Path, flush_rows: int = 50_000, read_only: bool = False) -> None:
         # Serving processes only read what the stream workers write.
         self._log = ParquetLog(directory, SCHEMA, "features", flush_rows, read_only=read_only)
+        self._pending: list[tuple[str, float, int, dict[str, Any]]] = []
 
     def append(self, entity_id: str, state: dict[str, Any]) -> None:
-        self._log.append((entity_id, state["updated_at"], state["version"], orjson.dumps(state["values"]).decode()))
+        # Kept as it is and encoded at flush: the stream never changes a state it has stored.
+        self._pending.append((entity_id, state["updated_at"], state["version"], state["values"]))
+
+    def take(self) -> list[tuple[str, float, int, dict[str, Any]]]:
+        """The updates appended since the last call (on the thread that appends)."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def write(self, updates: list[tuple[str, float, int, dict[str, Any]]]) -> None:
+        """Writes updates taken with `take` (on any thread: it touches nothing `append` does)."""
+        for entity_id, updated_at, version, values in updates:
+            self._log.append((entity_id, updated_at, version, orjson.dumps(values).decode()))
+        self._log.flush()
 
     def flush(self) -> None:
-        self._log.flush()
+        self.write(self.take())
 
     def get_offline_features(self, entity_ids: Iterable[str], timestamp: float) -> list[dict[str, Any]]:
         ids = list(entity_ids)

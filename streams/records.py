@@ -30,7 +30,7 @@ _NON_FINITE_LITERAL = re.compile(rb"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
 _ID_FIELDS = ("event_id", "entity_id")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, for speed (see models/examples.py); immutable by convention
 class Event:
     event_id: str
     entity_id: str
@@ -44,7 +44,7 @@ class Event:
         return self.label is not NO_LABEL
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Label:
     event_id: str
     label: Any
@@ -159,27 +159,32 @@ def validate_features(
 
     Null means missing: River models handle absent features, so nulls are dropped and counted.
     Numbers must be finite and at most `max_magnitude` in absolute value, whatever range a
-    feature declares; booleans are not numbers here.
+    feature declares; booleans are not numbers here. This runs for every event: the common
+    case (a float or an int within the limit, a string, a boolean) costs one type check and
+    one comparison, which NaN fails too.
     """
-    if not isinstance(features, dict):
+    if type(features) is not dict:
         raise InvalidMessage(Reason.WRONG_TYPE, f"{field} must be an object of name -> number/string/boolean", field)
-    clean: dict[str, Any] = {}
     nulls: list[str] = []
+    low, high = -max_magnitude, max_magnitude
     for name, value in features.items():
-        if value is None:
+        kind = type(value)
+        if kind is float or kind is int:
+            if not low <= value <= high:
+                _check_number(value, f"{field}.{name}", max_magnitude)
+        elif value is None:
             nulls.append(name)
-            continue
-        if _is_number(value):
-            _check_number(value, f"{field}.{name}", max_magnitude)
-        elif not isinstance(value, (str, bool)):
+        elif kind is not str and kind is not bool:
             raise InvalidMessage(
                 Reason.WRONG_TYPE, f"{field}.{name} must be a number, a string or a boolean", f"{field}.{name}"
             )
-        bounds = ranges.get(name)
-        if bounds is not None:
+    for name, bounds in ranges.items():
+        value = features.get(name)
+        if value is not None:
             _check_range(value, bounds, f"{field}.{name}")
-        clean[name] = value
-    return clean, tuple(nulls)
+    if nulls:
+        return {name: value for name, value in features.items() if value is not None}, tuple(nulls)
+    return features, ()
 
 
 def _check_range(value: Any, bounds: tuple[float, float], field: str) -> None:

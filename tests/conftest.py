@@ -1,4 +1,5 @@
-"""Shared fixtures: settings per test, and a real engine process against the real broker."""
+"""Shared fixtures: settings per test, a real engine process against the real broker
+(engine/harness.py), and the stream logic in memory (Pipeline)."""
 
 from __future__ import annotations
 
@@ -15,99 +16,14 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 
+from engine.harness import KAFKA_BOOTSTRAP, REDIS_URL, ROOT, EngineProcess, unique_env  # noqa: F401 - fixtures' helpers
 from engine.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-KAFKA_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
 def free_port() -> int:
+    """A port nobody listens on right now (for a Redis that is not there)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def unique_env(**overrides: Any) -> dict[str, str]:
-    """Engine settings with topics, consumer group and state of its own, so tests never share data."""
-    tag = uuid.uuid4().hex[:10]
-    env = {
-        "KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
-        "REDIS_URL": REDIS_URL,
-        "APP_ID": f"test-{tag}",
-        "EVENTS_TOPIC": f"events-{tag}",
-        "LABELS_TOPIC": f"labels-{tag}",
-        "API_PORT": str(free_port()),
-        "LOG_LEVEL": "warning",
-    }
-    env.update({key: str(value) for key, value in overrides.items()})
-    return env
-
-
-class EngineProcess:
-    """`python -m engine run` as a user runs it, with its own log file."""
-
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.env = env
-        self.workdir = workdir
-        self.settings = Settings.from_env(env)
-        self.base_url = f"http://127.0.0.1:{self.settings.api_port}"
-        self.process: subprocess.Popen | None = None
-        self.log_path = workdir / f"engine-{env['APP_ID']}.log"
-
-    def start(self, ready_timeout: float = 90.0) -> "EngineProcess":
-        environ = {**os.environ, **self.env, "STATE_DIR": str(self.workdir / "state")}
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine", "run"], cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"engine exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/readyz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"engine not ready in {ready_timeout}s:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.base_url}{path}", timeout=5.0)
-
-    def post(self, path: str, body: Any) -> httpx.Response:
-        return httpx.post(f"{self.base_url}{path}", json=body, timeout=5.0)
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.log_tail()}")
-
-    def samples_learned(self) -> int:
-        return self.get("/models").json()["serving"]["samples_learned"]
 
 
 @pytest.fixture

@@ -2,6 +2,10 @@ import pytest
 from river import datasets
 
 from models.retrain import RetrainError, retrain
+import orjson
+
+from models.examples import Example
+from models.online import Prediction
 from models.training_log import TrainingLog
 
 
@@ -38,7 +42,8 @@ def test_refuses_too_little_data_and_mismatched_tasks():
 
 def test_training_log_round_trip_keeps_label_types(tmp_path):
     log = TrainingLog(tmp_path)
-    log.append(1.0, {"a": 1.5, "s": "x"}, True)
-    log.append(2.0, {"a": 2}, 3)
+    for ts, features, label in [(1.0, {"a": 1.5, "s": "x"}, True), (2.0, {"a": 2}, 3)]:
+        example = Example(str(ts), ts, features, label, Prediction(None), 1, ("events", 0, int(ts)))
+        log.append(ts, orjson.dumps(example.to_record()))
     log.flush()
     assert list(log.examples()) == [(1.0, {"a": 1.5, "s": "x"}, True), (2.0, {"a": 2}, 3)]
