@@ -76,8 +76,7 @@ async def _record_at(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
 
 def run_engine(command: tuple[str, ...], topic: str, events: int, model: str, partitions: int, workers: int,
                workdir: Path) -> dict:
-    env = unique_env(MODEL=model, EVENTS_TOPIC=topic, TOPIC_PARTITIONS=partitions, REDIS_URL="",
-                     SNAPSHOT_EVERY_LABELS=10_000, LOG_LEVEL="warning")
+    env = unique_env(MODEL=model, EVENTS_TOPIC=topic, TOPIC_PARTITIONS=partitions, REDIS_URL="", LOG_LEVEL="warning")
     processes = []
     folder = Path(tempfile.mkdtemp(prefix="throughput-", dir=workdir))
     if workers == 1:

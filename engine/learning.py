@@ -93,6 +93,7 @@ class LearningService:
         self._snapshot_cadence = Cadence(settings.snapshot_every_labels, settings.snapshot_every_seconds)
         self._publish_cadence = Cadence(settings.model_publish_every_labels, settings.model_publish_every_seconds)
         self._tasks: list[asyncio.Task] = []
+        self._lags: list[int] = []  # since the last publication
         self._control: AIOKafkaConsumer | None = None
 
     # -- start ----------------------------------------------------------------------------
@@ -176,10 +177,9 @@ class LearningService:
             metrics.LABELS_LEARNED.labels("inline").inc(inline)
         if len(outcome.learned) > inline:
             metrics.LABELS_LEARNED.labels("labels_topic").inc(len(outcome.learned) - inline)
-        if outcome.learned:
-            lags = [self.learner.model.samples_learned - e.model_samples for e in outcome.learned if e.model_samples]
-            if lags:
-                metrics.MODEL_VERSION_LAG.observe(sum(lags) / len(lags))
+        if outcome.model_lags:
+            self._lags.extend(outcome.model_lags)
+            metrics.MODEL_VERSION_LAG.observe(sum(outcome.model_lags) / len(outcome.model_lags))
         await self._decide_rollout()
         await self._maybe_publish_and_snapshot()
 
@@ -248,8 +248,11 @@ class LearningService:
         model = self.learner.model
         rollout = self.learner.rollout
         topic = self.settings.models_topic
+        lags, self._lags = self._lags, []
         info = {"name": model.name, "task": model.task.value, "metrics": model.metric_values(),
-                "concept_drifts": model.drifts_detected, "rollout": rollout.status() if rollout else None}
+                "concept_drifts": model.drifts_detected, "rollout": rollout.status() if rollout else None,
+                "prediction_model_lag": {"mean_samples": sum(lags) / len(lags), "max_samples": max(lags),
+                                         "examples": len(lags)} if lags else None}
         version = ModelVersion(model, model.version, self.revision, model.samples_learned, time.time(), info)
         await publish(self.producer, topic, CHAMPION, encode_version(version))
         if rollout is not None:

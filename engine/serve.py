@@ -43,5 +43,11 @@ def run_serve(settings: Settings) -> None:
     server = uvicorn.Server(config)
     install_log_rate_limit()
     inherited = os.environ.get("RTML_LISTEN_FD")
-    sock = socket.socket(fileno=int(inherited)) if inherited else shared_socket(settings.api_host, settings.api_port)
+    if inherited:
+        sock = socket.socket(fileno=int(inherited))
+    else:
+        sock = shared_socket(settings.api_host, settings.api_port)
+        # API_PORT=0 picks a free port: say which (the supervisor does the same under `run`).
+        settings.state_path.mkdir(parents=True, exist_ok=True)
+        (settings.state_path / "api.port").write_text(f"{sock.getsockname()[1]}\n")
     server.run(sockets=[sock])

@@ -46,7 +46,7 @@ class Settings:
     stream_batch_size: int = _env("STREAM_BATCH_SIZE", 1000, "most records one fetch hands to a batch (max_poll_records)")
     serve_processes: int = _env("SERVE_PROCESSES", 1, "serving processes `engine run` starts, sharing API_PORT")
     model_publish_every_labels: int = _env(
-        "MODEL_PUBLISH_EVERY_LABELS", 1000, "publish the model to serving after this many labels learned"
+        "MODEL_PUBLISH_EVERY_LABELS", 10_000, "publish the model to serving after this many labels learned"
     )
     model_publish_every_seconds: float = _env(
         "MODEL_PUBLISH_EVERY_SECONDS", 1.0, "or after this long, if anything was learned"
@@ -71,7 +71,7 @@ class Settings:
     offline_flush_seconds: float = _env(
         "OFFLINE_FLUSH_SECONDS", 10.0, "how often feature updates are appended to the offline Parquet log"
     )
-    snapshot_every_labels: int = _env("SNAPSHOT_EVERY_LABELS", 1000, "snapshot after this many labels learned")
+    snapshot_every_labels: int = _env("SNAPSHOT_EVERY_LABELS", 10_000, "snapshot after this many labels learned")
     snapshot_every_seconds: float = _env("SNAPSHOT_EVERY_SECONDS", 30.0, "or after this long, if anything was learned")
     snapshot_retention: int = _env("SNAPSHOT_RETENTION", 5, "snapshots kept on disk")
     snapshot_dir: str = _env("SNAPSHOT_DIR", "", "where snapshots go; empty = $STATE_DIR/snapshots")

@@ -196,10 +196,15 @@ class StreamWorker:
         app.batch_handler(self.events_topic, self._on_events)
         app.batch_handler(self.labels_topic, self._on_labels)
         app.batch_handler(self.predictions_topic, self._on_predictions)
+        app.on_partitions_assigned.connect(self._on_assigned)
         app.timer(EXPIRY_SECONDS, on_leader=False)(self._expire)
         app.timer(GAUGE_SECONDS, on_leader=False)(self._publish_gauges)
         app.timer(s.offline_flush_seconds, on_leader=False)(self._flush_offline_log)
         return app
+
+    async def _on_assigned(self, sender: Any, assigned: set, **kwargs: Any) -> None:
+        events = sorted(tp.partition for tp in assigned if tp.topic == self.settings.events_topic)
+        log.warning("worker %s owns partitions %s of %s", self.settings.worker_id, events, self.settings.events_topic)
 
     # -- batches ----------------------------------------------------------------------------
 
@@ -347,7 +352,10 @@ class StreamWorker:
             await self.service.start(self.producer)
         else:
             await self.replica.start()
-            await self.replica.ready.wait()
+            if self.replica.champion is None:
+                log.warning("waiting for the learner (python -m engine learn) to publish a model on %s",
+                            self.settings.models_topic)
+            await self.replica.wait_for_champion()
 
     async def stop(self) -> None:
         """Lets the batch in hand finish, then a last snapshot; Faust commits after this."""

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from models.examples import Example
+from models.examples import INLINE, Example
 from models.guard import Refusal, heal, health
 from models.online import Features, OnlineModel, Prediction
 from models.rollout import Rollout
@@ -45,6 +45,9 @@ class BatchOutcome:
 
     learned: list[Example] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)  # left out: learning raised, or broke the model
+    # Per example with its label inline: how many samples this learner had learned that the
+    # model which predicted it had not (0 when the learner predicted it itself).
+    model_lags: list[int] = field(default_factory=list)
     duplicates: int = 0
 
 
@@ -89,6 +92,8 @@ class Learner:
             self._outcome.duplicates += 1
             return False
         self._remember(example)
+        if example.label_source == INLINE:
+            self._outcome.model_lags.append(self.model.samples_learned - example.model_samples)
         try:
             self.model.learn(example.features, example.label, example.prediction)
         except Exception:  # noqa: BLE001 - a raising learner may leave partial state: heal

@@ -108,6 +108,14 @@ class ModelReplica:
             self.ready.set()
         self._task = asyncio.create_task(self._follow(tp, end))
 
+    async def wait_for_champion(self) -> ModelVersion:
+        """Waits until the topic holds a champion (the learner publishes one when it starts)."""
+        await self.ready.wait()
+        while self.champion is None:
+            updated = self.updated
+            await updated.wait()
+        return self.champion
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
