@@ -40,7 +40,10 @@ class FeatureReplica:
         partitions = await self._partitions(wait_for_topic)
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
+        # Explicit offsets: aiokafka 0.14's seek_to_beginning after end_offsets fetched nothing.
+        starts = await self._consumer.beginning_offsets(tps)
+        for tp, start in starts.items():
+            self._consumer.seek(tp, start)
         ends = await self._consumer.end_offsets(tps)
         self._behind = {tp: end for tp, end in ends.items() if end > 0}
         if not self._behind:

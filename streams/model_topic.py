@@ -102,7 +102,8 @@ class ModelReplica:
         await self._consumer.start()
         tp = TopicPartition(self.topic, 0)
         self._consumer.assign([tp])
-        await self._consumer.seek_to_beginning(tp)
+        # Explicit offsets: aiokafka 0.14's seek_to_beginning after end_offsets fetched nothing.
+        self._consumer.seek(tp, (await self._consumer.beginning_offsets([tp]))[tp])
         end = (await self._consumer.end_offsets([tp]))[tp]
         if end == 0:
             self.ready.set()
