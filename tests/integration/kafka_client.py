@@ -38,3 +38,25 @@ async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float 
     finally:
         await consumer.stop()
     return records
+
+
+async def end_offset(bootstrap: str, topic: str, partition: int = 0) -> int:
+    """How many records a partition holds (its end offset); 0 while the topic does not exist."""
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        if consumer.partitions_for_topic(topic) is None:
+            await consumer._client.force_metadata_update()
+        if not consumer.partitions_for_topic(topic):
+            return 0
+        return (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+
+
+def examples_learned(bootstrap: str, settings) -> int:
+    """Examples the learner has logged (one per label learned), from outside any process."""
+    return asyncio.run(end_offset(bootstrap, settings.examples_topic))
