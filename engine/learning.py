@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine import metrics
 from engine.settings import Settings
+from models.errors import EngineError
 from models.examples import INLINE, Example
 from models.learner import BatchOutcome, Learner
 from models.online import OnlineModel
@@ -58,7 +59,7 @@ class Cadence:
         self.samples, self.at = samples, time.monotonic()
 
 
-class SnapshotRefused(Exception):
+class SnapshotRefused(EngineError):
     pass
 
 

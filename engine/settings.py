@@ -10,8 +10,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from models.errors import EngineError
 
-class SettingsError(ValueError):
+
+class SettingsError(EngineError, ValueError):
     pass
 
 

@@ -12,6 +12,8 @@ from typing import Callable
 
 from river import base, forest, linear_model, optim, preprocessing, tree
 
+from models.errors import EngineError
+
 
 class Task(str, enum.Enum):
     BINARY = "binary"
@@ -89,7 +91,7 @@ _SPECS = [
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(EngineError, ValueError):
     pass
 
 

@@ -29,13 +29,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from models.errors import EngineError
 from models.examples import INLINE, Example
 from models.guard import Refusal, heal, health
 from models.online import Features, OnlineModel, Prediction
 from models.rollout import Rollout
 
 
-class ModelError(Exception):
+class ModelError(EngineError):
     """The model cannot answer for this input (it raised, or answered NaN or infinity)."""
 
 

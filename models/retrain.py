@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 from tqdm import tqdm
 
+from models.errors import EngineError
 from models.factory import Task, get_spec
 from models.online import OnlineModel, metrics_for, update_metrics
 
@@ -29,7 +30,7 @@ PRIMARY_METRIC = {Task.BINARY: "accuracy", Task.MULTICLASS: "accuracy", Task.REG
 LOWER_IS_BETTER = {"mae", "rmse", "log_loss", "cross_entropy"}
 
 
-class RetrainError(ValueError):
+class RetrainError(EngineError, ValueError):
     pass
 
 

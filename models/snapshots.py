@@ -1,9 +1,10 @@
 """Atomic, checksummed model snapshots on local disk.
 
 A snapshot file is a magic line, a BLAKE2b digest of the payload, and the payload: a
-pickle of {"meta": ..., "state": ...}. It is written to a temporary file, fsynced and
-renamed, so a crash leaves either the old set of snapshots or the new one. A truncated or
-corrupt file fails its digest and is skipped (with the reason logged) for the previous one.
+pickle of {"meta": ..., "state": ...}. It is written atomically (`models.atomic`: temporary
+file, fsync, rename, fsync of the folder), so a crash leaves either the old set of snapshots
+or the new one. A truncated or corrupt file fails its digest and is skipped (with the reason
+logged) for the previous one.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+from models.atomic import atomic_write_bytes
+from models.errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ MAGIC = b"RTMLSNAP1\n"
 DIGEST_SIZE = 32
 
 
-class SnapshotError(ValueError):
+class SnapshotError(EngineError, ValueError):
     pass
 
 
@@ -69,23 +72,11 @@ class SnapshotStore:
         started = time.perf_counter()
         data = encode_snapshot(meta, state)
         name = f"snapshot-{time.time_ns():020d}.bin"
-        partial = self.directory / f".{name}.tmp"
-        with open(partial, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
         final = self.directory / name
-        os.rename(partial, final)
+        atomic_write_bytes(final, data)
         # A small JSON beside it lists the snapshot without unpickling a model.
-        sidecar = final.with_suffix(".json")
-        sidecar_partial = self.directory / f".{sidecar.name}.tmp"
-        sidecar_partial.write_text(json.dumps(_json_safe({"file": name, "bytes": len(data), **meta}), default=str))
-        os.rename(sidecar_partial, sidecar)
-        directory_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory_fd)  # the rename itself must survive a power cut
-        finally:
-            os.close(directory_fd)
+        sidecar = json.dumps(_json_safe({"file": name, "bytes": len(data), **meta}), default=str)
+        atomic_write_bytes(final.with_suffix(".json"), sidecar.encode())
         self.prune()
         return final, len(data), time.perf_counter() - started
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Iterable, Mapping
 
+# Re-exported: the base lives in models/ so that models/ can raise it too.
+from models.errors import EngineError as EngineError
+
 MAX_DETAIL_CHARS = 1000
-
-
-class EngineError(Exception):
-    """Base of the engine's own errors: one `except EngineError` catches them all."""
 
 
 class DeadLetterReason(StrEnum):

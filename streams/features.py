@@ -17,12 +17,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from models.errors import EngineError
+
 AGGREGATIONS = ("count", "sum", "mean", "min", "max", "last", "seconds_since_last")
 NEEDS_SOURCE = {"sum", "mean", "min", "max", "last"}
 MAX_HISTORY = 10_000  # per entity and source: bounds memory when windows are long and entities hot
 
 
-class FeatureDefinitionError(ValueError):
+class FeatureDefinitionError(EngineError, ValueError):
     pass
 
 
