@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -40,7 +41,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from engine.publish import dataset_events
-from tests.conftest import ROOT, EngineProcess, free_port, unique_env
+from engine.harness import ROOT, EngineProcess, unique_env
 
 RESULTS = Path(__file__).parent / "results"
 # Closed loop: short, and with enough distinct bodies that the engine never sees one twice.
@@ -202,11 +203,97 @@ def plot(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def engine_process(work: Path, **settings: object) -> EngineProcess:
+    return EngineProcess(unique_env(LOG_LEVEL="warning", **settings), Path(tempfile.mkdtemp(prefix="engine-", dir=work)))
+
+
+async def freshness(engine: EngineProcess, probes: int, route: str) -> dict:
+    """Time from an event's publish, acknowledged by Kafka, until `route` reflects it.
+
+    Each probe publishes one event for an entity of its own, then asks the serving process
+    (GET /features, or POST /predict and its feature_version) until the update shows."""
+    producer = AIOKafkaProducer(bootstrap_servers=engine.settings.kafka_bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    seconds = []
+    tag = uuid.uuid4().hex[:6]
+    try:
+        async with httpx.AsyncClient(base_url=engine.base_url, timeout=5.0) as client:
+            for k in range(probes):
+                entity = f"fresh-{tag}-{k}"
+                body = {"event_id": f"fresh-{tag}-{k}", "entity_id": entity, "ts": time.time(), "features": {"https": 1.0}}
+                await producer.send_and_wait(engine.settings.events_topic, orjson.dumps(body), key=entity.encode())
+                acked = time.perf_counter()
+                while True:
+                    if route == "/features":
+                        row = (await client.get("/features", params={"entity_id": entity})).json()["rows"][0]
+                        seen = row["known"]
+                    else:
+                        answer = (await client.post("/predict", json={"entity_id": entity, "features": {}})).json()
+                        seen = answer["entity_known"]
+                    if seen:
+                        seconds.append(time.perf_counter() - acked)
+                        break
+                    if time.perf_counter() - acked > 10:
+                        raise RuntimeError(f"event {k} not visible on {route} after 10 s")
+                await asyncio.sleep(0.01)
+    finally:
+        await producer.stop()
+    values = np.array(seconds) * 1000
+    return {"probes": probes, "p50_ms": round(float(np.percentile(values, 50)), 2),
+            "p99_ms": round(float(np.percentile(values, 99)), 2), "max_ms": round(float(values.max()), 2)}
+
+
+async def model_staleness(engine: EngineProcess, probes: int) -> dict:
+    """Time from a label being learned (its example stamped on the examples topic) until the
+    served model includes it (GET /models counts it in samples_learned)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    producer = AIOKafkaProducer(bootstrap_servers=engine.settings.kafka_bootstrap, acks="all", linger_ms=0)
+    tp = TopicPartition(engine.settings.examples_topic, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=engine.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None)
+    await producer.start()
+    await consumer.start()
+    consumer.assign([tp])
+    consumer.seek(tp, (await consumer.end_offsets([tp]))[tp])
+    seconds = []
+    tag = uuid.uuid4().hex[:6]
+    try:
+        async with httpx.AsyncClient(base_url=engine.base_url, timeout=5.0) as client:
+            for k in range(probes):
+                body = {"event_id": f"stale-{tag}-{k}", "entity_id": "staleness", "ts": time.time(),
+                        "features": {"https": float(k % 2)}, "label": k % 2 == 0}
+                await producer.send_and_wait(engine.settings.events_topic, orjson.dumps(body), key=b"staleness")
+                record = None
+                while record is None:
+                    for r in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                        if orjson.loads(r.value)["event_id"] == body["event_id"]:
+                            record = r
+                learned_at, samples = record.timestamp / 1000, record.offset + 1
+                while (await client.get("/models")).json()["serving"]["samples_learned"] < samples:
+                    await asyncio.sleep(0.002)
+                seconds.append(time.time() - learned_at)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    values = np.array(seconds) * 1000
+    return {"probes": probes, "p50_ms": round(float(np.percentile(values, 50)), 2),
+            "p99_ms": round(float(np.percentile(values, 99)), 2), "max_ms": round(float(values.max()), 2)}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--ingest-rate", type=int, default=5000)
+    parser.add_argument("--probes", type=int, default=200, help="freshness and staleness probes per scenario")
     parser.add_argument("--chantilly-rate", type=int, default=100)
     args = parser.parse_args()
     if not VEGETA.exists():
@@ -214,9 +301,9 @@ def main() -> None:
     work = RESULTS / "work"
     work.mkdir(parents=True, exist_ok=True)
     n_requests = int(args.rate * (args.duration + 2) * 1.2)
-    results = []
+    results, freshness_results = [], []
 
-    engine = EngineProcess(unique_env(LOG_LEVEL="warning"), Path(tempfile.mkdtemp(prefix="engine-", dir=work))).start()
+    engine = engine_process(work).start()
     try:
         asyncio.run(_train(engine))
         engine.wait_until(lambda: engine.samples_learned() >= 1250, what="the model trained")
@@ -227,11 +314,20 @@ def main() -> None:
         closed = targets_file(work / "closed.jsonl", url, unique_bodies(CLOSED_LOOP_BODIES, start=10 * n_requests))
         results.append(measure("engine cache miss, closed loop", closed, 0, CLOSED_LOOP_SECONDS))
         results.append(measure("engine cache hit, idle", hit, args.rate, args.duration))
+        for route in ("/features", "/predict"):
+            freshness_results.append({"scenario": f"freshness {route}, idle", **asyncio.run(freshness(engine, args.probes, route))})
+            print(freshness_results[-1], flush=True)
+        freshness_results.append({"scenario": "model staleness, idle", **asyncio.run(model_staleness(engine, args.probes // 4))})
+        print(freshness_results[-1], flush=True)
         ingest = Ingest(engine.settings.kafka_bootstrap, engine.settings.events_topic, args.ingest_rate)
         ingest.start()
         try:
             miss2 = targets_file(work / "miss2.jsonl", url, unique_bodies(n_requests, start=n_requests))
-            result = measure("engine cache miss, ingesting", miss2, args.rate, args.duration)
+            result = measure(f"engine cache miss, ingesting {args.ingest_rate}/s", miss2, args.rate, args.duration)
+            for route in ("/features", "/predict"):
+                freshness_results.append({"scenario": f"freshness {route}, ingesting {args.ingest_rate}/s",
+                                          **asyncio.run(freshness(engine, args.probes, route))})
+                print(freshness_results[-1], flush=True)
         finally:
             ingest.stop_flag.set()
             ingest.join()
@@ -240,7 +336,16 @@ def main() -> None:
     finally:
         engine.stop()
 
-    fallback_engine = EngineProcess(unique_env(LOG_LEVEL="warning", MODEL="hoeffding"), Path(tempfile.mkdtemp(prefix="engine-", dir=work))).start()
+    two = engine_process(work, SERVE_PROCESSES=2).start()
+    try:
+        asyncio.run(_train(two))
+        two.wait_until(lambda: two.samples_learned() >= 1250, what="the model trained")
+        closed = targets_file(work / "closed2.jsonl", f"{two.base_url}/predict", unique_bodies(CLOSED_LOOP_BODIES, start=20 * n_requests))
+        results.append(measure("engine, 2 serving processes, closed loop", closed, 0, CLOSED_LOOP_SECONDS))
+    finally:
+        two.stop()
+
+    fallback_engine = engine_process(work, MODEL="hoeffding").start()
     try:
         url = f"{fallback_engine.base_url}/predict"
         fallback = targets_file(work / "fallback.jsonl", url, unique_bodies(n_requests))
@@ -278,12 +383,14 @@ def main() -> None:
     summary = {
         "engine_miss_p99_over_bare_p99": round(by_name["engine cache miss, idle"]["p99_ms"] / by_name["bare Starlette + River"]["p99_ms"], 2),
         "engine_max_throughput_over_bare": round(by_name["engine cache miss, closed loop"]["throughput_rps"] / bare_max, 3) if bare_max else None,
+        "two_serving_processes_over_bare": round(by_name["engine, 2 serving processes, closed loop"]["throughput_rps"] / bare_max, 3) if bare_max else None,
     }
     report = {
         "command": " ".join(sys.argv),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
         "results": results,
+        "freshness": freshness_results,
         "ratios": summary,
     }
     (RESULTS / "latency.json").write_text(json.dumps(report, indent=2) + "\n")

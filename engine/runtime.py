@@ -30,6 +30,7 @@ from streams.model_topic import ModelReplica
 from streams.offline_store import OfflineFeatureLog
 
 COMMAND_WAIT_SECONDS = 10.0
+BROKER_PROBE_SECONDS = 2.0
 
 
 def load_feature_registry(path: str) -> FeatureRegistry:
@@ -75,6 +76,7 @@ class Runtime:
         models = ModelReplica(settings.kafka_bootstrap, settings.models_topic)
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
         starting = [asyncio.create_task(c) for c in (features.start(wait_for_topic=3600.0), models.start(), producer.start())]
+        starting.append(asyncio.create_task(_probe_broker(producer, starting[2])))
         cache, redis = build_cache(settings)
         breaker = DeadlineBreaker(settings.predict_deadline_seconds, settings.breaker_cooldown_seconds)
         return cls(
@@ -131,6 +133,12 @@ class Runtime:
 
     # -- the learner, through the models and control topics ------------------------------------
 
+    def kafka_reachable(self) -> bool | None:
+        """Whether the broker answered the last metadata request (None without Kafka)."""
+        if self.producer is None:
+            return None
+        return getattr(self.producer, "rtml_reachable", False)
+
     def registry_record(self) -> dict[str, Any]:
         return self.models.registry if self.models is not None else {}
 
@@ -162,3 +170,19 @@ class Runtime:
         MultiProcessCollector(registry)
         value = registry.get_sample_value("rtml_pending_predictions")
         return None if value is None else int(value)
+
+
+async def _probe_broker(producer: AIOKafkaProducer, started: asyncio.Task) -> None:
+    """Asks the broker for metadata every few seconds; /readyz reports the answer. Serving
+    goes on without the broker (from what it holds), so this is reported, not required."""
+    try:
+        await started
+    except Exception:  # noqa: BLE001 - the start failed: the broker is unreachable
+        pass
+    while True:
+        try:
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), BROKER_PROBE_SECONDS)
+            producer.rtml_reachable = True  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - any failure means: not reachable now
+            producer.rtml_reachable = False  # type: ignore[attr-defined]
+        await asyncio.sleep(BROKER_PROBE_SECONDS)

@@ -10,38 +10,47 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 import uvicorn
 
 from engine.api import create_api
+from engine.sockets import shared_socket
 from engine.runtime import Runtime
 from engine.settings import Settings
 
 
-def shared_socket(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
+STOP_DEADLINE_SECONDS = 9.0
+
+
+class DeadlineServer(uvicorn.Server):
+    """uvicorn's server, but a signal to stop ends the process within a deadline in any
+    state (its Kafka clients can wait long on a broker that is down)."""
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        timer = threading.Timer(STOP_DEADLINE_SECONDS, os._exit, (0,))
+        timer.daemon = True
+        timer.start()
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
 
 def run_serve(settings: Settings) -> None:
     import asyncio
+    import logging
 
     from engine.logs import install_log_rate_limit
     from engine.topics import ensure_topics
 
-    asyncio.run(ensure_topics(settings))
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    install_log_rate_limit()
+    if not os.environ.get("RTML_LISTEN_FD"):  # under `engine run` the supervisor made them
+        asyncio.run(ensure_topics(settings))
     app = create_api(lambda: Runtime.start(settings))
     config = uvicorn.Config(
         app, log_level=settings.log_level.lower() if settings.log_level.lower() != "info" else "warning",
         access_log=False, lifespan="on", loop="uvloop", http="httptools", timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
-    install_log_rate_limit()
+    server = DeadlineServer(config)
     inherited = os.environ.get("RTML_LISTEN_FD")
     if inherited:
         sock = socket.socket(fileno=int(inherited))

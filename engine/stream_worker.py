@@ -366,7 +366,7 @@ class StreamWorker:
             await self.service.stop()
         else:
             await self.replica.stop()
-        self.offline_log.flush()
+        await asyncio.to_thread(self.offline_log.write, self.offline_log.take())
         if self.producer is not None:
             await self.producer.stop()
 

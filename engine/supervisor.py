@@ -19,8 +19,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from engine.serve import shared_socket
+from engine.sockets import shared_socket
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,23 @@ RESTART_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0)
 PR_SET_PDEATHSIG = 1
 
 
+# The stream worker yields the CPU to the serving processes when both want it (on two cores,
+# a busy worker otherwise holds requests up, and slows a restarted server's way to ready);
+# it still takes every cycle they leave.
+WORKER_NICENESS = 10
+
+
 def _die_with_parent() -> None:
     # Linux: the kernel sends SIGKILL to this child when its parent dies, however it dies.
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         pass
+
+
+def _worker_child() -> None:
+    _die_with_parent()
+    os.nice(WORKER_NICENESS)
 
 
 @dataclass
@@ -48,10 +60,11 @@ class Child:
     pid_file: Path | None = None
 
     pass_fds: tuple[int, ...] = ()
+    preexec: Callable[[], None] = _die_with_parent
 
     def start(self, env: dict[str, str], pid_dir: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine", *self.args], env=env, preexec_fn=_die_with_parent, pass_fds=self.pass_fds
+            [sys.executable, "-m", "engine", *self.args], env=env, preexec_fn=self.preexec, pass_fds=self.pass_fds
         )
         self.started_at = time.monotonic()
         self.pid_file = pid_dir / f"{self.name}.pid"
@@ -78,7 +91,7 @@ class Supervisor:
         env["RTML_LISTEN_FD"] = str(listener.fileno())
         port_file = self.settings.state_path / "api.port"
         port_file.write_text(f"{port}\n")
-        self.children = [Child("worker", ["worker", "--embedded-learner"])] + [
+        self.children = [Child("worker", ["worker", "--embedded-learner"], preexec=_worker_child)] + [
             Child(f"serve-{i}", ["serve"], pass_fds=(listener.fileno(),)) for i in range(self.settings.serve_processes)
         ]
         for child in self.children:

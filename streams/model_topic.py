@@ -15,13 +15,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from models.online import OnlineModel
 from models.snapshots import decode_snapshot, encode_snapshot
+
+if TYPE_CHECKING:  # River is slow to import: keep this module light for the supervisor
+    from models.online import OnlineModel
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ DECODE_IN_THREAD_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class ModelVersion:
-    model: OnlineModel
+    model: "OnlineModel"
     version: int  # the registry's version number
     revision: int  # how many times the learner has published; grows with every publication
     samples_learned: int
