@@ -3,34 +3,57 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
-import math
 import os
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
+from msgspec import UNSET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
+from starlette.authentication import requires
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from engine import metrics
-from engine.openapi import OPENAPI
+from engine.auth import ADMIN_AUTH, ADMIN_SCOPE
+from engine.contract import (
+    MAX_BATCH_ROWS,
+    CommandAccepted,
+    CommandDone,
+    Error,
+    FeatureRows,
+    FeaturesQuery,
+    JsonBody,
+    Liveness,
+    ModelsListing,
+    OfflineFeaturesQuery,
+    Prediction,
+    PredictionBatch,
+    PredictBatchRequest,
+    PredictRequest,
+    PromoteRequest,
+    Readiness,
+    RequestError,
+    RolloutRequest,
+    error_response,
+    predict_input,
+    read_query,
+)
+from engine.learning import new_command
+from engine.openapi import Operation, Reply, document
 from engine.runtime import Runtime
 from engine.serving import dumps_json
-from engine.learning import new_command
 from models.factory import MODELS
-from models.rollout import MODES
 from streams.feature_store import FeatureStore
-from streams.records import InvalidMessage, validate_features, validate_id
 
-MAX_BODY_BYTES = 1 << 20
-MAX_BATCH_ROWS = 1000
-MAX_ENTITY_IDS = 1000
+PREDICT_BODY = JsonBody(PredictRequest)
+PREDICT_BATCH_BODY = JsonBody(PredictBatchRequest)
+PROMOTE_BODY = JsonBody(PromoteRequest)
+ROLLOUT_BODY = JsonBody(RolloutRequest)
 
 
 class JSONResponse(Response):
@@ -40,105 +63,42 @@ class JSONResponse(Response):
         return dumps_json(content)
 
 
-def error(status: int, message: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
-    if field is not None:
-        body["field"] = field
-    return JSONResponse(body, status_code=status)
-
-
-async def read_json(request: Request) -> Any:
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise RequestError(415, "Content-Type must be application/json")
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise RequestError(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise RequestError(413, f"body larger than {MAX_BODY_BYTES} bytes")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(400, f"body is not valid JSON: {exc}") from None
-
-
-class RequestError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-
-
-def parse_predict_request(body: Any, runtime: Runtime) -> tuple[str, dict[str, Any]]:
-    if not isinstance(body, dict):
-        raise RequestError(422, "body must be a JSON object", "body")
-    unknown = set(body) - {"entity_id", "features"}
-    if unknown:
-        name = sorted(unknown)[0]
-        raise RequestError(422, f"unknown field {name!r}", name)
-    settings = runtime.settings
-    try:
-        entity_id = validate_id(body, "entity_id", settings.max_id_length)
-        features, _ = validate_features(
-            body.get("features", {}), runtime.feature_registry.ranges, max_magnitude=settings.max_feature_magnitude
-        )
-    except InvalidMessage as exc:
-        raise RequestError(422, exc.detail, exc.field) from None
-    return entity_id, features
+async def request_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    return error_response(exc.status, exc.message, exc.field)
 
 
 async def predict(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
-    try:
-        entity_id, features = parse_predict_request(await read_json(request), runtime)
-    except RequestError as exc:
-        return error(exc.status, exc.message, exc.field)
+    body = await PREDICT_BODY.read(request)
+    entity_id, features = predict_input(body, runtime.settings, runtime.feature_registry.ranges)
     return JSONResponse(await runtime.predictor.predict(entity_id, features))
 
 
 async def predict_batch(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
-    try:
-        body = await read_json(request)
-        if not isinstance(body, dict) or set(body) != {"rows"} or not isinstance(body["rows"], list):
-            raise RequestError(422, 'body must be {"rows": [{"entity_id": ..., "features": {...}}, ...]}', "rows")
-        if not 1 <= len(body["rows"]) <= MAX_BATCH_ROWS:
-            raise RequestError(422, f"rows must hold 1 to {MAX_BATCH_ROWS} items", "rows")
-        parsed = []
-        for i, row in enumerate(body["rows"]):
-            try:
-                parsed.append(parse_predict_request(row, runtime))
-            except RequestError as exc:
-                field = f"rows[{i}]" if exc.field in (None, "body") else f"rows[{i}].{exc.field}"
-                raise RequestError(exc.status, exc.message, field) from None
-    except RequestError as exc:
-        return error(exc.status, exc.message, exc.field)
+    body = await PREDICT_BATCH_BODY.read(request)
+    ranges = runtime.feature_registry.ranges
+    parsed = []
+    for i, row in enumerate(body.rows):
+        try:
+            parsed.append(predict_input(row, runtime.settings, ranges))
+        except RequestError as exc:
+            raise RequestError(exc.status, exc.message, f"rows[{i}].{exc.field}") from None
     return JSONResponse({"results": [await runtime.predictor.predict(e, f) for e, f in parsed]})
 
 
 async def online_features(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
-    ids = request.query_params.getlist("entity_id")
-    if not 1 <= len(ids) <= MAX_ENTITY_IDS:
-        return error(422, f"give 1 to {MAX_ENTITY_IDS} entity_id query parameters", "entity_id")
-    return JSONResponse({"rows": FeatureStore(runtime.feature_registry, runtime.features).get_online_features(ids)})
+    query = read_query(request, FeaturesQuery)
+    return JSONResponse({"rows": FeatureStore(runtime.feature_registry, runtime.features).get_online_features(query.entity_id)})
 
 
 async def offline_features(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
-    ids = request.query_params.getlist("entity_id")
-    if not 1 <= len(ids) <= MAX_ENTITY_IDS:
-        return error(422, f"give 1 to {MAX_ENTITY_IDS} entity_id query parameters", "entity_id")
-    try:
-        timestamp = float(request.query_params.get("ts", ""))
-    except ValueError:
-        return error(422, "ts must be epoch seconds (event time)", "ts")
-    if not math.isfinite(timestamp):
-        return error(422, "ts must be a finite number of epoch seconds (event time)", "ts")
+    query = read_query(request, OfflineFeaturesQuery)
     # Parquet reads block: keep them off the event loop that serves /predict.
-    rows = await asyncio.to_thread(runtime.offline_log.get_offline_features, ids, timestamp)
+    rows = await asyncio.to_thread(runtime.offline_log.get_offline_features, query.entity_id, query.ts)
     return JSONResponse({"rows": rows})
 
 
@@ -151,10 +111,12 @@ async def readyz(request: Request) -> Response:
     checks = runtime.checks()
     ready = all(checks.values())
     # Reported, not required: a model that answered badly is served around by the fallback
-    # chain (and must stay in rotation to recover); without Redis the engine serves uncached.
+    # chain (and must stay in rotation to recover); without Redis the engine serves uncached;
+    # without the broker it serves from the features and model it holds (their ages say how old).
     checks["model_healthy"] = runtime.predictor.healthy
     redis = None if runtime.redis is None else await runtime.redis.ping()
-    return JSONResponse({"ready": ready, "checks": checks, "redis": redis}, status_code=200 if ready else 503)
+    body = {"ready": ready, "checks": checks, "redis": redis, "kafka": runtime.kafka_reachable()}
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def list_models(request: Request) -> Response:
@@ -195,18 +157,6 @@ async def list_models(request: Request) -> Response:
     )
 
 
-def check_admin(request: Request) -> JSONResponse | None:
-    """Admin routes need `Authorization: Bearer $ADMIN_TOKEN`: 401 without one, 403 when wrong."""
-    runtime: Runtime = request.state.runtime
-    header = request.headers.get("authorization", "")
-    if not header.lower().startswith("bearer ") or not header[7:].strip():
-        return error(401, "admin route: send Authorization: Bearer <ADMIN_TOKEN>")
-    expected = runtime.settings.admin_token
-    if not expected or not hmac.compare_digest(header[7:].strip().encode(), expected.encode()):
-        return error(403, "wrong admin token" if expected else "admin routes are off: ADMIN_TOKEN is not set")
-    return None
-
-
 async def run_command(request: Request, action: str, **args: Any) -> Response:
     """Hands the command to the learner and answers with its result; 202 with how to follow
     it when the learner has not answered in time (it is down, or busy)."""
@@ -214,9 +164,9 @@ async def run_command(request: Request, action: str, **args: Any) -> Response:
     name = request.path_params["name"]
     live = runtime.predictor.model
     if live is None:
-        return error(503, "no model is loaded yet")
+        return error_response(503, "no model is loaded yet")
     if name != live.name:
-        return error(404, f"the serving model is {live.name!r}, not {name!r}", "name")
+        return error_response(404, f"the serving model is {live.name!r}, not {name!r}", "name")
     command = new_command(action, name, **args)
     result = await runtime.command(command)
     if result is None:
@@ -227,75 +177,36 @@ async def run_command(request: Request, action: str, **args: Any) -> Response:
         )
     body = {k: v for k, v in result.items() if k not in ("ok", "status", "id")}
     if not result["ok"]:
-        return error(result["status"], body.get("error", "refused"))
+        return error_response(result["status"], body.get("error", "refused"))
     # The learner has published the outcome; this process may still be reading it.
     return JSONResponse({"id": command["id"], **body})
 
 
 async def promote(request: Request) -> Response:
-    refused = check_admin(request)
-    if refused is not None:
-        return refused
-    try:
-        body = await read_json(request)
-    except RequestError as exc:
-        return error(exc.status, exc.message, exc.field)
-    version = body.get("version") if isinstance(body, dict) else None
-    if isinstance(version, bool) or not isinstance(version, int):
-        return error(422, "body must be {\"version\": <integer>}", "version")
-    return await run_command(request, "promote", version=version)
+    body = await PROMOTE_BODY.read(request)
+    return await run_command(request, "promote", version=body.version)
 
 
 async def rollback(request: Request) -> Response:
-    refused = check_admin(request)
-    if refused is not None:
-        return refused
     return await run_command(request, "rollback")
 
 
 async def start_rollout(request: Request) -> Response:
-    """Body {"version": N, "mode": "shadow"|"canary", "share": 0.1, "min_labels": 1000, "margin": 0.0}."""
-    runtime: Runtime = request.state.runtime
-    refused = check_admin(request)
-    if refused is not None:
-        return refused
-    try:
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise RequestError(422, "body must be a JSON object", "body")
-        version = body.get("version")
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise RequestError(422, "version must be an integer", "version")
-        options = {
-            "mode": body.get("mode", "shadow"),
-            "share": body.get("share", 0.0),
-            "min_labels": body.get("min_labels", runtime.settings.rollout_min_labels),
-            "margin": body.get("margin", runtime.settings.rollout_margin),
-        }
-        if options["mode"] not in MODES:
-            raise RequestError(422, f"mode must be one of {list(MODES)}", "mode")
-        for name in ("share", "margin"):
-            value = options[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise RequestError(422, f"{name} must be a number", name)
-        if not 0.0 <= options["share"] <= 1.0:
-            raise RequestError(422, "share must be between 0 and 1", "share")
-        if isinstance(options["min_labels"], bool) or not isinstance(options["min_labels"], int) or options["min_labels"] < 1:
-            raise RequestError(422, "min_labels must be a positive integer", "min_labels")
-    except RequestError as exc:
-        return error(exc.status, exc.message, exc.field)
-    return await run_command(request, "rollout", version=version, **options)
+    settings = request.state.runtime.settings
+    body = await ROLLOUT_BODY.read(request)
+    return await run_command(
+        request, "rollout", version=body.version, mode=body.mode, share=body.share,
+        min_labels=settings.rollout_min_labels if body.min_labels is UNSET else body.min_labels,
+        margin=settings.rollout_margin if body.margin is UNSET else body.margin,
+    )
 
 
 async def stop_rollout(request: Request) -> Response:
-    refused = check_admin(request)
-    if refused is not None:
-        return refused
     return await run_command(request, "rollout_stop")
 
 
 async def openapi_document(request: Request) -> Response:
-    return JSONResponse(OPENAPI)
+    return Response(OPENAPI_JSON, media_type="application/json")
 
 
 async def prometheus_metrics(request: Request) -> Response:
@@ -336,6 +247,80 @@ class RequestMetrics:
             metrics.REQUEST_SECONDS.labels(template, str(status)).observe(time.perf_counter() - started)
 
 
+class ApiRoute(Route):
+    """A route with its `Operation` for /openapi.json; the one place admin auth is applied:
+    the authentication middleware, and `requires("admin")` around the endpoint."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], method: str, operation: Operation) -> None:
+        if operation.admin:
+            endpoint = requires(ADMIN_SCOPE)(endpoint)
+        super().__init__(path, endpoint, methods=[method], middleware=ADMIN_AUTH if operation.admin else None)
+        self.operation = operation
+
+
+def _admin(summary: str, body: Any = None) -> Operation:
+    return Operation(
+        summary=summary,
+        body=body,
+        admin=True,
+        path_params={"name": "the serving model's name (MODEL)"},
+        responses={
+            200: Reply(CommandDone, "done"),
+            202: Reply(CommandAccepted, "sent; the learner has not answered yet"),
+            404: Reply(Error, "not the serving model's name"),
+            409: Reply(Error, "no such version, or nothing to roll back"),
+            503: Reply(Error, "no model loaded, or no learner reachable from this process"),
+        },
+    )
+
+
+ROUTES = [
+    ApiRoute("/healthz", healthz, "GET", Operation("Liveness", {200: Reply(Liveness, "alive")})),
+    ApiRoute("/readyz", readyz, "GET", Operation(
+        "Readiness: model loaded, partitions assigned, tables recovered",
+        {200: Reply(Readiness, "ready"), 503: Reply(Readiness, "not ready")},
+    )),
+    ApiRoute("/predict", predict, "POST", Operation(
+        "Score one entity now", {200: Reply(Prediction, "the prediction")}, body=PredictRequest,
+    )),
+    ApiRoute("/predict/batch", predict_batch, "POST", Operation(
+        f"Score 1 to {MAX_BATCH_ROWS} entities in one call", {200: Reply(PredictionBatch, "one prediction per row")},
+        body=PredictBatchRequest,
+    )),
+    ApiRoute("/openapi.json", openapi_document, "GET", Operation(
+        "This document", {200: Reply(dict[str, Any], "OpenAPI 3.1")},
+    )),
+    ApiRoute("/models", list_models, "GET", Operation(
+        "The serving model, the registered versions and the models available", {200: Reply(ModelsListing, "models")},
+    )),
+    ApiRoute("/models/{name}/promote", promote, "POST", _admin(
+        "Serve a registered version (the outgoing model's state is kept for rollback)", PromoteRequest,
+    )),
+    ApiRoute("/models/{name}/rollback", rollback, "POST", _admin("Serve the version that served before the current one")),
+    ApiRoute("/models/{name}/rollout", start_rollout, "POST", _admin(
+        "Start a shadow or canary rollout of a registered version", RolloutRequest,
+    )),
+    ApiRoute("/models/{name}/rollout/stop", stop_rollout, "POST", _admin("Stop the running rollout without a decision")),
+    ApiRoute("/features", online_features, "GET", Operation(
+        "Online feature rows (get_online_features)", {200: Reply(FeatureRows, "one row per entity")},
+        query=FeaturesQuery,
+    )),
+    ApiRoute("/features/offline", offline_features, "GET", Operation(
+        "Point-in-time feature rows as online serving returned them at event time `ts` (get_offline_features)",
+        {200: Reply(FeatureRows, "one row per entity"), 503: Reply(Error, "no offline log in this process")},
+        query=OfflineFeaturesQuery,
+    )),
+    ApiRoute("/metrics", prometheus_metrics, "GET", Operation(
+        "Prometheus metrics", {200: Reply(str, "Prometheus text format", "text/plain")},
+    )),
+]
+
+OPENAPI = document(
+    ROUTES, title="rtml engine", version="0.1.0", description="Online predictions from River models fed by Kafka events."
+)
+OPENAPI_JSON = orjson.dumps(OPENAPI)
+
+
 def create_api(start_runtime: Callable[[], Awaitable[Runtime]]) -> Any:
     """The ASGI app; `start_runtime` builds the process's shared objects on the running loop."""
 
@@ -347,22 +332,5 @@ def create_api(start_runtime: Callable[[], Awaitable[Runtime]]) -> Any:
         finally:
             await runtime.stop()
 
-    app = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/predict", predict, methods=["POST"]),
-            Route("/predict/batch", predict_batch, methods=["POST"]),
-            Route("/openapi.json", openapi_document, methods=["GET"]),
-            Route("/models", list_models, methods=["GET"]),
-            Route("/models/{name}/promote", promote, methods=["POST"]),
-            Route("/models/{name}/rollback", rollback, methods=["POST"]),
-            Route("/models/{name}/rollout", start_rollout, methods=["POST"]),
-            Route("/models/{name}/rollout/stop", stop_rollout, methods=["POST"]),
-            Route("/features", online_features, methods=["GET"]),
-            Route("/features/offline", offline_features, methods=["GET"]),
-            Route("/metrics", prometheus_metrics, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    app = Starlette(routes=ROUTES, exception_handlers={RequestError: request_error}, lifespan=lifespan)
     return RequestMetrics(app)

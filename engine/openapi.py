@@ -1,183 +1,121 @@
-"""The OpenAPI 3.1 document served at /openapi.json."""
+"""The OpenAPI 3.1 document served at /openapi.json, generated from the routes.
+
+Each route carries an `Operation` (its summary and the declarations of engine/contract.py it
+reads and answers with); schemas come from those declarations through msgspec, and the error
+responses from the same tables the API answers with. Nothing here restates a field or a limit.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
-_ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {"error": {"type": "string"}, "field": {"type": "string"}},
-}
+import msgspec
 
+from engine.contract import BODY_ERRORS, QUERY_ERRORS, Error
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+ADMIN_SCHEME = "adminToken"
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    meaning = {
-        400: "body is not valid JSON",
-        413: "body too large",
-        415: "Content-Type is not application/json",
-        422: "the body breaks the schema; `field` names the offending field",
+@dataclass(frozen=True)
+class Reply:
+    """One response: its declaration (any type msgspec describes), what it means, its media type."""
+
+    declaration: Any
+    description: str
+    media_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    responses: Mapping[int, Reply]
+    body: Any = None  # the declaration of the JSON request body
+    query: Any = None  # a Struct whose fields are the query parameters
+    admin: bool = False  # ApiRoute (engine/api.py) puts the admin auth on the route when set
+    path_params: Mapping[str, str] = field(default_factory=dict)  # name -> description
+
+
+def _errors(meanings: Mapping[int, str]) -> dict[int, Reply]:
+    return {status: Reply(Error, meaning) for status, meaning in meanings.items()}
+
+
+ADMIN_ERRORS = _errors({401: "no bearer token", 403: "wrong token, or admin routes off (ADMIN_TOKEN empty)"})
+# Long query strings are refused by the HTTP server before they reach the app.
+REQUEST_LINE_TOO_LONG = Reply(str, "the HTTP server refused the request line (too long)", "text/plain")
+
+
+def responses_of(operation: Operation) -> dict[int, Reply]:
+    """What the route answers: its own responses and those of the checks it goes through."""
+    replies = dict(operation.responses)
+    if operation.body is not None:
+        replies.update(_errors(BODY_ERRORS))
+    if operation.query is not None:
+        replies.update(_errors(QUERY_ERRORS))
+        replies.setdefault(400, REQUEST_LINE_TOO_LONG)
+    if operation.admin:
+        replies.update(ADMIN_ERRORS)
+    return replies
+
+
+def document(routes: Iterable[Any], *, title: str, version: str, description: str) -> dict[str, Any]:
+    """The OpenAPI document of `routes`: Starlette routes with `.operation` and `.methods`."""
+    routes = list(routes)
+    declarations: list[Any] = []
+    for route in routes:
+        op = route.operation
+        for declaration in (op.body, *(r.declaration for r in responses_of(op).values())):
+            if declaration is not None and declaration not in declarations:
+                declarations.append(declaration)
+    schemas, components = msgspec.json.schema_components(declarations, ref_template="#/components/schemas/{name}")
+    schema_of = dict(zip(declarations, schemas))
+
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        op: Operation = route.operation
+        operation: dict[str, Any] = {"summary": op.summary}
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
+             **({"description": op.path_params[name]} if name in op.path_params else {})}
+            for name in route.param_convertors
+        ]
+        if op.query is not None:
+            parameters += _query_parameters(op.query)
+        if parameters:
+            operation["parameters"] = parameters
+        if op.body is not None:
+            operation["requestBody"] = {
+                "required": True, "content": {"application/json": {"schema": schema_of[op.body]}},
+            }
+        operation["responses"] = {
+            str(status): {"description": reply.description,
+                          "content": {reply.media_type: {"schema": schema_of[reply.declaration]}}}
+            for status, reply in sorted(responses_of(op).items())
+        }
+        if op.admin:
+            operation["security"] = [{ADMIN_SCHEME: []}]
+        for method in sorted(route.methods - {"HEAD"}):
+            paths.setdefault(route.path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {ADMIN_SCHEME: {"type": "http", "scheme": "bearer",
+                                               "description": "Authorization: Bearer $ADMIN_TOKEN"}},
+        },
     }
-    return {str(code): _json({"$ref": "#/components/schemas/Error"}, meaning[code]) for code in codes}
 
 
-FEATURE_ROWS = {
-    "type": "object",
-    "required": ["rows"],
-    "properties": {"rows": {"type": "array", "items": {
-        "type": "object", "required": ["entity_id", "known", "values", "updated_at", "version"],
-        "properties": {"entity_id": {"type": "string"}, "known": {"type": "boolean"},
-                       "values": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
-                       "updated_at": {"type": ["number", "null"]}, "version": {"type": "integer"}}}}},
-}
-
-def _admin(summary: str, body: dict[str, Any] | None) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary + " (admin: Authorization: Bearer $ADMIN_TOKEN)",
-        "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
-        "responses": {
-            "200": _json({"type": "object"}, "done"),
-            "401": _json({"$ref": "#/components/schemas/Error"}, "no bearer token"),
-            "403": _json({"$ref": "#/components/schemas/Error"}, "wrong token, or admin routes off"),
-            "404": _json({"$ref": "#/components/schemas/Error"}, "not the serving model's name"),
-            "409": _json({"$ref": "#/components/schemas/Error"}, "no such version, or nothing to roll back"),
-            "503": _json({"$ref": "#/components/schemas/Error"}, "no registry or stream in this process"),
-            **_errors(400, 413, 415, 422),
-        },
-    }
-    if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    return {"post": operation}
-
-
-PREDICT_REQUEST = {
-    "type": "object",
-    "required": ["entity_id"],
-    "additionalProperties": False,
-    "properties": {
-        "entity_id": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]},
-        "features": {
-            "type": "object",
-            "description": "name -> number, string, boolean or null (missing); joined with the entity's online features",
-            "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
-        },
-    },
-}
-
-PREDICTION = {
-    "type": "object",
-    "required": ["entity_id", "prediction", "probabilities", "model", "cached", "fallback", "entity_known",
-                 "feature_version", "feature_age_seconds"],
-    "properties": {
-        "entity_id": {"type": "string"},
-        "prediction": {"type": ["number", "string", "boolean", "null"]},
-        "probabilities": {"type": ["object", "null"], "additionalProperties": {"type": "number"}},
-        "model": {
-            "type": "object",
-            "required": ["name", "version"],
-            "properties": {"name": {"type": "string"}, "version": {"type": "integer"}},
-        },
-        "cached": {"enum": ["l1", "l2", None], "description": "the cache tier that answered, or null"},
-        "rollout": {"enum": ["canary", None], "description": "a canary challenger answered"},
-        "fallback": {
-            "type": ["object", "null"],
-            "properties": {
-                "reason": {"enum": ["deadline", "model_error", "model_not_trained"]},
-                "source": {"enum": ["fallback_model", "prior", "default"]},
-            },
-        },
-        "entity_known": {"type": "boolean"},
-        "feature_version": {"type": ["integer", "null"]},
-        "feature_age_seconds": {"type": ["number", "null"], "minimum": 0},
-    },
-}
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "rtml engine", "version": "0.1.0",
-             "description": "Online predictions from River models fed by Kafka events."},
-    "paths": {
-        "/predict": {
-            "post": {
-                "summary": "Score one entity now",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}},
-                "responses": {"200": _json({"$ref": "#/components/schemas/Prediction"}, "the prediction"), **_errors(400, 413, 415, 422)},
-            }
-        },
-        "/predict/batch": {
-            "post": {
-                "summary": "Score up to 1000 rows in one call",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["rows"], "additionalProperties": False,
-                        "properties": {"rows": {"type": "array", "minItems": 1, "maxItems": 1000,
-                                                "items": {"$ref": "#/components/schemas/PredictRequest"}}},
-                    }}},
-                },
-                "responses": {
-                    "200": _json({"type": "object", "required": ["results"], "properties": {
-                        "results": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}}}}, "one prediction per row"),
-                    **_errors(400, 413, 415, 422),
-                },
-            }
-        },
-        "/features": {
-            "get": {
-                "summary": "Online feature rows (get_online_features)",
-                "parameters": [{"name": "entity_id", "in": "query", "required": True, "style": "form", "explode": True,
-                                "schema": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "string"}}}],
-                "responses": {
-                    "200": _json({"$ref": "#/components/schemas/FeatureRows"}, "one row per entity"),
-                    **_errors(422),
-                    "400": {"description": "the HTTP server refused the request line (too long)",
-                            "content": {"text/plain": {"schema": {"type": "string"}}}},
-                },
-            }
-        },
-        "/features/offline": {
-            "get": {
-                "summary": "Point-in-time feature rows as online serving returned them at event time `ts` (get_offline_features)",
-                "parameters": [
-                    {"name": "entity_id", "in": "query", "required": True, "style": "form", "explode": True,
-                     "schema": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "string"}}},
-                    {"name": "ts", "in": "query", "required": True, "schema": {"type": "number"}},
-                ],
-                "responses": {
-                    "200": _json({"$ref": "#/components/schemas/FeatureRows"}, "one row per entity"),
-                    **_errors(422),
-                    "400": {"description": "the HTTP server refused the request line (too long)",
-                            "content": {"text/plain": {"schema": {"type": "string"}}}},
-                    "503": _json({"$ref": "#/components/schemas/Error"}, "no offline log in this process"),
-                },
-            }
-        },
-        "/models": {"get": {"summary": "The serving model and the models available",
-                            "responses": {"200": _json({"type": "object", "required": ["serving", "available"]}, "models")}}},
-        "/models/{name}/promote": _admin(
-            "Serve a registered version (the outgoing model's state is kept for rollback)",
-            {"type": "object", "required": ["version"], "properties": {"version": {"type": "integer"}}},
-        ),
-        "/models/{name}/rollback": _admin("Serve the version that served before the current one", None),
-        "/models/{name}/rollout": _admin(
-            "Start a shadow or canary rollout of a registered version",
-            {"type": "object", "required": ["version"], "properties": {
-                "version": {"type": "integer"}, "mode": {"enum": ["shadow", "canary"]},
-                "share": {"type": "number", "minimum": 0, "maximum": 1},
-                "min_labels": {"type": "integer", "minimum": 1}, "margin": {"type": "number"}}},
-        ),
-        "/models/{name}/rollout/stop": _admin("Stop the running rollout without a decision", None),
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"}, "alive")}}},
-        "/readyz": {"get": {"summary": "Readiness: model loaded, partitions assigned, tables recovered",
-                            "responses": {"200": _json({"type": "object"}, "ready"), "503": _json({"type": "object"}, "not ready")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics",
-                             "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")}}},
-    },
-    "components": {"schemas": {"PredictRequest": PREDICT_REQUEST, "Prediction": PREDICTION, "Error": _ERROR,
-                               "FeatureRows": FEATURE_ROWS}},
-}
+def _query_parameters(declaration: Any) -> list[dict[str, Any]]:
+    # Scalars and lists of scalars: the parameters' schemas need no shared components.
+    (schema,) = msgspec.json.schema_components([declaration])[1].values()
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, property_schema in schema["properties"].items():
+        parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": property_schema}
+        if property_schema.get("type") == "array":
+            parameter.update(style="form", explode=True)
+        parameters.append(parameter)
+    return parameters

@@ -1,9 +1,15 @@
 """The HTTP contract, in process, without Kafka."""
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from engine.api import create_api
+from engine.api import ROUTES, create_api
+from engine import contract
+from engine.contract import MAX_BATCH_ROWS, MAX_BODY_BYTES, MAX_ENTITY_IDS
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.serving import FixedModel
@@ -162,3 +168,147 @@ def test_metrics_are_prometheus_text(client):
     client.get("/healthz")
     text = client.get("/metrics").text
     assert 'rtml_http_request_seconds_bucket{le="0.0001",route="/healthz",status="200"}' in text
+
+
+# -- the contract: one declaration for validation, error fields and /openapi.json ----------------
+
+def _resolve(document, schema):
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def test_openapi_describes_every_route_and_method(client):
+    document = client.get("/openapi.json").json()
+    assert document["openapi"] == "3.1.0"
+    served = {(route.path, method.lower()) for route in ROUTES for method in route.methods - {"HEAD"}}
+    described = {(path, method) for path, operations in document["paths"].items() for method in operations}
+    assert described == served
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert operation["summary"] and "200" in operation["responses"], (path, method)
+            if "requestBody" in operation:
+                assert {"400", "413", "415", "422"} <= set(operation["responses"]), path
+            admin = path.startswith("/models/{name}/")
+            assert ("security" in operation) == admin, path
+            if admin:
+                assert {"401", "403"} <= set(operation["responses"]), path
+
+
+def test_openapi_limits_come_from_the_same_constants(client):
+    document = client.get("/openapi.json").json()
+    batch = _resolve(document, document["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"])
+    assert (batch["properties"]["rows"]["minItems"], batch["properties"]["rows"]["maxItems"]) == (1, MAX_BATCH_ROWS)
+    assert batch["additionalProperties"] is False
+    for path in ("/features", "/features/offline"):
+        (ids,) = [p for p in document["paths"][path]["get"]["parameters"] if p["name"] == "entity_id"]
+        assert ids["in"] == "query" and ids["required"] and ids["explode"]
+        assert (ids["schema"]["minItems"], ids["schema"]["maxItems"]) == (1, MAX_ENTITY_IDS)
+    assert str(MAX_BODY_BYTES) in document["paths"]["/predict"]["post"]["responses"]["413"]["description"]
+
+
+def test_the_batch_limit_is_the_declared_one(client):
+    row = {"entity_id": "a", "features": {"amount": 1.0}}
+    assert len(client.post("/predict/batch", json={"rows": [row] * MAX_BATCH_ROWS}).json()["results"]) == MAX_BATCH_ROWS
+    too_many = client.post("/predict/batch", json={"rows": [row] * (MAX_BATCH_ROWS + 1)})
+    assert too_many.status_code == 422 and too_many.json()["field"] == "rows"
+    assert client.post("/predict/batch", json={"rows": []}).json()["field"] == "rows"
+
+
+def test_the_entity_id_limit_is_the_declared_one(client):
+    ids = "&".join(f"entity_id=e{i}" for i in range(MAX_ENTITY_IDS))
+    assert len(client.get(f"/features?{ids}").json()["rows"]) == MAX_ENTITY_IDS
+    too_many = client.get(f"/features?{ids}&entity_id=one-more")
+    assert too_many.status_code == 422 and too_many.json()["field"] == "entity_id"
+
+
+def test_the_body_limit_is_the_declared_one(client):
+    def body(size):
+        head, tail = b'{"entity_id": "a", "features": {"x": "', b'"}}'
+        return head + b"y" * (size - len(head) - len(tail)) + tail
+
+    headers = {"content-type": "application/json"}
+    assert client.post("/predict", content=body(MAX_BODY_BYTES), headers=headers).status_code == 200
+    assert client.post("/predict", content=body(MAX_BODY_BYTES + 1), headers=headers).status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"rows": [{"entity_id": "a"}, {"entity_id": "b", "features": {"x": [1]}}]}, "rows[1].features.x"),
+        ({"rows": [{"entity_id": "a"}, {"features": {}}]}, "rows[1].entity_id"),
+        ({"rows": [{"entity_id": "a"}, 3]}, "rows[1]"),
+        ({"rows": [{"entity_id": "a", "extra": 1}]}, "rows[0].extra"),
+        ({"rows": [{"entity_id": ""}]}, "rows[0].entity_id"),
+        ({"rows": {}}, "rows"),
+        ({"rows": [], "more": 1}, "more"),
+        ({}, "rows"),
+        ([], "body"),
+    ],
+)
+def test_batch_shape_errors_name_the_row_and_the_field(client, body, field):
+    response = client.post("/predict/batch", json=body)
+    assert response.status_code == 422 and response.json()["field"] == field
+
+
+def test_an_out_of_range_number_is_not_json_as_before(client):
+    body = b'{"entity_id": "a", "features": {"x": 1e400}}'
+    assert client.post("/predict", content=body, headers={"content-type": "application/json"}).status_code == 400
+
+
+def test_integer_ids_beyond_64_bits_are_read_exactly(client):
+    # Read as a float (and refused) before msgspec; the stream reads such ids exactly too.
+    answer = client.post("/predict", json={"entity_id": 2**70, "features": {}}).json()
+    assert answer["entity_id"] == str(2**70)
+
+
+def test_answers_match_their_declarations(client):
+    msgspec.convert(client.post("/predict", json={"entity_id": "known", "features": {"amount": 3.0}}).json(), contract.Prediction)
+    batch = client.post("/predict/batch", json={"rows": [{"entity_id": "known"}, {"entity_id": 7}]}).json()
+    assert len(msgspec.convert(batch, contract.PredictionBatch).results) == 2
+    msgspec.convert(client.get("/features?entity_id=known&entity_id=nobody").json(), contract.FeatureRows)
+    msgspec.convert(client.get("/healthz").json(), contract.Liveness)
+    msgspec.convert(client.get("/readyz").json(), contract.Readiness)
+    msgspec.convert(client.get("/models").json(), contract.ModelsListing)
+    refused = client.post("/predict", json={"entity_id": True}).json()
+    assert msgspec.convert(refused, contract.Error).field == "entity_id"
+
+
+def test_a_model_not_loaded_answer_matches_the_declaration(tmp_path):
+    runtime = Runtime.in_process(Settings.from_env({"REDIS_URL": "", "STATE_DIR": str(tmp_path)}), NoModelYet(), {})
+
+    async def start():
+        return runtime
+
+    with TestClient(create_api(start)) as client:
+        answer = msgspec.convert(client.post("/predict", json={"entity_id": "a"}).json(), contract.Prediction)
+        assert answer.model is None and answer.fallback.reason == "model_not_loaded"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["entity_id", "features", "x"]), inner, max_size=3),
+    max_leaves=8,
+)
+ROWS = st.lists(
+    st.fixed_dictionaries({"entity_id": st.text(max_size=2) | st.integers() | JSON_VALUES},
+                          optional={"features": st.dictionaries(st.text(max_size=2), JSON_VALUES, max_size=3) | JSON_VALUES,
+                                    "extra": JSON_VALUES})
+    | JSON_VALUES,
+    max_size=4,
+)
+
+
+@given(body=st.fixed_dictionaries({"rows": ROWS}, optional={"more": JSON_VALUES}) | JSON_VALUES)
+@hypothesis_settings(max_examples=300, deadline=None)
+def test_every_refused_body_gets_a_field_the_walk_found(body):
+    """msgspec puts the location of an error in its message only: the API finds the field by
+    walking the declaration instead, and must find one wherever msgspec refuses."""
+    raw = msgspec.json.encode(body)
+    try:
+        msgspec.json.decode(raw, type=contract.PredictBatchRequest)
+    except msgspec.ValidationError as exc:
+        refused = contract.refusal(contract.PredictBatchRequest, raw, exc)
+        assert refused.status == 422 and refused.field is not None
+        assert " - at `$" not in refused.message, refused.message  # the walk reached the level at fault

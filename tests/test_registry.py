@@ -142,3 +142,73 @@ def test_admin_requests_are_checked_before_they_reach_the_learner(client):
     bad_share = {"version": 2, "mode": "canary", "share": 1.5}
     assert client.post("/models/logreg/rollout", json=bad_share, headers=AUTH).status_code == 422
     assert client.runtime.command.sent == []
+
+
+def test_admin_refusals_are_json_with_the_statuses_users_know(client):
+    missing = client.post("/models/logreg/rollback")
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert missing.json() == {"error": "admin route: send Authorization: Bearer <ADMIN_TOKEN>"}
+    for malformed in ("Bearer", "Bearer  ", "Basic s3cret", "s3cret"):
+        assert client.post("/models/logreg/rollback", headers={"Authorization": malformed}).status_code == 401
+    wrong = client.post("/models/logreg/rollout/stop", headers={"Authorization": "Bearer s3cret2"})
+    assert wrong.status_code == 403 and wrong.json() == {"error": "wrong admin token"}
+    client.runtime.command = RecordedCommands({"ok": True, "status": 200})
+    assert client.post("/models/logreg/rollback", headers={"Authorization": "bearer s3cret"}).status_code == 200
+
+
+def test_admin_routes_are_off_without_a_token(tmp_path):
+    from engine.serving import FixedModel
+
+    settings = Settings.from_env({"REDIS_URL": "", "ADMIN_TOKEN": "", "STATE_DIR": str(tmp_path)})
+    runtime = Runtime.in_process(settings, FixedModel(trained(ROWS[:50])), {})
+    runtime.command = RecordedCommands({"ok": True, "status": 200})
+
+    async def start():
+        return runtime
+
+    with TestClient(create_api(start)) as client:
+        off = client.post("/models/logreg/rollback", headers={"Authorization": "Bearer anything"})
+        assert off.status_code == 403 and off.json() == {"error": "admin routes are off: ADMIN_TOKEN is not set"}
+        assert client.post("/models/logreg/rollback").status_code == 401
+    assert runtime.command.sent == []
+
+
+def test_only_admin_routes_look_at_the_authorization_header(client):
+    wrong = {"Authorization": "Bearer not-ours"}
+    assert client.post("/predict", json={"entity_id": "a", "features": {}}, headers=wrong).status_code == 200
+    assert client.get("/models", headers=wrong).status_code == 200
+
+
+def test_refused_admin_requests_are_counted_under_their_route_template(client):
+    client.post("/models/logreg/promote", json={"version": 2})
+    text = client.get("/metrics").text
+    assert 'route="/models/{name}/promote",status="401"' in text
+
+
+def test_rollout_defaults_come_from_the_settings(client):
+    client.runtime.command = RecordedCommands({"ok": True, "status": 200, "rollout": {}})
+    assert client.post("/models/logreg/rollout", json={"version": 2}, headers=AUTH).status_code == 200
+    (sent,) = client.runtime.command.sent
+    settings = client.runtime.settings
+    assert (sent["mode"], sent["share"], sent["min_labels"], sent["margin"]) == (
+        "shadow", 0.0, settings.rollout_min_labels, settings.rollout_margin
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("promote", {"version": True}, "version"),
+        ("promote", {}, "version"),
+        ("promote", [2], "body"),
+        ("rollout", {"version": 2, "mode": "blue-green"}, "mode"),
+        ("rollout", {"version": 2, "share": -0.1}, "share"),
+        ("rollout", {"version": 2, "min_labels": 0}, "min_labels"),
+        ("rollout", {"version": 2, "margin": "big"}, "margin"),
+    ],
+)
+def test_admin_bodies_get_422_naming_the_field(client, path, body, field):
+    client.runtime.command = RecordedCommands({"ok": True, "status": 200})
+    response = client.post(f"/models/logreg/{path}", json=body, headers=AUTH)
+    assert response.status_code == 422 and response.json()["field"] == field
+    assert client.runtime.command.sent == []

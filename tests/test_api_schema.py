@@ -1,0 +1,81 @@
+"""schemathesis against the API in process: every operation of /openapi.json, with bodies
+generated from it, answers without a server error and as the document says."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from river import datasets
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from engine.api import create_api
+from engine.runtime import Runtime
+from engine.serving import FixedModel
+from engine.settings import Settings
+from models.online import OnlineModel
+from streams.features import FeatureRegistry, apply_event
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+TOKEN = "fuzz-token"
+
+
+def _runtime() -> Runtime:
+    model = OnlineModel("logreg")
+    for x, y in list(datasets.Phishing())[:100]:
+        model.learn(x, y, model.predict(x))
+    registry = FeatureRegistry([{"name": "amount", "kind": "raw", "min": 0, "max": 100}, {"name": "n", "agg": "count"}])
+    entities = {"known": apply_event(None, 1.0, {"amount": 3.0}, registry.aggregates)}
+    settings_ = Settings.from_env({"REDIS_URL": "", "ADMIN_TOKEN": TOKEN, "STATE_DIR": tempfile.mkdtemp()})
+    runtime = Runtime.in_process(settings_, FixedModel(model), entities)
+    runtime.feature_registry = registry
+    return runtime
+
+
+RUNTIME = _runtime()
+ANSWERS = {
+    "answers": lambda command: {"id": command["id"], "ok": True, "status": 200, "serving": {"version": 1}},
+    "refuses": lambda command: {"id": command["id"], "ok": False, "status": 409, "error": "no model version 7"},
+    "is silent": lambda command: None,  # the learner is down or busy: 202
+}
+
+
+async def _start() -> Runtime:
+    return RUNTIME
+
+
+APP = create_api(_start)
+
+
+async def app_with_state(scope, receive, send):
+    # schemathesis calls the app without its lifespan: hand it the state the lifespan would.
+    if scope["type"] == "http":
+        scope = {**scope, "state": {"runtime": RUNTIME}}
+    await APP(scope, receive, send)
+
+
+schema = schemathesis.openapi.from_asgi("/openapi.json", app_with_state)
+
+
+@pytest.fixture(params=sorted(ANSWERS))
+def learner(request):
+    answer = ANSWERS[request.param]
+
+    async def command(cmd):
+        return answer(cmd)
+
+    RUNTIME.command = command
+    return request.param
+
+
+@schema.parametrize()
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_operation_conforms(case, learner):
+    case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"}, checks=CHECKS)
