@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from streams.features import FeatureRegistry, apply_event
 from tests.conftest import KAFKA_BOOTSTRAP, unique_env
 from tests.integration.kafka_client import event, produce
 
@@ -56,3 +57,29 @@ async def test_tables_recover_from_changelog_after_restart(engine_factory, tmp_p
     # Predictions still waiting for labels were recovered too (the count is a gauge, refreshed every second).
     second.wait_until(lambda: second.get("/models").json()["serving"]["predictions_awaiting_label"] == 31,
                       timeout=10, what="31 predictions awaiting their label")
+
+
+async def test_with_four_partitions_every_entity_keeps_its_features_across_a_restart(engine_factory, tmp_path):
+    # An entity's rows live in its events' partition, whatever the hash of the table key:
+    # the worker that owns the events recovers exactly the rows it needs.
+    features_file = tmp_path / "features.json"
+    features_file.write_text(json.dumps(DEFINITIONS))
+    env = unique_env(FEATURES_FILE=features_file, TOPIC_PARTITIONS=4)
+    entities = [f"card-{i}" for i in range(40)]
+    events = [(entities[i % 40].encode(), event(f"e-{i}", entities[i % 40], {"amount": float(i % 17)}, ts=1000.0 + i))
+              for i in range(400)]
+    first = engine_factory(env).start()
+    await produce(KAFKA_BOOTSTRAP, first.settings.events_topic, events[:300])
+    first.wait_until(lambda: sum(r["version"] for r in entity_rows(first, entities)) == 300, what="300 applied")
+    assert first.stop() == 0
+    await produce(KAFKA_BOOTSTRAP, first.settings.events_topic, events[300:])  # while it is down
+    second = engine_factory(env).start()
+    second.wait_until(lambda: sum(r["version"] for r in entity_rows(second, entities)) == 400, what="all 400 applied")
+
+    aggregates = FeatureRegistry(DEFINITIONS).aggregates
+    expected = {}
+    for i in range(400):
+        entity = entities[i % 40]
+        expected[entity] = apply_event(expected.get(entity), 1000.0 + i, {"amount": float(i % 17)}, aggregates)
+    for row in entity_rows(second, entities):
+        assert (row["values"], row["version"]) == (expected[row["entity_id"]]["values"], expected[row["entity_id"]]["version"])

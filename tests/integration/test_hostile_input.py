@@ -1,0 +1,68 @@
+"""Hostile input against a live engine: values that would poison the model, and ids of a
+megabyte, on Kafka and over HTTP."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from river import evaluate
+
+from engine.publish import dataset_events
+from models.factory import build_model
+from models.online import OnlineModel
+from tests.conftest import KAFKA_BOOTSTRAP
+from tests.integration.kafka_client import consume_all, produce
+
+pytestmark = pytest.mark.integration
+
+HOSTILE = {7: 1e308, 19: -1e308, 31: 1e-320}  # every 40 events, at these positions
+
+
+def hostile_stream():
+    rows = []
+    for i, (event, y) in enumerate(dataset_events("Phishing", entities=30)):
+        value = HOSTILE.get(i % 40)
+        if value is not None:
+            event = {**event, "features": {**event["features"], "https": value}}
+        rows.append((event, y))
+    return rows
+
+
+async def test_values_that_would_poison_the_model_are_refused_and_the_rest_is_exact(engine_factory):
+    engine = engine_factory(REDIS_URL="").start()
+    rows = hostile_stream()
+    await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic,
+                  [(e["entity_id"].encode(), orjson.dumps({**e, "label": y})) for e, y in rows])
+
+    offending = [e for e, _ in rows if abs(e["features"]["https"]) > 1e15]
+    dead = await consume_all(KAFKA_BOOTSTRAP, engine.settings.dlq_events_topic, len(offending))
+    assert [orjson.loads(r.value)["event_id"] for r in dead] == [e["event_id"] for e in offending]
+    assert {dict(r.headers)["dlq.reason"] for r in dead} == {b"out_of_range"}
+
+    kept = [(e["features"], y) for e, y in rows if abs(e["features"]["https"]) <= 1e15]  # 1e-320 is a number like any other
+    engine.wait_until(lambda: engine.samples_learned() == len(kept), what="every valid event learned")
+    reference = {}
+    for name, metric in OnlineModel("logreg").metrics.items():
+        fresh = type(metric)()
+        evaluate.progressive_val_score(kept, build_model("logreg"), fresh)
+        reference[name] = fresh.get()
+    engine.wait_until(lambda: engine.get("/models").json()["serving"]["metrics"] == reference, timeout=10,
+                      what="River's metrics on the stream without the offending events")
+
+    answer = engine.post("/predict", {"entity_id": rows[0][0]["entity_id"], "features": {"https": 1e308}})
+    assert answer.status_code == 422 and answer.json()["field"] == "features.https"
+    fine = engine.post("/predict", {"entity_id": rows[0][0]["entity_id"], "features": {"https": 1e-320}}).json()
+    assert fine["fallback"] is None and None not in fine["probabilities"].values()
+
+
+async def test_a_megabyte_entity_id_is_refused_on_both_paths(engine_factory):
+    engine = engine_factory(REDIS_URL="").start()
+    huge = "x" * 1_000_000
+    body = {"event_id": "huge", "entity_id": huge, "ts": 1.0, "features": {"https": 1.0}, "label": True}
+    await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, [(b"k", orjson.dumps(body))])
+    [dead] = await consume_all(KAFKA_BOOTSTRAP, engine.settings.dlq_events_topic, 1)
+    assert dict(dead.headers)["dlq.reason"] in (b"oversized", b"out_of_range")
+
+    answer = engine.post("/predict", {"entity_id": huge, "features": {}})
+    assert answer.status_code == 422 and answer.json()["field"] == "entity_id"
+    assert engine.get("/readyz").status_code == 200
