@@ -10,7 +10,9 @@ topic; then, each in its own process, on that same backlog, for every model:
   for the stream), with W workers when --workers asks for more (scale-out: W workers in one
   group and the learner apart, `engine learn`);
 - `engine run`: the same plus a serving process, which replicates the feature changelog;
-- `aiokafka`, `aiokafka-changelog`, `quix`: benchmarks/throughput_baselines.py.
+- `aiokafka`, `aiokafka-changelog`, `quix`: benchmarks/throughput_baselines.py;
+- with --learner, the learner's own ceiling: `engine learn` alone on an examples topic
+  already holding N examples.
 
 The engine is timed from its first batch of examples on the examples topic to its last
 (their Kafka timestamps: each batch is stamped when it is flushed), the others from their
@@ -28,7 +30,8 @@ import time
 import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.throughput_baselines import PATHS, _delete_topics, produce_backlog, run_path
 from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
@@ -95,6 +98,45 @@ def run_engine(command: tuple[str, ...], topic: str, events: int, model: str, pa
     return {"path": name, "model": model, "events": events, **rate}
 
 
+async def fill_examples(topic: str, events: int) -> None:
+    """The examples a stream worker would log for the benchmark's events (labels inline)."""
+    from benchmarks.throughput_baselines import _create_topic, rows
+    from models.examples import Example
+    from models.online import Prediction
+
+    await _create_topic(KAFKA_BOOTSTRAP, topic, 1)
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA_BOOTSTRAP, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        for i, (event, y) in enumerate(rows(events)):
+            example = Example(event["event_id"], event["ts"], event["features"], y, Prediction(True, {True: 0.5, False: 0.5}),
+                              1, ("events", 0, i))
+            await producer.send(topic, orjson.dumps(example.to_record()), key=event["event_id"].encode(), partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def learner_ceiling(model: str, events: int, workdir: Path) -> dict:
+    """How many examples one learner learns per second, alone: `engine learn` started on an
+    examples topic already holding them relearns them all at start, and says how fast."""
+    env = unique_env(MODEL=model, REDIS_URL="", LOG_LEVEL="warning")
+    process = EngineProcess(env, Path(tempfile.mkdtemp(prefix="learner-", dir=workdir)), ("learn",))
+    asyncio.run(fill_examples(process.settings.examples_topic, events))
+    process.launch()
+    try:
+        deadline = time.monotonic() + 900
+        while "relearned" not in process.log_path.read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(process.log_tail())
+            time.sleep(0.5)
+    finally:
+        process.stop()
+    line = next(x for x in process.log_path.read_text(errors="replace").splitlines() if "relearned" in x)
+    rate = float(line.split("(")[-1].split(" examples/s")[0])
+    return {"path": "learner alone (engine learn)", "model": model, "events": events, "events_per_second": rate}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
@@ -102,6 +144,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--workers", type=int, action="append", help="stream workers (scale-out); default 1")
     parser.add_argument("--paths", default=",".join(PATHS), help="reference paths to run (comma-separated; empty: none)")
+    parser.add_argument("--learner", action="store_true", help="also the learner's own ceiling (engine learn alone)")
     args = parser.parse_args()
     models = args.model or ["logreg", "hoeffding"]
     workdir = RESULTS / "work"
@@ -118,6 +161,9 @@ def main() -> None:
                 print(json.dumps(results[-1]), flush=True)
             for path in filter(None, args.paths.split(",")):
                 results.append(run_path(path, KAFKA_BOOTSTRAP, topic, args.events, model, args.partitions))
+                print(json.dumps(results[-1]), flush=True)
+            if args.learner:
+                results.append(learner_ceiling(model, args.events, workdir))
                 print(json.dumps(results[-1]), flush=True)
     finally:
         asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic]))

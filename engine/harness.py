@@ -58,6 +58,7 @@ class EngineProcess:
     def launch(self) -> "EngineProcess":
         """Starts the process without waiting for anything."""
         self.port_file.unlink(missing_ok=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "engine", *self.command], cwd=ROOT, env={**os.environ, **self.env},

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Awaitable
 
 import orjson
 import river
@@ -27,6 +29,7 @@ from engine.settings import Settings
 from models.errors import EngineError
 from models.examples import INLINE, Example
 from models.learner import BatchOutcome, Learner
+from models.offload import OFFLOAD_ABOVE_SECONDS, Child
 from models.online import OnlineModel
 from models.registry import ModelRegistry, RegistryError
 from models.rollout import Rollout
@@ -95,6 +98,8 @@ class LearningService:
         self._publish_cadence = Cadence(settings.model_publish_every_labels, settings.model_publish_every_seconds)
         self._tasks: list[asyncio.Task] = []
         self._lags: list[int] = []  # since the last publication
+        self._snapshotting: asyncio.Future | None = None
+        self._publishing: asyncio.Future | None = None
         self._control: AIOKafkaConsumer | None = None
 
     # -- start ----------------------------------------------------------------------------
@@ -123,9 +128,12 @@ class LearningService:
 
     async def start(self, producer: AIOKafkaProducer, *, follow_control: bool = True) -> None:
         self.producer = producer
+        started = time.perf_counter()
         replayed = await self.replay()
         if replayed:
-            log.warning("relearned %d examples logged after the snapshot", replayed)
+            seconds = time.perf_counter() - started
+            log.warning("relearned %d examples logged after the snapshot in %.2f s (%.0f examples/s)",
+                        replayed, seconds, replayed / seconds)
         await self.publish_all()
         self._tasks.append(asyncio.create_task(self._tick_forever()))
         if follow_control:
@@ -187,7 +195,11 @@ class LearningService:
     async def _maybe_publish_and_snapshot(self) -> None:
         samples = self.learner.model.samples_learned
         if self._publish_cadence.due(samples):
-            await self.publish_all()
+            if self.learner.pickle_seconds <= OFFLOAD_ABOVE_SECONDS:
+                await self.publish_all()
+            elif self._publishing is None or self._publishing.done():
+                # A large model: encoded in a child while batches go on; one publication at a time.
+                self._publishing = asyncio.ensure_future(self.publish_all())
         if self._snapshot_cadence.due(samples):
             self.snapshot()
 
@@ -208,9 +220,13 @@ class LearningService:
     # -- snapshots and publication --------------------------------------------------------
 
     def snapshot(self) -> None:
-        """Writes a snapshot of a verified model. Policy: an OSError is logged and counted and
-        the next snapshot is tried at the next due time; the stream goes on (a crash then
-        replays more of the examples topic, nothing is lost)."""
+        """Takes a snapshot of the verified model as it is now (a consistent cut) and writes it:
+        a large model in a forked child (models/offload.py), so that the stream does not wait
+        on pickling or fsync. Policy: a failed write (an OSError, a failed child) is logged
+        and counted, and the next snapshot is tried at the next due time; the stream goes on
+        (a crash then relearns more of the examples topic, nothing is lost)."""
+        if self._snapshotting is not None and not self._snapshotting.done():
+            return  # one at a time: the next due time comes soon enough
         if not self.learner.verified():
             log.error("not snapshotting: the model stays unhealthy after healing")
             return
@@ -227,20 +243,37 @@ class LearningService:
             "created_at": time.time(),
             "metrics": model.metric_values(),
         }
+        state = {"model": model, "learner": self.learner.state()}
+        self._snapshot_cadence.done(model.samples_learned)
         try:
             self.training_log.flush()
-            path, size, seconds = self.snapshots.write(meta, {"model": model, "learner": self.learner.state()})
+            if self.learner.pickle_seconds > OFFLOAD_ABOVE_SECONDS:
+                child = Child(lambda: pickle.dumps(self.snapshots.write(meta, state)))
+                self._snapshotting = asyncio.ensure_future(self._snapshot_written(child.result(), meta))
+                return
+            self._record_snapshot(*self.snapshots.write(meta, state), meta)
         except OSError as exc:
-            metrics.LEARNER_ERRORS.labels("snapshot_" + type(exc).__name__).inc()
-            log.error("snapshot failed (will retry): %r", exc)
-            return
-        self._snapshot_cadence.done(model.samples_learned)
+            self._snapshot_failed(exc)
+
+    async def _snapshot_written(self, result: Awaitable[bytes], meta: dict[str, Any]) -> None:
+        try:
+            self._record_snapshot(*pickle.loads(await result), meta)
+        except (OSError, RuntimeError) as exc:
+            self._snapshot_failed(exc)
+
+    def _record_snapshot(self, path: Path, size: int, seconds: float, meta: dict[str, Any]) -> None:
         metrics.SNAPSHOT_BYTES.set(size)
         metrics.SNAPSHOT_SECONDS.observe(seconds)
-        log.info("snapshot %s: %d samples, %d bytes in %.3f s", path.name, model.samples_learned, size, seconds)
+        log.info("snapshot %s: %d samples, %d bytes in %.3f s", path.name, meta["samples_learned"], size, seconds)
+
+    def _snapshot_failed(self, exc: BaseException) -> None:
+        metrics.LEARNER_ERRORS.labels("snapshot_" + type(exc).__name__).inc()
+        log.error("snapshot failed (will retry): %r", exc)
+        self._snapshot_cadence.samples = -1  # due again at the next check
 
     async def publish_all(self) -> None:
-        """Publishes the champion, the challenger (or its absence) and the registry."""
+        """Publishes the champion, the challenger (or its absence) and the registry. The model
+        is encoded as it is now; a large one in a forked child, while the stream goes on."""
         assert self.producer is not None
         if not self.learner.verified():
             log.error("not publishing: the model stays unhealthy after healing")
@@ -248,24 +281,27 @@ class LearningService:
         self.revision += 1
         model = self.learner.model
         rollout = self.learner.rollout
-        topic = self.settings.models_topic
         lags, self._lags = self._lags, []
         info = {"name": model.name, "task": model.task.value, "metrics": model.metric_values(),
                 "concept_drifts": model.drifts_detected, "rollout": rollout.status() if rollout else None,
                 "prediction_model_lag": {"mean_samples": sum(lags) / len(lags), "max_samples": max(lags),
                                          "examples": len(lags)} if lags else None}
-        version = ModelVersion(model, model.version, self.revision, model.samples_learned, time.time(), info)
-        await publish(self.producer, topic, CHAMPION, encode_version(version))
+        versions = [ModelVersion(model, model.version, self.revision, model.samples_learned, time.time(), info)]
         if rollout is not None:
             challenger = rollout.challenger
             challenger_info = {"name": challenger.name, "mode": rollout.mode, "share": rollout.share}
-            await publish(self.producer, topic, CHALLENGER, encode_version(
-                ModelVersion(challenger, challenger.version, self.revision, challenger.samples_learned, time.time(), challenger_info)))
-        else:
-            await publish(self.producer, topic, CHALLENGER, None)
-        await self.publish_registry()
+            versions.append(ModelVersion(challenger, challenger.version, self.revision, challenger.samples_learned,
+                                         time.time(), challenger_info))
         self._publish_cadence.done(model.samples_learned)
         publish_model_gauges(model)
+        if self.learner.pickle_seconds > OFFLOAD_ABOVE_SECONDS:
+            encoded = pickle.loads(await Child(lambda: pickle.dumps([encode_version(v) for v in versions])).result())
+        else:
+            encoded = [encode_version(v) for v in versions]
+        topic = self.settings.models_topic
+        await publish(self.producer, topic, CHAMPION, encoded[0])
+        await publish(self.producer, topic, CHALLENGER, encoded[1] if len(encoded) > 1 else None)
+        await self.publish_registry()
 
     async def publish_registry(self) -> None:
         assert self.producer is not None
@@ -369,8 +405,13 @@ class LearningService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         async with self.lock:
+            for pending in (self._snapshotting, self._publishing):
+                if pending is not None:
+                    await asyncio.gather(pending, return_exceptions=True)
             if self.learner.model.samples_learned != self._snapshot_cadence.samples:
                 self.snapshot()
+            if self._snapshotting is not None:
+                await asyncio.gather(self._snapshotting, return_exceptions=True)
             if self.producer is not None and self.learner.model.samples_learned != self._publish_cadence.samples:
                 try:
                     await asyncio.wait_for(self.publish_all(), 5.0)

@@ -78,6 +78,7 @@ class Learner:
         self._since_checkpoint: list[Example] = []
         self._interval = min_interval
         self._checkpoint_at = clock()
+        self.pickle_seconds = 0.0
         self._take_checkpoint()
 
     # -- learning -----------------------------------------------------------------------
@@ -170,6 +171,7 @@ class Learner:
         examples = len(self._since_checkpoint)
         self._checkpoint = self.model.checkpoint()
         pickling = self._clock() - started
+        self.pickle_seconds = pickling  # what pickling the model costs now (snapshots and publications use it)
         if examples:
             # Time per example is measured end to end (everything the process does for one),
             # which only makes checkpoints more frequent than the budget allows, never rarer.
