@@ -28,7 +28,9 @@ for x, y in datasets.Phishing():
 async def predict(request: Request) -> Response:
     body = orjson.loads(await request.body())
     proba = model.predict_proba_one(body["features"])
-    return Response(orjson.dumps({"probabilities": proba}, option=orjson.OPT_NON_STR_KEYS), media_type="application/json")
+    return Response(
+        orjson.dumps({"probabilities": proba}, option=orjson.OPT_NON_STR_KEYS), media_type="application/json"
+    )
 
 
 app = Starlette(routes=[Route("/predict", predict, methods=["POST"])])
@@ -36,4 +38,12 @@ app = Starlette(routes=[Route("/predict", predict, methods=["POST"])])
 if __name__ == "__main__":
     gc.collect()
     gc.freeze()
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False, loop="uvloop", http="httptools")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )

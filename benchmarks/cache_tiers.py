@@ -55,7 +55,9 @@ def main() -> None:
     key = cache_key("logreg", 1, 100, "entity-1", 3, features)
     l1.set(key, b"x" * 200)
     result = {
-        "l1_lookup_with_key_us": round(per_call_us(lambda: l1.get(cache_key("logreg", 1, 100, "entity-1", 3, features))), 2),
+        "l1_lookup_with_key_us": round(
+            per_call_us(lambda: l1.get(cache_key("logreg", 1, 100, "entity-1", 3, features))), 2
+        ),
         "redis_get_round_trip_us": round(asyncio.run(redis_get_us("redis://127.0.0.1:6379/0")), 1),
         "predict_us": {},
     }
@@ -65,7 +67,7 @@ def main() -> None:
         for x, y in rows:
             model.learn(x, y, model.predict(x))
         x = rows[-1][0]
-        result["predict_us"][name] = round(per_call_us(lambda: model.predict(x), repeat=300), 1)
+        result["predict_us"][name] = round(per_call_us(lambda m=model, x=x: m.predict(x), repeat=300), 1)
     print(json.dumps(result, indent=2))
     (RESULTS / "cache_tiers.json").write_text(json.dumps(result, indent=2) + "\n")
 

@@ -20,7 +20,9 @@ from river import datasets, linear_model, preprocessing  # noqa: E402
 
 port, state_dir = int(sys.argv[1]), sys.argv[2]
 os.makedirs(state_dir, exist_ok=True)
-app = create_app({"SECRET_KEY": "bench", "STORAGE_BACKEND": "shelve", "SHELVE_PATH": os.path.join(state_dir, "chantilly")})
+app = create_app(
+    {"SECRET_KEY": "bench", "STORAGE_BACKEND": "shelve", "SHELVE_PATH": os.path.join(state_dir, "chantilly")}
+)
 model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
 for x, y in datasets.Phishing():
     model.learn_one(x, y)

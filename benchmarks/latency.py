@@ -25,11 +25,11 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -40,8 +40,8 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from engine.publish import dataset_events
 from engine.harness import ROOT, EngineProcess, unique_env
+from engine.publish import dataset_events
 
 RESULTS = Path(__file__).parent / "results"
 # Closed loop: short, and with enough distinct bodies that the engine never sees one twice.
@@ -85,7 +85,15 @@ def attack(targets: Path, rate: int, duration: float, connections: int | None = 
         pacing = [f"-rate={rate}/s", f"-workers={connections}", f"-max-workers={connections}"]
     else:
         pacing = [f"-rate={rate}/s", "-workers=32", "-max-workers=256"]
-    command = [str(VEGETA), "attack", f"-targets={targets}", "-format=json", *pacing, f"-duration={duration}s", "-timeout=5s"]
+    command = [
+        str(VEGETA),
+        "attack",
+        f"-targets={targets}",
+        "-format=json",
+        *pacing,
+        f"-duration={duration}s",
+        "-timeout=5s",
+    ]
     # The load generator gets one core of its own; the server under test gets the other.
     if PIN_LOAD_GENERATOR:
         command = ["taskset", "-c", "1", *command]
@@ -123,9 +131,11 @@ def measure(name: str, targets: Path, rate: int, duration: float, connections: i
     result = {"scenario": name, "rate": rate, "duration_s": duration, **attack(targets, rate, duration, connections)}
     if connections:
         result["connections"] = connections
-    print(f"{name:<34} rate {rate or 'max':>5}/s  p50 {result['p50_ms']:>8.3f} ms  p99 {result['p99_ms']:>8.3f} ms  "
-          f"p99.9 {result['p99_9_ms']:>8.3f} ms  {result['throughput_rps']:>8.1f} req/s  errors {result['errors']}",
-          flush=True)
+    print(
+        f"{name:<34} rate {rate or 'max':>5}/s  p50 {result['p50_ms']:>8.3f} ms  p99 {result['p99_ms']:>8.3f} ms  "
+        f"p99.9 {result['p99_9_ms']:>8.3f} ms  {result['throughput_rps']:>8.1f} req/s  errors {result['errors']}",
+        flush=True,
+    )
     return result
 
 
@@ -134,7 +144,9 @@ async def _train(engine: EngineProcess) -> None:
     await producer.start()
     try:
         for event, y in dataset_events("Phishing", entities=500):
-            await producer.send(engine.settings.events_topic, orjson.dumps({**event, "label": y}), key=event["entity_id"].encode())
+            await producer.send(
+                engine.settings.events_topic, orjson.dumps({**event, "label": y}), key=event["entity_id"].encode()
+            )
         await producer.flush()
     finally:
         await producer.stop()
@@ -204,7 +216,9 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def engine_process(work: Path, **settings: object) -> EngineProcess:
-    return EngineProcess(unique_env(LOG_LEVEL="warning", **settings), Path(tempfile.mkdtemp(prefix="engine-", dir=work)))
+    return EngineProcess(
+        unique_env(LOG_LEVEL="warning", **settings), Path(tempfile.mkdtemp(prefix="engine-", dir=work))
+    )
 
 
 async def freshness(engine: EngineProcess, probes: int, route: str) -> dict:
@@ -220,7 +234,12 @@ async def freshness(engine: EngineProcess, probes: int, route: str) -> dict:
         async with httpx.AsyncClient(base_url=engine.base_url, timeout=5.0) as client:
             for k in range(probes):
                 entity = f"fresh-{tag}-{k}"
-                body = {"event_id": f"fresh-{tag}-{k}", "entity_id": entity, "ts": time.time(), "features": {"https": 1.0}}
+                body = {
+                    "event_id": f"fresh-{tag}-{k}",
+                    "entity_id": entity,
+                    "ts": time.time(),
+                    "features": {"https": 1.0},
+                }
                 await producer.send_and_wait(engine.settings.events_topic, orjson.dumps(body), key=entity.encode())
                 acked = time.perf_counter()
                 while True:
@@ -239,8 +258,12 @@ async def freshness(engine: EngineProcess, probes: int, route: str) -> dict:
     finally:
         await producer.stop()
     values = np.array(seconds) * 1000
-    return {"probes": probes, "p50_ms": round(float(np.percentile(values, 50)), 2),
-            "p99_ms": round(float(np.percentile(values, 99)), 2), "max_ms": round(float(values.max()), 2)}
+    return {
+        "probes": probes,
+        "p50_ms": round(float(np.percentile(values, 50)), 2),
+        "p99_ms": round(float(np.percentile(values, 99)), 2),
+        "max_ms": round(float(values.max()), 2),
+    }
 
 
 async def model_staleness(engine: EngineProcess, probes: int) -> dict:
@@ -250,7 +273,9 @@ async def model_staleness(engine: EngineProcess, probes: int) -> dict:
 
     producer = AIOKafkaProducer(bootstrap_servers=engine.settings.kafka_bootstrap, acks="all", linger_ms=0)
     tp = TopicPartition(engine.settings.examples_topic, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=engine.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=engine.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+    )
     await producer.start()
     await consumer.start()
     consumer.assign([tp])
@@ -260,8 +285,13 @@ async def model_staleness(engine: EngineProcess, probes: int) -> dict:
     try:
         async with httpx.AsyncClient(base_url=engine.base_url, timeout=5.0) as client:
             for k in range(probes):
-                body = {"event_id": f"stale-{tag}-{k}", "entity_id": "staleness", "ts": time.time(),
-                        "features": {"https": float(k % 2)}, "label": k % 2 == 0}
+                body = {
+                    "event_id": f"stale-{tag}-{k}",
+                    "entity_id": "staleness",
+                    "ts": time.time(),
+                    "features": {"https": float(k % 2)},
+                    "label": k % 2 == 0,
+                }
                 await producer.send_and_wait(engine.settings.events_topic, orjson.dumps(body), key=b"staleness")
                 record = None
                 while record is None:
@@ -276,8 +306,12 @@ async def model_staleness(engine: EngineProcess, probes: int) -> dict:
         await producer.stop()
         await consumer.stop()
     values = np.array(seconds) * 1000
-    return {"probes": probes, "p50_ms": round(float(np.percentile(values, 50)), 2),
-            "p99_ms": round(float(np.percentile(values, 99)), 2), "max_ms": round(float(values.max()), 2)}
+    return {
+        "probes": probes,
+        "p50_ms": round(float(np.percentile(values, 50)), 2),
+        "p99_ms": round(float(np.percentile(values, 99)), 2),
+        "max_ms": round(float(values.max()), 2),
+    }
 
 
 def free_port() -> int:
@@ -315,9 +349,13 @@ def main() -> None:
         results.append(measure("engine cache miss, closed loop", closed, 0, CLOSED_LOOP_SECONDS))
         results.append(measure("engine cache hit, idle", hit, args.rate, args.duration))
         for route in ("/features", "/predict"):
-            freshness_results.append({"scenario": f"freshness {route}, idle", **asyncio.run(freshness(engine, args.probes, route))})
+            freshness_results.append(
+                {"scenario": f"freshness {route}, idle", **asyncio.run(freshness(engine, args.probes, route))}
+            )
             print(freshness_results[-1], flush=True)
-        freshness_results.append({"scenario": "model staleness, idle", **asyncio.run(model_staleness(engine, args.probes // 4))})
+        freshness_results.append(
+            {"scenario": "model staleness, idle", **asyncio.run(model_staleness(engine, args.probes // 4))}
+        )
         print(freshness_results[-1], flush=True)
         ingest = Ingest(engine.settings.kafka_bootstrap, engine.settings.events_topic, args.ingest_rate)
         ingest.start()
@@ -325,8 +363,12 @@ def main() -> None:
             miss2 = targets_file(work / "miss2.jsonl", url, unique_bodies(n_requests, start=n_requests))
             result = measure(f"engine cache miss, ingesting {args.ingest_rate}/s", miss2, args.rate, args.duration)
             for route in ("/features", "/predict"):
-                freshness_results.append({"scenario": f"freshness {route}, ingesting {args.ingest_rate}/s",
-                                          **asyncio.run(freshness(engine, args.probes, route))})
+                freshness_results.append(
+                    {
+                        "scenario": f"freshness {route}, ingesting {args.ingest_rate}/s",
+                        **asyncio.run(freshness(engine, args.probes, route)),
+                    }
+                )
                 print(freshness_results[-1], flush=True)
         finally:
             ingest.stop_flag.set()
@@ -340,7 +382,9 @@ def main() -> None:
     try:
         asyncio.run(_train(two))
         two.wait_until(lambda: two.samples_learned() >= 1250, what="the model trained")
-        closed = targets_file(work / "closed2.jsonl", f"{two.base_url}/predict", unique_bodies(CLOSED_LOOP_BODIES, start=20 * n_requests))
+        closed = targets_file(
+            work / "closed2.jsonl", f"{two.base_url}/predict", unique_bodies(CLOSED_LOOP_BODIES, start=20 * n_requests)
+        )
         results.append(measure("engine, 2 serving processes, closed loop", closed, 0, CLOSED_LOOP_SECONDS))
     finally:
         two.stop()
@@ -366,14 +410,27 @@ def main() -> None:
 
     if CHANTILLY_PYTHON.exists():
         port = free_port()
-        chantilly = subprocess.Popen([str(CHANTILLY_PYTHON), str(ROOT / "benchmarks/chantilly_server.py"), str(port), tempfile.mkdtemp(prefix="chantilly-", dir=work)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        chantilly = subprocess.Popen(
+            [
+                str(CHANTILLY_PYTHON),
+                str(ROOT / "benchmarks/chantilly_server.py"),
+                str(port),
+                tempfile.mkdtemp(prefix="chantilly-", dir=work),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_http(f"http://127.0.0.1:{port}/api/models")
-            targets = targets_file(work / "chantilly.jsonl", f"http://127.0.0.1:{port}/api/predict",
-                                   unique_bodies(int(args.chantilly_rate * (args.duration + 2) * 1.2), chantilly=True))
+            targets = targets_file(
+                work / "chantilly.jsonl",
+                f"http://127.0.0.1:{port}/api/predict",
+                unique_bodies(int(args.chantilly_rate * (args.duration + 2) * 1.2), chantilly=True),
+            )
             # One connection: concurrent requests corrupt its shelve store and it answers 500 from then on.
-            results.append(measure("chantilly, 1 connection", targets, args.chantilly_rate, args.duration, connections=1))
+            results.append(
+                measure("chantilly, 1 connection", targets, args.chantilly_rate, args.duration, connections=1)
+            )
         finally:
             chantilly.terminate()
             chantilly.wait()
@@ -381,9 +438,19 @@ def main() -> None:
     by_name = {r["scenario"]: r for r in results}
     bare_max = by_name["bare Starlette + River, closed loop"]["throughput_rps"]
     summary = {
-        "engine_miss_p99_over_bare_p99": round(by_name["engine cache miss, idle"]["p99_ms"] / by_name["bare Starlette + River"]["p99_ms"], 2),
-        "engine_max_throughput_over_bare": round(by_name["engine cache miss, closed loop"]["throughput_rps"] / bare_max, 3) if bare_max else None,
-        "two_serving_processes_over_bare": round(by_name["engine, 2 serving processes, closed loop"]["throughput_rps"] / bare_max, 3) if bare_max else None,
+        "engine_miss_p99_over_bare_p99": round(
+            by_name["engine cache miss, idle"]["p99_ms"] / by_name["bare Starlette + River"]["p99_ms"], 2
+        ),
+        "engine_max_throughput_over_bare": round(
+            by_name["engine cache miss, closed loop"]["throughput_rps"] / bare_max, 3
+        )
+        if bare_max
+        else None,
+        "two_serving_processes_over_bare": round(
+            by_name["engine, 2 serving processes, closed loop"]["throughput_rps"] / bare_max, 3
+        )
+        if bare_max
+        else None,
     }
     report = {
         "command": " ".join(sys.argv),

@@ -31,8 +31,9 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -152,43 +153,56 @@ def main() -> None:
         directory = Path(tmp) / "offline-features"
         print(f"logging {args.updates:,} updates over {args.entities:,} entities, a write every {args.flush_rows:,}")
         logged = log_updates(directory, args.updates, args.entities, args.flush_rows, args.rate, args.seed)
-        print(f"  {logged['logging_seconds']} s; {logged['merges']} merges; now {logged['files']} files "
-              f"{logged['file_rows']}, {logged['bytes'] / 1e6:.1f} MB; "
-              f"write median {logged['write_ms_median']} ms, max {logged['write_ms_max']} ms")
+        print(
+            f"  {logged['logging_seconds']} s; {logged['merges']} merges; now {logged['files']} files "
+            f"{logged['file_rows']}, {logged['bytes'] / 1e6:.1f} MB; "
+            f"write median {logged['write_ms_median']} ms, max {logged['write_ms_max']} ms"
+        )
 
         rng = random.Random(args.seed + 1)
 
         def queries() -> list[tuple[list[str], float]]:
             return [
-                ([f"entity-{i}" for i in rng.sample(range(args.entities), args.ids)],
-                 rng.uniform(logged["first_ts"], logged["last_ts"]))
+                (
+                    [f"entity-{i}" for i in rng.sample(range(args.entities), args.ids)],
+                    rng.uniform(logged["first_ts"], logged["last_ts"]),
+                )
                 for _ in range(args.queries)
             ]
 
         results: dict[str, Any] = {}
-        results["cold"] = timed(queries(), lambda ids, t: OfflineFeatureLog(directory, read_only=True).get_offline_features(ids, t))
+        results["cold"] = timed(
+            queries(), lambda ids, t: OfflineFeatureLog(directory, read_only=True).get_offline_features(ids, t)
+        )
         reader = OfflineFeatureLog(directory, read_only=True)
         timed(queries()[:3], reader.get_offline_features)
         results["warm"] = timed(queries(), reader.get_offline_features)
         results["warm_with_an_unknown_id"] = timed(
-            [(ids + ["never-logged"], t) for ids, t in queries()], reader.get_offline_features
+            [([*ids, "never-logged"], t) for ids, t in queries()], reader.get_offline_features
         )
         checked = queries()
         results["full_scan_before"] = timed(checked, lambda ids, t: full_scan(directory, ids, t))
         for ids, t in checked:  # the same answers as the straightforward query
             expected = full_scan(directory, ids, t)
-            got = {r["entity_id"]: (r["updated_at"], r["version"], r["values"]) for r in reader.get_offline_features(ids, t) if r["known"]}
+            got = {
+                r["entity_id"]: (r["updated_at"], r["version"], r["values"])
+                for r in reader.get_offline_features(ids, t)
+                if r["known"]
+            }
             assert got == {e: (u, v, orjson.loads(values)) for e, (u, v, values) in expected.items()}
         duck = duckdb_query(directory) if args.duckdb else None
         if duck is not None:
             timed(queries()[:3], duck)
             results["duckdb"] = timed(queries(), duck)
         for name, numbers in results.items():
-            print(f"  {name:<26} median {numbers['median_ms']:>8.2f} ms   p90 {numbers['p90_ms']:>8.2f} ms   max {numbers['max_ms']:>8.2f} ms")
+            print(
+                f"  {name:<26} median {numbers['median_ms']:>8.2f} ms   p90 {numbers['p90_ms']:>8.2f} ms"
+                f"   max {numbers['max_ms']:>8.2f} ms"
+            )
 
     report = {
         "what": f"get_offline_features for {args.ids} random entities at a random event time, "
-                f"over {args.updates:,} logged updates of {args.entities:,} entities",
+        f"over {args.updates:,} logged updates of {args.entities:,} entities",
         "parameters": vars(args),
         "logging": logged,
         "queries": results,

@@ -77,8 +77,9 @@ async def _record_at(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
             return batch[0]
 
 
-def run_engine(command: tuple[str, ...], topic: str, events: int, model: str, partitions: int, workers: int,
-               workdir: Path) -> dict:
+def run_engine(
+    command: tuple[str, ...], topic: str, events: int, model: str, partitions: int, workers: int, workdir: Path
+) -> dict:
     env = unique_env(MODEL=model, EVENTS_TOPIC=topic, TOPIC_PARTITIONS=partitions, REDIS_URL="", LOG_LEVEL="warning")
     processes = []
     folder = Path(tempfile.mkdtemp(prefix="throughput-", dir=workdir))
@@ -109,8 +110,15 @@ async def fill_examples(topic: str, events: int) -> None:
     await producer.start()
     try:
         for i, (event, y) in enumerate(rows(events)):
-            example = Example(event["event_id"], event["ts"], event["features"], y, Prediction(True, {True: 0.5, False: 0.5}),
-                              1, ("events", 0, i))
+            example = Example(
+                event["event_id"],
+                event["ts"],
+                event["features"],
+                y,
+                Prediction(True, {True: 0.5, False: 0.5}),
+                1,
+                ("events", 0, i),
+            )
             await producer.send(topic, orjson.dumps(example.to_record()), key=event["event_id"].encode(), partition=0)
         await producer.flush()
     finally:
@@ -140,10 +148,14 @@ def learner_ceiling(model: str, events: int, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--model", action="append", help="model name (repeat for several); default logreg and hoeffding")
+    parser.add_argument(
+        "--model", action="append", help="model name (repeat for several); default logreg and hoeffding"
+    )
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--workers", type=int, action="append", help="stream workers (scale-out); default 1")
-    parser.add_argument("--paths", default=",".join(PATHS), help="reference paths to run (comma-separated; empty: none)")
+    parser.add_argument(
+        "--paths", default=",".join(PATHS), help="reference paths to run (comma-separated; empty: none)"
+    )
     parser.add_argument("--learner", action="store_true", help="also the learner's own ceiling (engine learn alone)")
     args = parser.parse_args()
     models = args.model or ["logreg", "hoeffding"]
@@ -186,7 +198,11 @@ def ratios(results: list[dict]) -> dict:
         rates = {r["path"]: r["events_per_second"] for r in results if r["model"] == model}
         engine = rates.get("engine worker --embedded-learner")
         if engine:
-            out[model] = {f"engine / {path}": round(engine / rate, 2) for path, rate in rates.items() if path != "engine worker --embedded-learner"}
+            out[model] = {
+                f"engine / {path}": round(engine / rate, 2)
+                for path, rate in rates.items()
+                if path != "engine worker --embedded-learner"
+            }
     return out
 
 

@@ -170,7 +170,9 @@ def run_path(
 # --- the paths ----------------------------------------------------------------------
 
 
-def _result(path: str, model: str, events: int, started: float, processed: float, committed: float, entities: int) -> dict:
+def _result(
+    path: str, model: str, events: int, started: float, processed: float, committed: float, entities: int
+) -> dict:
     seconds = processed - started
     return {
         "path": path,
@@ -309,7 +311,9 @@ def run_quix(bootstrap: str, topic: str, events: int, model_name: str) -> dict:
     if marks["count"] < events:
         raise RuntimeError(f"quix stopped after {marks['count']} of {events} events")
     committed = marks["committed"] or perf_counter()
-    return _result("quix", model_name, marks["count"], marks["started"], marks["processed"], committed, marks["entities"])
+    return _result(
+        "quix", model_name, marks["count"], marks["started"], marks["processed"], committed, marks["entities"]
+    )
 
 
 async def _delete_changelogs(bootstrap: str, prefix: str) -> None:
@@ -331,7 +335,7 @@ def _time_final_commit(app: Any, marks: dict) -> None:
     """Times the forced checkpoint commit Quix makes when it stops (its last changelog
     flush and offset commit). Wraps the processing context's method on the instance only
     after the N-th event, so nothing is added to the per-event path."""
-    context = app._processing_context  # noqa: SLF001 - Quix 3.28 internals, timing only
+    context = app._processing_context
     commit = context.commit_checkpoint
 
     def timed_commit(*args: Any, **kwargs: Any) -> None:

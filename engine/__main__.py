@@ -1,11 +1,11 @@
 """Command line.
 
-    python -m engine run        the embedded default: a stream worker that is also the learner,
-                                and SERVE_PROCESSES serving processes, supervised
-    python -m engine worker     one stream worker (add --embedded-learner to learn in it too)
-    python -m engine learn      the learner of MODEL, apart from the workers
-    python -m engine serve      one serving process
-    python -m engine demo | retrain | settings
+python -m engine run        the embedded default: a stream worker that is also the learner,
+                            and SERVE_PROCESSES serving processes, supervised
+python -m engine worker     one stream worker (add --embedded-learner to learn in it too)
+python -m engine learn      the learner of MODEL, apart from the workers
+python -m engine serve      one serving process
+python -m engine demo | retrain | settings
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 from msgspec import UNSET
@@ -31,9 +32,9 @@ from engine.contract import (
     Liveness,
     ModelsListing,
     OfflineFeaturesQuery,
+    PredictBatchRequest,
     Prediction,
     PredictionBatch,
-    PredictBatchRequest,
     PredictRequest,
     PromoteRequest,
     Readiness,
@@ -91,7 +92,9 @@ async def predict_batch(request: Request) -> Response:
 async def online_features(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     query = read_query(request, FeaturesQuery)
-    return JSONResponse({"rows": FeatureStore(runtime.feature_registry, runtime.features).get_online_features(query.entity_id)})
+    return JSONResponse(
+        {"rows": FeatureStore(runtime.feature_registry, runtime.features).get_online_features(query.entity_id)}
+    )
 
 
 async def offline_features(request: Request) -> Response:
@@ -171,8 +174,11 @@ async def run_command(request: Request, action: str, **args: Any) -> Response:
     result = await runtime.command(command)
     if result is None:
         return JSONResponse(
-            {"accepted": command["id"], "detail": "the learner has not answered yet; GET /models lists "
-             "each command it carried out under `applied`, by this id"},
+            {
+                "accepted": command["id"],
+                "detail": "the learner has not answered yet; GET /models lists "
+                "each command it carried out under `applied`, by this id",
+            },
             status_code=202,
         )
     body = {k: v for k, v in result.items() if k not in ("ok", "status", "id")}
@@ -195,7 +201,11 @@ async def start_rollout(request: Request) -> Response:
     settings = request.state.runtime.settings
     body = await ROLLOUT_BODY.read(request)
     return await run_command(
-        request, "rollout", version=body.version, mode=body.mode, share=body.share,
+        request,
+        "rollout",
+        version=body.version,
+        mode=body.mode,
+        share=body.share,
         min_labels=settings.rollout_min_labels if body.min_labels is UNSET else body.min_labels,
         margin=settings.rollout_margin if body.margin is UNSET else body.margin,
     )
@@ -276,47 +286,113 @@ def _admin(summary: str, body: Any = None) -> Operation:
 
 ROUTES = [
     ApiRoute("/healthz", healthz, "GET", Operation("Liveness", {200: Reply(Liveness, "alive")})),
-    ApiRoute("/readyz", readyz, "GET", Operation(
-        "Readiness: model loaded, partitions assigned, tables recovered",
-        {200: Reply(Readiness, "ready"), 503: Reply(Readiness, "not ready")},
-    )),
-    ApiRoute("/predict", predict, "POST", Operation(
-        "Score one entity now", {200: Reply(Prediction, "the prediction")}, body=PredictRequest,
-    )),
-    ApiRoute("/predict/batch", predict_batch, "POST", Operation(
-        f"Score 1 to {MAX_BATCH_ROWS} entities in one call", {200: Reply(PredictionBatch, "one prediction per row")},
-        body=PredictBatchRequest,
-    )),
-    ApiRoute("/openapi.json", openapi_document, "GET", Operation(
-        "This document", {200: Reply(dict[str, Any], "OpenAPI 3.1")},
-    )),
-    ApiRoute("/models", list_models, "GET", Operation(
-        "The serving model, the registered versions and the models available", {200: Reply(ModelsListing, "models")},
-    )),
-    ApiRoute("/models/{name}/promote", promote, "POST", _admin(
-        "Serve a registered version (the outgoing model's state is kept for rollback)", PromoteRequest,
-    )),
-    ApiRoute("/models/{name}/rollback", rollback, "POST", _admin("Serve the version that served before the current one")),
-    ApiRoute("/models/{name}/rollout", start_rollout, "POST", _admin(
-        "Start a shadow or canary rollout of a registered version", RolloutRequest,
-    )),
-    ApiRoute("/models/{name}/rollout/stop", stop_rollout, "POST", _admin("Stop the running rollout without a decision")),
-    ApiRoute("/features", online_features, "GET", Operation(
-        "Online feature rows (get_online_features)", {200: Reply(FeatureRows, "one row per entity")},
-        query=FeaturesQuery,
-    )),
-    ApiRoute("/features/offline", offline_features, "GET", Operation(
-        "Point-in-time feature rows as online serving returned them at event time `ts` (get_offline_features)",
-        {200: Reply(FeatureRows, "one row per entity"), 503: Reply(Error, "no offline log in this process")},
-        query=OfflineFeaturesQuery,
-    )),
-    ApiRoute("/metrics", prometheus_metrics, "GET", Operation(
-        "Prometheus metrics", {200: Reply(str, "Prometheus text format", "text/plain")},
-    )),
+    ApiRoute(
+        "/readyz",
+        readyz,
+        "GET",
+        Operation(
+            "Readiness: model loaded, partitions assigned, tables recovered",
+            {200: Reply(Readiness, "ready"), 503: Reply(Readiness, "not ready")},
+        ),
+    ),
+    ApiRoute(
+        "/predict",
+        predict,
+        "POST",
+        Operation(
+            "Score one entity now",
+            {200: Reply(Prediction, "the prediction")},
+            body=PredictRequest,
+        ),
+    ),
+    ApiRoute(
+        "/predict/batch",
+        predict_batch,
+        "POST",
+        Operation(
+            f"Score 1 to {MAX_BATCH_ROWS} entities in one call",
+            {200: Reply(PredictionBatch, "one prediction per row")},
+            body=PredictBatchRequest,
+        ),
+    ),
+    ApiRoute(
+        "/openapi.json",
+        openapi_document,
+        "GET",
+        Operation(
+            "This document",
+            {200: Reply(dict[str, Any], "OpenAPI 3.1")},
+        ),
+    ),
+    ApiRoute(
+        "/models",
+        list_models,
+        "GET",
+        Operation(
+            "The serving model, the registered versions and the models available",
+            {200: Reply(ModelsListing, "models")},
+        ),
+    ),
+    ApiRoute(
+        "/models/{name}/promote",
+        promote,
+        "POST",
+        _admin(
+            "Serve a registered version (the outgoing model's state is kept for rollback)",
+            PromoteRequest,
+        ),
+    ),
+    ApiRoute(
+        "/models/{name}/rollback", rollback, "POST", _admin("Serve the version that served before the current one")
+    ),
+    ApiRoute(
+        "/models/{name}/rollout",
+        start_rollout,
+        "POST",
+        _admin(
+            "Start a shadow or canary rollout of a registered version",
+            RolloutRequest,
+        ),
+    ),
+    ApiRoute(
+        "/models/{name}/rollout/stop", stop_rollout, "POST", _admin("Stop the running rollout without a decision")
+    ),
+    ApiRoute(
+        "/features",
+        online_features,
+        "GET",
+        Operation(
+            "Online feature rows (get_online_features)",
+            {200: Reply(FeatureRows, "one row per entity")},
+            query=FeaturesQuery,
+        ),
+    ),
+    ApiRoute(
+        "/features/offline",
+        offline_features,
+        "GET",
+        Operation(
+            "Point-in-time feature rows as online serving returned them at event time `ts` (get_offline_features)",
+            {200: Reply(FeatureRows, "one row per entity"), 503: Reply(Error, "no offline log in this process")},
+            query=OfflineFeaturesQuery,
+        ),
+    ),
+    ApiRoute(
+        "/metrics",
+        prometheus_metrics,
+        "GET",
+        Operation(
+            "Prometheus metrics",
+            {200: Reply(str, "Prometheus text format", "text/plain")},
+        ),
+    ),
 ]
 
 OPENAPI = document(
-    ROUTES, title="rtml engine", version="0.1.0", description="Online predictions from River models fed by Kafka events."
+    ROUTES,
+    title="rtml engine",
+    version="0.1.0",
+    description="Online predictions from River models fed by Kafka events.",
 )
 OPENAPI_JSON = orjson.dumps(OPENAPI)
 

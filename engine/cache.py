@@ -23,8 +23,14 @@ from engine import metrics
 log = logging.getLogger(__name__)
 
 
-def cache_key(model_name: str, model_version: int, model_state: int, entity_id: str,
-              feature_version: int | None, features: dict[str, Any]) -> str:
+def cache_key(
+    model_name: str,
+    model_version: int,
+    model_state: int,
+    entity_id: str,
+    feature_version: int | None,
+    features: dict[str, Any],
+) -> str:
     """Everything that can change an answer is in the key: model version and learned state,
     the entity's feature-state version and the request's own features."""
     digest = hashlib.blake2b(orjson.dumps(features, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
@@ -106,7 +112,7 @@ class RedisCache:
             return None
         try:
             return await asyncio.wait_for(self._client.get(key), self.timeout_seconds)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             self._mark_down(exc)
             return None
 
@@ -121,13 +127,13 @@ class RedisCache:
     async def _set(self, key: str, value: bytes) -> None:
         try:
             await asyncio.wait_for(self._client.set(key, value, px=self.ttl_ms), self.timeout_seconds)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             self._mark_down(exc)
 
     async def ping(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self._client.ping(), self.timeout_seconds))
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             return False
 
     async def close(self) -> None:

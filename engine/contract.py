@@ -18,7 +18,8 @@ declaration to name the field: that costs only on the error path.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Generic, Literal, Mapping, TypeVar, get_args, get_origin
+from collections.abc import Mapping
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType

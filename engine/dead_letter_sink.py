@@ -32,8 +32,14 @@ class DeadLetterSink:
         for letter in letters:
             record = letter.record
             topic = self.topic_for(record.topic)
-            headers = dead_letter_headers(letter.reason, letter.detail, topic=record.topic, partition=record.partition,
-                                          offset=record.offset, original_headers=record.headers)
+            headers = dead_letter_headers(
+                letter.reason,
+                letter.detail,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                original_headers=record.headers,
+            )
             value = letter.value if letter.value is not None else record.value
             futures.append(await self.producer.send(topic, value, key=record.key, headers=headers))
             metrics.DLQ_MESSAGES.labels(topic, str(letter.reason)).inc()

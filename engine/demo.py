@@ -68,7 +68,9 @@ def run_demo(settings: Settings, rate: float) -> int:
         start_count = httpx.get(f"{base_url}/models").json()["serving"]["samples_learned"]
 
         total = load_dataset(DATASET).n_samples
-        print(f"2. publishing {total} {DATASET} events (labels inline) to topic {settings.events_topic!r} at {rate:.0f}/s")
+        print(
+            f"2. publishing {total} {DATASET} events (labels inline) to topic {settings.events_topic!r} at {rate:.0f}/s"
+        )
 
         async def publish_and_watch() -> dict:
             run = time.strftime("%Y%m%dT%H%M%S-")
@@ -92,18 +94,28 @@ def run_demo(settings: Settings, rate: float) -> int:
 
         print("4. the engine's progressive metrics against River's progressive_val_score on the same data")
         exact = True
-        for name, metric in (("accuracy", metrics.Accuracy()), ("roc_auc", metrics.ROCAUC()), ("log_loss", metrics.LogLoss())):
+        for name, metric in (
+            ("accuracy", metrics.Accuracy()),
+            ("roc_auc", metrics.ROCAUC()),
+            ("log_loss", metrics.LogLoss()),
+        ):
             if start_count:
                 print(
-                    f"   the model already knew {start_count} samples from an earlier run (restored from its snapshot),\n"
+                    f"   the model already knew {start_count} samples from an earlier run "
+                    "(restored from its snapshot),\n"
                     "   so its metrics cover both runs. To compare from scratch: make down; rm -rf .state; make demo"
                 )
                 break
-            reference = evaluate.progressive_val_score(load_dataset(DATASET), build_model(settings.model_name), metric).get()
+            reference = evaluate.progressive_val_score(
+                load_dataset(DATASET), build_model(settings.model_name), metric
+            ).get()
             engine_value = serving["metrics"][name]
             same = engine_value == reference
             exact &= same
-            print(f"   {name:<9} engine {engine_value:.10f}   River {reference:.10f}   {'identical' if same else 'DIFFERENT'}")
+            print(
+                f"   {name:<9} engine {engine_value:.10f}   River {reference:.10f}   "
+                f"{'identical' if same else 'DIFFERENT'}"
+            )
         print(f"5. metrics for Prometheus at {base_url}/metrics; stopping the engine")
         return 0 if exact else 1
     finally:
@@ -112,5 +124,3 @@ def run_demo(settings: Settings, rate: float) -> int:
             engine.wait(30)
         except subprocess.TimeoutExpired:
             engine.kill()
-
-

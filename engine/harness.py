@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -55,18 +56,21 @@ class EngineProcess:
     def port_file(self) -> Path:
         return self.settings.state_path / "api.port"
 
-    def launch(self) -> "EngineProcess":
+    def launch(self) -> EngineProcess:
         """Starts the process without waiting for anything."""
         self.port_file.unlink(missing_ok=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine", *self.command], cwd=ROOT, env={**os.environ, **self.env},
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        with open(self.log_path, "ab") as log:  # the child holds its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "engine", *self.command],
+                cwd=ROOT,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         return self
 
-    def start(self, ready_timeout: float = 90.0) -> "EngineProcess":
+    def start(self, ready_timeout: float = 90.0) -> EngineProcess:
         """Starts it and waits for /readyz to answer 200."""
         self.launch()
         self.wait_ready(ready_timeout)

@@ -31,14 +31,19 @@ async def learn_forever(settings: Settings, features: FeatureRegistry, stopping:
 
     await ensure_topics(settings)
     service = LearningService.restore(settings, features)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                max_request_size=MAX_MODEL_BYTES)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", max_request_size=MAX_MODEL_BYTES
+    )
     await producer.start()
     sink = DeadLetterSink(producer, settings)
     await service.start(producer)
     tp = TopicPartition(settings.examples_topic, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None,
-                                max_poll_records=settings.stream_batch_size)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        max_poll_records=settings.stream_batch_size,
+    )
     await consumer.start()
     try:
         consumer.assign([tp])
@@ -68,7 +73,9 @@ def run_learner(settings: Settings, features: FeatureRegistry) -> None:
 
     from engine.logs import install_log_rate_limit
 
-    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+    )
     install_log_rate_limit()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -16,9 +16,10 @@ import logging
 import pickle
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable
+from typing import Any
 
 import orjson
 import river
@@ -36,7 +37,16 @@ from models.rollout import Rollout
 from models.snapshots import Snapshot, SnapshotStore
 from models.training_log import TrainingLog
 from streams.features import FeatureRegistry
-from streams.model_topic import CHALLENGER, CHAMPION, HEARTBEAT, REGISTRY, ModelVersion, encode_version, heartbeat_value, publish
+from streams.model_topic import (
+    CHALLENGER,
+    CHAMPION,
+    HEARTBEAT,
+    REGISTRY,
+    ModelVersion,
+    encode_version,
+    heartbeat_value,
+    publish,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +92,9 @@ def check_snapshot(snapshot: Snapshot, settings: Settings, features: FeatureRegi
 
 
 class LearningService:
-    def __init__(self, settings: Settings, learner: Learner, features: FeatureRegistry, examples_offset: int = 0) -> None:
+    def __init__(
+        self, settings: Settings, learner: Learner, features: FeatureRegistry, examples_offset: int = 0
+    ) -> None:
         self.settings = settings
         self.learner = learner
         self.features = features
@@ -105,7 +117,7 @@ class LearningService:
     # -- start ----------------------------------------------------------------------------
 
     @classmethod
-    def restore(cls, settings: Settings, features: FeatureRegistry) -> "LearningService":
+    def restore(cls, settings: Settings, features: FeatureRegistry) -> LearningService:
         """From the newest snapshot this engine may resume from, or a fresh model."""
         store = SnapshotStore(settings.snapshot_path, settings.snapshot_retention)
         for snapshot in store.valid():
@@ -116,8 +128,12 @@ class LearningService:
                 break
             learner = Learner(snapshot.state["model"], dedupe_window=settings.dedupe_window)
             learner.restore_state(snapshot.state["learner"])
-            log.warning("resuming from snapshot %s: %d samples learned, examples from offset %d",
-                        snapshot.path.name, snapshot.meta["samples_learned"], snapshot.meta["examples_offset"])
+            log.warning(
+                "resuming from snapshot %s: %d samples learned, examples from offset %d",
+                snapshot.path.name,
+                snapshot.meta["samples_learned"],
+                snapshot.meta["examples_offset"],
+            )
             service = cls(settings, learner, features, snapshot.meta["examples_offset"])
             service._snapshot_cadence.done(learner.model.samples_learned)
             return service
@@ -132,8 +148,12 @@ class LearningService:
         replayed = await self.replay()
         if replayed:
             seconds = time.perf_counter() - started
-            log.warning("relearned %d examples logged after the snapshot in %.2f s (%.0f examples/s)",
-                        replayed, seconds, replayed / seconds)
+            log.warning(
+                "relearned %d examples logged after the snapshot in %.2f s (%.0f examples/s)",
+                replayed,
+                seconds,
+                replayed / seconds,
+            )
         await self.publish_all()
         self._tasks.append(asyncio.create_task(self._tick_forever()))
         if follow_control:
@@ -142,16 +162,24 @@ class LearningService:
     async def replay(self) -> int:
         """Learns the examples on the examples topic from the snapshot's offset to its end."""
         tp = TopicPartition(self.settings.examples_topic, 0)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
-                                    group_id=None, max_poll_records=5000)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            max_poll_records=5000,
+        )
         await consumer.start()
         learned = 0
         try:
             consumer.assign([tp])
             start, end = (await consumer.beginning_offsets([tp]))[tp], (await consumer.end_offsets([tp]))[tp]
             if start > self.examples_offset:
-                log.error("examples %d..%d are gone from %s (retention): the model misses them",
-                          self.examples_offset, start - 1, tp.topic)
+                log.error(
+                    "examples %d..%d are gone from %s (retention): the model misses them",
+                    self.examples_offset,
+                    start - 1,
+                    tp.topic,
+                )
                 self.examples_offset = start
             if self.examples_offset >= end:
                 return 0
@@ -211,7 +239,9 @@ class LearningService:
                 async with self.lock:
                     await self._maybe_publish_and_snapshot()
                     if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
-                        await publish(self.producer, self.settings.models_topic, HEARTBEAT, heartbeat_value(self.revision))
+                        await publish(
+                            self.producer, self.settings.models_topic, HEARTBEAT, heartbeat_value(self.revision)
+                        )
                         last_beat = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - policy: a failed publication or snapshot is retried next tick
                 metrics.LEARNER_ERRORS.labels(type(exc).__name__).inc()
@@ -282,16 +312,34 @@ class LearningService:
         model = self.learner.model
         rollout = self.learner.rollout
         lags, self._lags = self._lags, []
-        info = {"name": model.name, "task": model.task.value, "metrics": model.metric_values(),
-                "concept_drifts": model.drifts_detected, "rollout": rollout.status() if rollout else None,
-                "prediction_model_lag": {"mean_samples": sum(lags) / len(lags), "max_samples": max(lags),
-                                         "examples": len(lags)} if lags else None}
+        info = {
+            "name": model.name,
+            "task": model.task.value,
+            "metrics": model.metric_values(),
+            "concept_drifts": model.drifts_detected,
+            "rollout": rollout.status() if rollout else None,
+            "prediction_model_lag": {
+                "mean_samples": sum(lags) / len(lags),
+                "max_samples": max(lags),
+                "examples": len(lags),
+            }
+            if lags
+            else None,
+        }
         versions = [ModelVersion(model, model.version, self.revision, model.samples_learned, time.time(), info)]
         if rollout is not None:
             challenger = rollout.challenger
             challenger_info = {"name": challenger.name, "mode": rollout.mode, "share": rollout.share}
-            versions.append(ModelVersion(challenger, challenger.version, self.revision, challenger.samples_learned,
-                                         time.time(), challenger_info))
+            versions.append(
+                ModelVersion(
+                    challenger,
+                    challenger.version,
+                    self.revision,
+                    challenger.samples_learned,
+                    time.time(),
+                    challenger_info,
+                )
+            )
         self._publish_cadence.done(model.samples_learned)
         publish_model_gauges(model)
         if self.learner.pickle_seconds > OFFLOAD_ABOVE_SECONDS:
@@ -340,9 +388,18 @@ class LearningService:
             elif action == "rollout":
                 challenger = self.registry.load(int(command["version"]))
                 if challenger.task is not model.task:
-                    return {"ok": False, "status": 422, "error": f"version {command['version']} is a {challenger.task.value} model"}
-                self.learner.rollout = Rollout(challenger, mode=command["mode"], share=command["share"],
-                                               min_labels=command["min_labels"], margin=command["margin"])
+                    return {
+                        "ok": False,
+                        "status": 422,
+                        "error": f"version {command['version']} is a {challenger.task.value} model",
+                    }
+                self.learner.rollout = Rollout(
+                    challenger,
+                    mode=command["mode"],
+                    share=command["share"],
+                    min_labels=command["min_labels"],
+                    margin=command["margin"],
+                )
                 return {"ok": True, "status": 200, "rollout": self.learner.rollout.status()}
             elif action == "rollout_stop":
                 rollout = self.learner.rollout
@@ -358,15 +415,21 @@ class LearningService:
         except (ValueError, KeyError, TypeError) as exc:
             return {"ok": False, "status": 422, "error": str(exc)}
         served = self.learner.model
-        return {"ok": True, "status": 200,
-                "serving": {"name": served.name, "version": served.version, "samples_learned": served.samples_learned}}
+        return {
+            "ok": True,
+            "status": 200,
+            "serving": {"name": served.name, "version": served.version, "samples_learned": served.samples_learned},
+        }
 
     async def _follow_control(self) -> None:
         """Commands from every serving process, applied one at a time, between batches.
         A command's result is published in the registry record under its id."""
         consumer = AIOKafkaConsumer(
-            self.settings.control_topic, bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=f"{self.settings.app_id}-control", enable_auto_commit=False, auto_offset_reset="latest",
+            self.settings.control_topic,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=f"{self.settings.app_id}-control",
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
         )
         self._control = consumer
         await consumer.start()
@@ -391,7 +454,7 @@ class LearningService:
             return  # redelivered after a restart: already carried out
         async with self.lock:
             result = self.apply(command)
-            self.applied = [*self.applied[-(APPLIED_KEPT - 1):], {"id": command.get("id"), **result}]
+            self.applied = [*self.applied[-(APPLIED_KEPT - 1) :], {"id": command.get("id"), **result}]
             await self.publish_all()
             if result["ok"]:
                 self.snapshot()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 NOISY_LOGGERS = ("aiokafka", "kafka", "faust.transport", "mode")
 # Templates are few, but a client logging preformatted text makes a new key per line.

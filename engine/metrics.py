@@ -11,8 +11,24 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # Sub-millisecond work needs buckets far below the client's 5 ms default floor.
 FAST_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
-    0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.5,
 )
 
 EVENTS_PROCESSED = Counter("rtml_events_processed_total", "Valid events processed by the stream")
@@ -43,7 +59,9 @@ MODEL_SAMPLES = Gauge(
     "rtml_model_samples_learned", "Samples the live model learned from", ["model"], multiprocess_mode="livemostrecent"
 )
 MODEL_DRIFTS = Gauge(
-    "rtml_model_concept_drifts", "Concept drifts ADWIN detected on the error stream", ["model"],
+    "rtml_model_concept_drifts",
+    "Concept drifts ADWIN detected on the error stream",
+    ["model"],
     multiprocess_mode="livemostrecent",
 )
 MODEL_VERSION_LAG = Histogram(
@@ -65,18 +83,26 @@ DEADLINE_EXCEEDED = Counter(
     "rtml_prediction_deadline_exceeded_total", "Primary model predictions slower than the request deadline"
 )
 FEATURE_DRIFT_KS = Gauge(
-    "rtml_feature_drift_ks", "KS statistic of a feature's recent window against its reference window", ["feature"],
+    "rtml_feature_drift_ks",
+    "KS statistic of a feature's recent window against its reference window",
+    ["feature"],
     multiprocess_mode="livemax",
 )
 PREDICTION_DRIFT_KS = Gauge(
-    "rtml_prediction_drift_ks", "KS statistic of recent prediction scores against the reference window",
+    "rtml_prediction_drift_ks",
+    "KS statistic of recent prediction scores against the reference window",
     multiprocess_mode="livemax",
 )
 CONSUMER_LAG = Gauge(
-    "rtml_consumer_lag_messages", "Messages behind the end of the log", ["topic", "partition"], multiprocess_mode="livesum"
+    "rtml_consumer_lag_messages",
+    "Messages behind the end of the log",
+    ["topic", "partition"],
+    multiprocess_mode="livesum",
 )
 MODEL_INFO = Gauge(
-    "rtml_model_info", "The serving model: 1, and 0 for one it replaced", ["model", "version", "task"],
+    "rtml_model_info",
+    "The serving model: 1, and 0 for one it replaced",
+    ["model", "version", "task"],
     multiprocess_mode="livemostrecent",
 )
 SNAPSHOT_BYTES = Gauge("rtml_snapshot_bytes", "Size of the latest model snapshot", multiprocess_mode="livemostrecent")
@@ -86,14 +112,17 @@ SNAPSHOT_SECONDS = Histogram(
 ROLLOUT_DECISIONS = Counter("rtml_rollout_decisions_total", "Shadow/canary rollouts decided", ["decision"])
 ROLLOUT_SERVED = Counter("rtml_rollout_predictions_total", "Requests answered by a canary challenger")
 MODEL_HEALTHY = Gauge(
-    "rtml_model_healthy", "1 unless the last primary prediction raised or was missing, NaN or infinite",
+    "rtml_model_healthy",
+    "1 unless the last primary prediction raised or was missing, NaN or infinite",
     multiprocess_mode="livemin",  # any serving process with a broken model makes it 0
 )
 
 FEATURE_AGE = Histogram(
-    "rtml_feature_age_seconds", "Age of the entity features a prediction used (event time of their last update)",
+    "rtml_feature_age_seconds",
+    "Age of the entity features a prediction used (event time of their last update)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 60, 3600),
 )
 REPLAYED_EVENTS = Counter(
-    "rtml_replayed_events_total", "Events skipped because their entity row had applied them (restart or rebalance replay)"
+    "rtml_replayed_events_total",
+    "Events skipped because their entity row had applied them (restart or rebalance replay)",
 )

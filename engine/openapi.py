@@ -7,8 +7,9 @@ responses from the same tables the API answers with. Nothing here restates a fie
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import msgspec
 
@@ -75,8 +76,13 @@ def document(routes: Iterable[Any], *, title: str, version: str, description: st
         op: Operation = route.operation
         operation: dict[str, Any] = {"summary": op.summary}
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
-             **({"description": op.path_params[name]} if name in op.path_params else {})}
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                **({"description": op.path_params[name]} if name in op.path_params else {}),
+            }
             for name in route.param_convertors
         ]
         if op.query is not None:
@@ -85,11 +91,14 @@ def document(routes: Iterable[Any], *, title: str, version: str, description: st
             operation["parameters"] = parameters
         if op.body is not None:
             operation["requestBody"] = {
-                "required": True, "content": {"application/json": {"schema": schema_of[op.body]}},
+                "required": True,
+                "content": {"application/json": {"schema": schema_of[op.body]}},
             }
         operation["responses"] = {
-            str(status): {"description": reply.description,
-                          "content": {reply.media_type: {"schema": schema_of[reply.declaration]}}}
+            str(status): {
+                "description": reply.description,
+                "content": {reply.media_type: {"schema": schema_of[reply.declaration]}},
+            }
             for status, reply in sorted(responses_of(op).items())
         }
         if op.admin:
@@ -102,8 +111,9 @@ def document(routes: Iterable[Any], *, title: str, version: str, description: st
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {ADMIN_SCHEME: {"type": "http", "scheme": "bearer",
-                                               "description": "Authorization: Bearer $ADMIN_TOKEN"}},
+            "securitySchemes": {
+                ADMIN_SCHEME: {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer $ADMIN_TOKEN"}
+            },
         },
     }
 
@@ -114,7 +124,12 @@ def _query_parameters(declaration: Any) -> list[dict[str, Any]]:
     required = set(schema.get("required", ()))
     parameters = []
     for name, property_schema in schema["properties"].items():
-        parameter: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": property_schema}
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": property_schema,
+        }
         if property_schema.get("type") == "array":
             parameter.update(style="form", explode=True)
         parameters.append(parameter)

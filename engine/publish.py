@@ -10,7 +10,8 @@ import asyncio
 import datetime as dt
 import inspect
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -87,4 +88,3 @@ async def publish_dataset(
     finally:
         await producer.stop()
     return sent
-

@@ -11,9 +11,10 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -50,7 +51,8 @@ def build_cache(settings: Settings) -> tuple[PredictionCache | None, RedisCache 
     l1 = L1Cache(s.cache_l1_entries, s.cache_ttl_seconds, s.cache_l1_bytes) if s.cache_l1_entries > 0 else None
     redis = (
         RedisCache(s.redis_url, s.cache_ttl_seconds, s.redis_timeout_seconds, s.redis_backoff_seconds)
-        if s.redis_url else None
+        if s.redis_url
+        else None
     )
     return (PredictionCache(l1, redis) if (l1 or redis) else None), redis
 
@@ -69,13 +71,15 @@ class Runtime:
     starting: list[asyncio.Task] | None = None
 
     @classmethod
-    async def start(cls, settings: Settings) -> "Runtime":
+    async def start(cls, settings: Settings) -> Runtime:
         """Starts following the features and models in the background: the process answers
         at once, and /readyz says when it has caught up."""
         features = FeatureReplica(settings.kafka_bootstrap, settings.entity_changelog_topic)
         models = ModelReplica(settings.kafka_bootstrap, settings.models_topic)
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-        starting = [asyncio.create_task(c) for c in (features.start(wait_for_topic=3600.0), models.start(), producer.start())]
+        starting = [
+            asyncio.create_task(c) for c in (features.start(wait_for_topic=3600.0), models.start(), producer.start())
+        ]
         starting.append(asyncio.create_task(_probe_broker(producer, starting[2])))
         cache, redis = build_cache(settings)
         breaker = DeadlineBreaker(settings.predict_deadline_seconds, settings.breaker_cooldown_seconds)
@@ -93,7 +97,7 @@ class Runtime:
         )
 
     @classmethod
-    def in_process(cls, settings: Settings, models: ModelSource, features: Mapping[str, Any]) -> "Runtime":
+    def in_process(cls, settings: Settings, models: ModelSource, features: Mapping[str, Any]) -> Runtime:
         """A runtime without Kafka (unit tests, benchmarks of the HTTP path alone)."""
         cache, redis = build_cache(settings)
         breaker = DeadlineBreaker(settings.predict_deadline_seconds, settings.breaker_cooldown_seconds)
@@ -158,7 +162,7 @@ class Runtime:
                 return None
             try:
                 await asyncio.wait_for(self.models.updated.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return None
 
     def pending_predictions(self) -> int | None:

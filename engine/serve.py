@@ -15,10 +15,9 @@ import threading
 import uvicorn
 
 from engine.api import create_api
-from engine.sockets import shared_socket
 from engine.runtime import Runtime
 from engine.settings import Settings
-
+from engine.sockets import shared_socket
 
 STOP_DEADLINE_SECONDS = 9.0
 
@@ -41,14 +40,21 @@ def run_serve(settings: Settings) -> None:
     from engine.logs import install_log_rate_limit
     from engine.topics import ensure_topics
 
-    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
+    )
     install_log_rate_limit()
     if not os.environ.get("RTML_LISTEN_FD"):  # under `engine run` the supervisor made them
         asyncio.run(ensure_topics(settings))
     app = create_api(lambda: Runtime.start(settings))
     config = uvicorn.Config(
-        app, log_level=settings.log_level.lower() if settings.log_level.lower() != "info" else "warning",
-        access_log=False, lifespan="on", loop="uvloop", http="httptools", timeout_graceful_shutdown=5,
+        app,
+        log_level=settings.log_level.lower() if settings.log_level.lower() != "info" else "warning",
+        access_log=False,
+        lifespan="on",
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=5,
     )
     server = DeadlineServer(config)
     inherited = os.environ.get("RTML_LISTEN_FD")

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
 
@@ -164,8 +165,16 @@ class Predictor:
         champion = self.models.champion()
         if champion is None:
             metrics.FALLBACKS.labels("model_not_loaded").inc()
-            return {"entity_id": entity_id, "prediction": None, "probabilities": None, "model": None, "cached": None,
-                    "fallback": {"reason": "model_not_loaded", "source": "default"}, "rollout": None, **freshness}
+            return {
+                "entity_id": entity_id,
+                "prediction": None,
+                "probabilities": None,
+                "model": None,
+                "cached": None,
+                "fallback": {"reason": "model_not_loaded", "source": "default"},
+                "rollout": None,
+                **freshness,
+            }
         challenger = self.models.canary(entity_id)
         canary = challenger is not None
         model = challenger if canary else champion
@@ -173,20 +182,36 @@ class Predictor:
             metrics.ROLLOUT_SERVED.inc()
         key = None
         if self.cache is not None:
-            key = cache_key(model.name, model.version, model.samples_learned, entity_id, freshness["feature_version"], features)
+            key = cache_key(
+                model.name, model.version, model.samples_learned, entity_id, freshness["feature_version"], features
+            )
             cached, tier = await self.cache.get(key)
             if cached is not None:
-                return {"entity_id": entity_id, **orjson.loads(cached), "cached": tier, "fallback": None,
-                        "rollout": "canary" if canary else None, **freshness}
+                return {
+                    "entity_id": entity_id,
+                    **orjson.loads(cached),
+                    "cached": tier,
+                    "fallback": None,
+                    "rollout": "canary" if canary else None,
+                    **freshness,
+                }
 
         x = model_features(features, state["values"] if state else {})
         answer, fallback = self._primary_or_fallback(model, x)
         if key is not None and fallback is None:
             self.cache.put(key, dumps_json(answer))
-        return {"entity_id": entity_id, **answer, "cached": None, "fallback": fallback,
-                "rollout": "canary" if canary else None, **freshness}
+        return {
+            "entity_id": entity_id,
+            **answer,
+            "cached": None,
+            "fallback": fallback,
+            "rollout": "canary" if canary else None,
+            **freshness,
+        }
 
-    def _primary_or_fallback(self, model: OnlineModel, x: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str] | None]:
+    def _primary_or_fallback(
+        self, model: OnlineModel, x: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, str] | None]:
         if self.breaker.is_open:
             return self._fallback("deadline", x)
         started = self.breaker.clock()

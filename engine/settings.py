@@ -6,9 +6,10 @@ Pass any mapping to `Settings.from_env` (tests do); the process passes `os.envir
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from models.errors import EngineError
 
@@ -24,7 +25,9 @@ def _env(name: str, default: Any, help: str) -> Any:
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = _env("KAFKA_BOOTSTRAP", "localhost:9092", "Kafka bootstrap servers")
-    redis_url: str = _env("REDIS_URL", "redis://localhost:6379/0", "Redis for the shared (L2) prediction cache; empty = none")
+    redis_url: str = _env(
+        "REDIS_URL", "redis://localhost:6379/0", "Redis for the shared (L2) prediction cache; empty = none"
+    )
     api_host: str = _env("API_HOST", "127.0.0.1", "address the HTTP API binds")
     api_port: int = _env("API_PORT", 8000, "port of the HTTP API")
     app_id: str = _env("APP_ID", "rtml", "Faust app id: consumer group and changelog topic prefix")
@@ -45,7 +48,9 @@ class Settings:
     early_label_grace_seconds: float = _env(
         "EARLY_LABEL_GRACE_SECONDS", 30.0, "how long a label waits for its event before it is dead-lettered"
     )
-    stream_batch_size: int = _env("STREAM_BATCH_SIZE", 1000, "most records one fetch hands to a batch (max_poll_records)")
+    stream_batch_size: int = _env(
+        "STREAM_BATCH_SIZE", 1000, "most records one fetch hands to a batch (max_poll_records)"
+    )
     serve_processes: int = _env("SERVE_PROCESSES", 1, "serving processes `engine run` starts, sharing API_PORT")
     model_publish_every_labels: int = _env(
         "MODEL_PUBLISH_EVERY_LABELS", 10_000, "publish the model to serving after this many labels learned"
@@ -54,15 +59,21 @@ class Settings:
         "MODEL_PUBLISH_EVERY_SECONDS", 1.0, "or after this long, if anything was learned"
     )
     worker_id: str = _env(
-        "WORKER_ID", "0", "this stream worker's stable name in its group (static membership: a restart gets its partitions back at once)"
+        "WORKER_ID",
+        "0",
+        "this stream worker's stable name in its group (static membership: a restart gets its partitions back at once)",
     )
-    standby_replicas: int = _env("STANDBY_REPLICAS", 0, "standby copies of each feature table partition on other workers")
+    standby_replicas: int = _env(
+        "STANDBY_REPLICAS", 0, "standby copies of each feature table partition on other workers"
+    )
     cache_l1_entries: int = _env("CACHE_L1_ENTRIES", 100_000, "in-process cache size; 0 turns L1 off")
     cache_l1_bytes: int = _env(
         "CACHE_L1_BYTES", 64 * 1024 * 1024, "in-process cache size in bytes (keys, values, bookkeeping)"
     )
     cache_ttl_seconds: float = _env("CACHE_TTL_SECONDS", 30.0, "how long a cached prediction may be served")
-    redis_timeout_seconds: float = _env("REDIS_TIMEOUT_SECONDS", 0.005, "longest wait on Redis before serving without it")
+    redis_timeout_seconds: float = _env(
+        "REDIS_TIMEOUT_SECONDS", 0.005, "longest wait on Redis before serving without it"
+    )
     redis_backoff_seconds: float = _env("REDIS_BACKOFF_SECONDS", 1.0, "how long Redis is skipped after an error")
     predict_deadline_seconds: float = _env(
         "PREDICT_DEADLINE_SECONDS", 0.05, "a primary prediction slower than this opens the breaker"
@@ -80,14 +91,16 @@ class Settings:
     kafka_session_timeout_seconds: float = _env(
         "KAFKA_SESSION_TIMEOUT_SECONDS", 10.0, "how long a dead engine keeps its partitions"
     )
-    rollout_min_labels: int = _env("ROLLOUT_MIN_LABELS", 1000, "labels a shadow/canary is scored on before the decision")
+    rollout_min_labels: int = _env(
+        "ROLLOUT_MIN_LABELS", 1000, "labels a shadow/canary is scored on before the decision"
+    )
     rollout_margin: float = _env("ROLLOUT_MARGIN", 0.0, "how much better the challenger's primary metric must be")
     admin_token: str = _env("ADMIN_TOKEN", "", "bearer token for promote/rollback; empty = admin routes off")
     state_dir: str = _env("STATE_DIR", ".state/engine", "local state of the engine")
     log_level: str = _env("LOG_LEVEL", "info", "log level")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -98,9 +111,7 @@ class Settings:
             try:
                 values[f.name] = type(f.default)(raw)
             except ValueError:
-                raise SettingsError(
-                    f"{f.metadata['env']}={raw!r} is not a valid {type(f.default).__name__}"
-                ) from None
+                raise SettingsError(f"{f.metadata['env']}={raw!r} is not a valid {type(f.default).__name__}") from None
         settings = cls(**values)
         settings.validate()
         return settings

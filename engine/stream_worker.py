@@ -104,7 +104,7 @@ class PublishedModels:
             raise ModelError("no model published yet")
         try:
             prediction = champion.model.predict(x)
-        except Exception as exc:  # noqa: BLE001 - the event is dead-lettered as a model error
+        except Exception as exc:
             raise ModelError(f"predicting raised {type(exc).__name__}: {exc}") from exc
         problem = prediction.non_finite()
         if problem is not None:
@@ -155,12 +155,23 @@ class StreamWorker:
         self.rows = TableWriter(self.entities)
         self.pending = TableWriter(self.join_table)
         self.events = EventProcessor(
-            contract, features, self.rows, models, learn, dedupe_window=settings.dedupe_window, drift=self.drift,
-            on_row=self.offline_log.append, fresh_predictions=service is not None,
+            contract,
+            features,
+            self.rows,
+            models,
+            learn,
+            dedupe_window=settings.dedupe_window,
+            drift=self.drift,
+            on_row=self.offline_log.append,
+            fresh_predictions=service is not None,
         )
         self.join = Join(
-            contract, self.pending, learn, pending_ttl_seconds=settings.pending_ttl_seconds,
-            pending_max=settings.pending_max, early_label_grace_seconds=settings.early_label_grace_seconds,
+            contract,
+            self.pending,
+            learn,
+            pending_ttl_seconds=settings.pending_ttl_seconds,
+            pending_max=settings.pending_max,
+            early_label_grace_seconds=settings.early_label_grace_seconds,
         )
         self._processed_offsets: dict[tuple[str, int], int] = {}
 
@@ -343,8 +354,11 @@ class StreamWorker:
 
     async def start(self) -> None:
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=0,
-            max_batch_size=1 << 20, max_request_size=MAX_MODEL_BYTES,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            linger_ms=0,
+            max_batch_size=1 << 20,
+            max_request_size=MAX_MODEL_BYTES,
         )
         await self.producer.start()
         self.dead_letters = DeadLetterSink(self.producer, self.settings)
@@ -353,8 +367,10 @@ class StreamWorker:
         else:
             await self.replica.start()
             if self.replica.champion is None:
-                log.warning("waiting for the learner (python -m engine learn) to publish a model on %s",
-                            self.settings.models_topic)
+                log.warning(
+                    "waiting for the learner (python -m engine learn) to publish a model on %s",
+                    self.settings.models_topic,
+                )
             await self.replica.wait_for_champion()
 
     async def stop(self) -> None:
@@ -446,8 +462,9 @@ def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learne
     # the collector's way. Full collections over it took a tenth of ingestion time.
     gc.collect()
     gc.freeze()
-    faust_worker = DeadlineWorker(worker.app, WorkerService(worker, loop=loop), loop=loop,
-                                  loglevel=settings.log_level.upper())
+    faust_worker = DeadlineWorker(
+        worker.app, WorkerService(worker, loop=loop), loop=loop, loglevel=settings.log_level.upper()
+    )
     # Faust's terminal spinner lowers the root logger to DEBUG so that it spins on every record.
     faust_worker.spinner = None
     install_log_rate_limit_after_setup(faust_worker, install_log_rate_limit)

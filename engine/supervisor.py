@@ -17,12 +17,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from engine.sockets import shared_socket
 from engine.settings import Settings
+from engine.sockets import shared_socket
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,13 @@ class Supervisor:
                 continue
             self._forget_metrics(process.pid)
             delay = RESTART_BACKOFF_SECONDS[min(child.restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
-            log.warning("%s (pid %d) exited with %s; restarting it in %.1f s", child.name, process.pid,
-                        process.returncode, delay)
+            log.warning(
+                "%s (pid %d) exited with %s; restarting it in %.1f s",
+                child.name,
+                process.pid,
+                process.returncode,
+                delay,
+            )
             time.sleep(delay)
             if time.monotonic() - child.started_at > 60:
                 child.restarts = 0  # it had been running fine: a fresh start, not a crash loop

@@ -53,7 +53,8 @@ async def ensure_topics(settings: Settings, timeout_seconds: float = 60.0) -> No
         existing = set(await admin.list_topics())
         missing = [
             NewTopic(name, partitions, 1, topic_configs=config)
-            for name, (partitions, config) in wanted.items() if name not in existing
+            for name, (partitions, config) in wanted.items()
+            if name not in existing
         ]
         if missing:
             try:

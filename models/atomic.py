@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 def temporary_path(path: Path) -> Path:
@@ -56,7 +56,5 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as partial:
-        with open(partial, "wb") as out:
-            out.write(data)
-
+    with atomic_path(path) as partial, open(partial, "wb") as out:
+        out.write(data)

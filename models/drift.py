@@ -4,7 +4,8 @@ reference window (the first values seen), per numeric feature and for the predic
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -60,7 +60,7 @@ class Example:
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Example":
+    def from_record(cls, record: dict[str, Any]) -> Example:
         topic, partition, offset = record["source"]
         challenger = record.get("challenger")
         return cls(

@@ -7,15 +7,15 @@ engine and an offline `progressive_val_score` replay build identical models.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from river import base, forest, linear_model, optim, preprocessing, tree
 
 from models.errors import EngineError
 
 
-class Task(str, enum.Enum):
+class Task(enum.StrEnum):
     BINARY = "binary"
     MULTICLASS = "multiclass"
     REGRESSION = "regression"

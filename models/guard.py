@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,7 @@ class Refusal:
     example: Example
     reason: str  # MODEL_ERROR or MODEL_DIVERGED
     detail: str
+
 
 _ATOMS = (int, str, bytes, bool, type(None))
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
-from typing import Callable
+from collections.abc import Callable
 
 # Below this, pickling in the process is cheaper than forking a child for it.
 OFFLOAD_ABOVE_SECONDS = 0.01
@@ -30,7 +29,7 @@ class Child:
                 os.close(read_end)
                 data = memoryview(work() or b"")
                 while data:
-                    data = data[os.write(write_end, data):]
+                    data = data[os.write(write_end, data) :]
                 status = 0
             finally:
                 os._exit(status)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from river import drift, dummy, metrics, stats
 
@@ -34,7 +35,7 @@ class Prediction:
         return {"value": self.value, "proba": proba}
 
     @classmethod
-    def from_record(cls, data: dict[str, Any] | None) -> "Prediction":
+    def from_record(cls, data: dict[str, Any] | None) -> Prediction:
         if data is None:
             return cls(None)
         pairs = data.get("proba")
@@ -92,7 +93,9 @@ class OnlineModel:
         self.drift_detector = drift.ADWIN()
         self.drifts_detected = 0
         # The last resort of the fallback chain: class frequencies, or the running mean.
-        self.prior = dummy.PriorClassifier() if spec.task is not Task.REGRESSION else dummy.StatisticRegressor(stats.Mean())
+        self.prior = (
+            dummy.PriorClassifier() if spec.task is not Task.REGRESSION else dummy.StatisticRegressor(stats.Mean())
+        )
         # A simpler model learning from the same labels, answering when the primary cannot.
         self.fallback_name = fallback_name
         self.fallback = None

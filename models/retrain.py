@@ -17,8 +17,9 @@ parent is the serving one; promoting it is a separate, explicit step.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from tqdm import tqdm
 

@@ -96,4 +96,3 @@ class Rollout:
             "champion_metrics": {k: float(m.get()) for k, m in self.champion_scores.items()},
             "challenger_metrics": {k: float(m.get()) for k, m in self.challenger_scores.items()},
         }
-

@@ -14,9 +14,10 @@ import json
 import logging
 import pickle
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from models.atomic import atomic_write_bytes
 from models.errors import EngineError

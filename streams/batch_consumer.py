@@ -17,8 +17,10 @@ pyproject.toml and `tests/test_batch_consumer_contract.py` fails if they change.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from typing import Any, Awaitable, Callable, NamedTuple, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -152,7 +154,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         expected = self._read_offset[tp]
         if expected is not None and offsets[0] > expected:
             await self._add_gap(tp, expected, offsets[0] - 1)
-        for previous, current in zip(offsets, offsets[1:]):
+        for previous, current in itertools.pairwise(offsets):
             if current - previous > 1:  # transaction markers or compaction leave holes
                 await self._add_gap(tp, previous + 1, current - 1)
         self._ack_offsets(tp, offsets)

@@ -10,7 +10,8 @@ so Faust's recovery reads them back as if Faust had written them.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Iterable, Mapping
 
 # Re-exported: the base lives in models/ so that models/ can raise it too.
 from models.errors import EngineError as EngineError

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from models.drift import DriftMonitor
 from models.examples import INLINE, Example
@@ -120,7 +121,14 @@ class EventProcessor:
             raise InvalidMessage(DeadLetterReason.DUPLICATE_EVENT, f"event_id {event.event_id} was already processed")
 
     def _handle(
-        self, event: Event, record: Record, partition: int, row: Any, aggregates: list, now: float, outcome: EventOutcome
+        self,
+        event: Event,
+        record: Record,
+        partition: int,
+        row: Any,
+        aggregates: list,
+        now: float,
+        outcome: EventOutcome,
     ) -> None:
         state = apply_event(row, event.ts, event.features, aggregates)
         x = model_features(event.features, state["values"])
@@ -131,7 +139,7 @@ class EventProcessor:
             return  # features stay as they were: this event never happened for the model
         challenger = self.models.predict_challenger(x)
         state["offset"] = record.offset
-        state["recent_ids"] = [*(row or {}).get("recent_ids", ())[-(RECENT_IDS_PER_ENTITY - 1):], event.event_id]
+        state["recent_ids"] = [*(row or {}).get("recent_ids", ())[-(RECENT_IDS_PER_ENTITY - 1) :], event.event_id]
         self.rows.set(partition, event.entity_id, state)
         self._remember(event.event_id)
         if self.on_row is not None:
@@ -144,8 +152,18 @@ class EventProcessor:
         source = (record.topic, partition, record.offset)
         if event.has_label:
             example = Example(
-                event.event_id, event.ts, x, event.label, prediction, self.models.version, source,
-                INLINE, now, challenger, self.fresh_predictions, self.models.samples,
+                event.event_id,
+                event.ts,
+                x,
+                event.label,
+                prediction,
+                self.models.version,
+                source,
+                INLINE,
+                now,
+                challenger,
+                self.fresh_predictions,
+                self.models.samples,
             )
             if self.learn(example):
                 outcome.learned_inline += 1

@@ -34,7 +34,10 @@ class FeatureReplica:
 
     async def start(self, wait_for_topic: float = 60.0) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, max_poll_records=1000,
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            max_poll_records=1000,
         )
         await self._consumer.start()
         partitions = await self._partitions(wait_for_topic)
@@ -91,7 +94,9 @@ class FeatureReplica:
                 else:
                     rows[key] = orjson.loads(record.value)
             except (orjson.JSONDecodeError, TypeError) as exc:
-                log.warning("ignoring an unreadable changelog record at %s:%d: %r", record.partition, record.offset, exc)
+                log.warning(
+                    "ignoring an unreadable changelog record at %s:%d: %r", record.partition, record.offset, exc
+                )
 
     def _caught_up(self, tp: TopicPartition, next_offset: int) -> None:
         if self.ready.is_set():

@@ -14,8 +14,9 @@ the same functions rebuild it offline.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from models.errors import EngineError
 
@@ -39,7 +40,7 @@ class FeatureDefinition:
     max: float | None = None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureDefinition":
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureDefinition:
         if not isinstance(data, Mapping):
             raise FeatureDefinitionError("a feature definition must be an object")
         unknown = set(data) - {"name", "kind", "source", "agg", "window_seconds", "min", "max"}
@@ -140,9 +141,8 @@ def apply_event(
         longest[key] = max(longest.get(key, 0.0), window)
     for key, window in longest.items():
         value = 1 if key == "" else features.get(key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            if key != "":
-                continue
+        if key != "" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            continue
         points = history.setdefault(key, [])
         points.append([ts, value])
         horizon = ts - window

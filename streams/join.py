@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 
@@ -74,7 +75,9 @@ class Join:
             if entry is None:
                 self.table.set(partition, event_id, {"prediction": prediction, "at": now, "p": partition})
             elif "label" in entry:
-                self._meet(partition, prediction, entry["label"], (record.topic, partition, record.offset), now, outcome)
+                self._meet(
+                    partition, prediction, entry["label"], (record.topic, partition, record.offset), now, outcome
+                )
         return outcome
 
     def on_labels(self, partition: int, records: list[Record], now: float | None = None) -> JoinOutcome:
@@ -85,23 +88,40 @@ class Join:
                 label = self.contract.label(record.value or b"")
                 entry = self.table.get(label.event_id)
                 if label.event_id in self._joined or (entry is not None and "label" in entry):
-                    raise InvalidMessage(DeadLetterReason.DUPLICATE_EVENT, f"event {label.event_id} already has its label")
+                    raise InvalidMessage(
+                        DeadLetterReason.DUPLICATE_EVENT, f"event {label.event_id} already has its label"
+                    )
             except InvalidMessage as exc:
                 outcome.dead_letters.append(DeadLetter(record, exc.reason, exc.detail))
                 continue
             source = (record.topic, partition, record.offset)
             if entry is None:
-                self.table.set(partition, label.event_id, {
-                    "label": label.label, "at": now, "p": partition, "source": list(source),
-                    "raw": (record.value or b"").decode(), "headers": [[k, v.decode("latin-1")] for k, v in record.headers],
-                })
+                self.table.set(
+                    partition,
+                    label.event_id,
+                    {
+                        "label": label.label,
+                        "at": now,
+                        "p": partition,
+                        "source": list(source),
+                        "raw": (record.value or b"").decode(),
+                        "headers": [[k, v.decode("latin-1")] for k, v in record.headers],
+                    },
+                )
                 outcome.waiting_labels += 1
                 continue
             self._meet(partition, entry["prediction"], label.label, source, now, outcome)
         return outcome
 
-    def _meet(self, partition: int, prediction: dict[str, Any], label: Any, source: tuple[str, int, int],
-              now: float, outcome: JoinOutcome) -> None:
+    def _meet(
+        self,
+        partition: int,
+        prediction: dict[str, Any],
+        label: Any,
+        source: tuple[str, int, int],
+        now: float,
+        outcome: JoinOutcome,
+    ) -> None:
         challenger = prediction.get("challenger")
         example = Example(
             event_id=prediction["event_id"],

@@ -38,7 +38,7 @@ DECODE_IN_THREAD_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class ModelVersion:
-    model: "OnlineModel"
+    model: OnlineModel
     version: int  # the registry's version number
     revision: int  # how many times the learner has published; grows with every publication
     samples_learned: int
@@ -47,16 +47,27 @@ class ModelVersion:
 
 
 def encode_version(v: ModelVersion) -> bytes:
-    meta = {"version": v.version, "revision": v.revision, "samples_learned": v.samples_learned,
-            "published_at": v.published_at, "info": v.info}
+    meta = {
+        "version": v.version,
+        "revision": v.revision,
+        "samples_learned": v.samples_learned,
+        "published_at": v.published_at,
+        "info": v.info,
+    }
     return encode_snapshot(meta, {"model": v.model})
 
 
 def decode_version(data: bytes) -> ModelVersion:
     decoded = decode_snapshot(data)
     meta = decoded["meta"]
-    return ModelVersion(decoded["state"]["model"], meta["version"], meta["revision"], meta["samples_learned"],
-                        meta["published_at"], meta.get("info", {}))
+    return ModelVersion(
+        decoded["state"]["model"],
+        meta["version"],
+        meta["revision"],
+        meta["samples_learned"],
+        meta["published_at"],
+        meta.get("info", {}),
+    )
 
 
 async def publish(producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes | None) -> None:
@@ -98,8 +109,11 @@ class ModelReplica:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-            max_partition_fetch_bytes=MAX_MODEL_BYTES, fetch_max_bytes=MAX_MODEL_BYTES,
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            max_partition_fetch_bytes=MAX_MODEL_BYTES,
+            fetch_max_bytes=MAX_MODEL_BYTES,
         )
         await self._consumer.start()
         tp = TopicPartition(self.topic, 0)

@@ -29,9 +29,10 @@ It is not clearly faster, it is a large dependency, and pyarrow is one already.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -111,7 +112,9 @@ class OfflineFeatureLog:
         it off the event loop."""
         outcomes = []
         for start in range(0, len(updates), self.flush_rows):
-            rows = [(e, u, v, orjson.dumps(values).decode()) for e, u, v, values in updates[start : start + self.flush_rows]]
+            rows = [
+                (e, u, v, orjson.dumps(values).decode()) for e, u, v, values in updates[start : start + self.flush_rows]
+            ]
             outcomes.append(self._log.write(rows_to_table(rows, SCHEMA)))
         return outcomes
 
@@ -184,7 +187,9 @@ class OfflineFeatureLog:
                         path, metadata=self._index(path).metadata, read_dictionary=["entity_id"]
                     )
                 keys = handle.read_row_group(g, columns=KEY_COLUMNS, use_threads=False)
-                mask = pc.and_(pc.is_in(keys.column("entity_id"), value_set=ids), pc.less_equal(keys.column("updated_at"), t))
+                mask = pc.and_(
+                    pc.is_in(keys.column("entity_id"), value_set=ids), pc.less_equal(keys.column("updated_at"), t)
+                )
                 rows = pc.indices_nonzero(mask)
                 if len(rows):
                     hits = keys.take(rows)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -133,7 +134,7 @@ def _timestamp(value: Any, name: str) -> float:
         except ValueError:
             raise InvalidMessage(Reason.WRONG_TYPE, f"{name} is not an ISO-8601 time: {value!r}", name) from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         return moment.timestamp()
     raise InvalidMessage(Reason.WRONG_TYPE, f"{name} must be epoch seconds or an ISO-8601 string", name)
 
