@@ -20,17 +20,15 @@ from engine.api import create_api
 from engine.runtime import Runtime
 from engine.serving import FixedModel
 from engine.settings import Settings
-from models.online import OnlineModel
 from streams.features import FeatureRegistry, apply_event
+from tests.helpers import trained
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 TOKEN = "fuzz-token"
 
 
 def _runtime() -> Runtime:
-    model = OnlineModel("logreg")
-    for x, y in list(datasets.Phishing())[:100]:
-        model.learn(x, y, model.predict(x))
+    model = trained(list(datasets.Phishing())[:100])
     registry = FeatureRegistry([{"name": "amount", "kind": "raw", "min": 0, "max": 100}, {"name": "n", "agg": "count"}])
     entities = {"known": apply_event(None, 1.0, {"amount": 3.0}, registry.aggregates)}
     settings_ = Settings.from_env({"REDIS_URL": "", "ADMIN_TOKEN": TOKEN, "STATE_DIR": tempfile.mkdtemp()})

@@ -3,12 +3,12 @@
 import itertools
 
 import pytest
-from river import datasets, evaluate
+from river import datasets
 
 from models.examples import Example
-from models.factory import build_model
 from models.learner import Learner, ModelError
 from models.online import OnlineModel
+from tests.helpers import progressive_metrics
 
 POISON = (1e308, -1e308, 1e200)
 
@@ -37,15 +37,6 @@ def stream(learner, rows, batch=25):
     return refused + [(r.example.event_id, f"{r.reason}: {r.detail}") for r in learner.end_batch().refused]
 
 
-def reference(model_name, rows):
-    values = {}
-    for name, metric in OnlineModel(model_name).metrics.items():
-        fresh = type(metric)()
-        evaluate.progressive_val_score(rows, build_model(model_name), fresh)
-        values[name] = fresh.get()
-    return values
-
-
 @pytest.mark.parametrize("model_name", ["logreg", "hoeffding", "softmax"])
 @pytest.mark.parametrize("value", POISON)
 def test_a_poisoning_example_is_undone_and_reported(model_name, value):
@@ -60,7 +51,7 @@ def test_a_poisoning_example_is_undone_and_reported(model_name, value):
     assert sorted(event_id for event_id, _ in refused) == ["e-100", "e-250"]
     assert all(why.startswith(("model_error: ", "model_diverged: ")) for _, why in refused)
     clean = [row for i, row in enumerate(rows) if i not in (100, 250)]
-    assert learner.model.metric_values() == reference(model_name, clean)
+    assert learner.model.metric_values() == progressive_metrics(model_name, clean)
     assert learner.model.samples_learned == len(clean)
 
 
@@ -68,7 +59,7 @@ def test_tiny_values_are_not_mistaken_for_poison():
     rows = [(dict(x, https=1e-320) if i % 7 == 0 else x, y) for i, (x, y) in enumerate(phishing(200))]
     learner = Learner(OnlineModel("logreg"), min_interval=50)
     assert stream(learner, rows) == []
-    assert learner.model.metric_values() == reference("logreg", rows)
+    assert learner.model.metric_values() == progressive_metrics("logreg", rows)
 
 
 def test_an_input_the_model_cannot_take_is_a_model_error_and_changes_nothing():
@@ -135,4 +126,4 @@ def test_an_example_the_model_cannot_learn_is_a_model_error_and_leaves_no_trace(
     outcome = learner.end_batch()
     assert [(r.example.event_id, r.reason) for r in outcome.refused] == [("e-20", "model_error")]
     clean = [row for i, row in enumerate(rows) if i != 20]
-    assert learner.model.metric_values() == reference("logreg", clean)
+    assert learner.model.metric_values() == progressive_metrics("logreg", clean)

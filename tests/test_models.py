@@ -1,33 +1,54 @@
 """One contract suite over every model the factory builds."""
 
+import math
 import pickle
 
 import pytest
-from river import datasets
 
-from models.factory import MODELS, Task, UnknownModelError, build_model
+from models.factory import MODELS, UnknownModelError, build_model
 from models.online import OnlineModel
+from tests.helpers import progressive_metrics, task_rows
 
-DATASET_FOR = {Task.BINARY: datasets.Phishing, Task.MULTICLASS: datasets.ImageSegments, Task.REGRESSION: datasets.TrumpApproval}
 
-
-def sample(task, n=60):
-    return list(DATASET_FOR[task]())[:n]
+def assert_sound(model, prediction):
+    """What a user of the answer relies on: a regressor's finite number; a classifier's
+    probabilities form a distribution whose most likely class is the predicted one, or are
+    empty with no class at all (River's answer before it knows any class)."""
+    if not model.is_classifier:
+        assert prediction.proba is None
+        assert isinstance(prediction.value, (int, float)) and math.isfinite(prediction.value), prediction
+        return
+    proba = prediction.proba
+    assert proba is not None, prediction
+    if not proba:
+        assert prediction.value is None, prediction
+        return
+    assert all(0.0 <= p <= 1.0 for p in proba.values()), prediction
+    assert math.fsum(proba.values()) == pytest.approx(1.0), prediction
+    assert prediction.value in proba and proba[prediction.value] == max(proba.values()), prediction
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_predict_before_learn_does_not_raise(name):
+def test_predict_before_learn_is_sound_and_scored_as_river_scores_it(name):
     model = OnlineModel(name)
-    x, _ = sample(model.task, 1)[0]
+    rows = task_rows(model.task, 5)
+    x, _ = rows[0]
     prediction = model.predict(x)
-    if model.is_classifier:
-        assert prediction.proba is not None
+    assert_sound(model, prediction)
+    assert model.predict(x) == prediction  # predicting learns nothing
+    assert model.samples_learned == 0
+    for x, y in rows:
+        model.learn(x, y, model.predict(x))
+    # The first answers, from a model that knew nothing, count as progressive_val_score
+    # counts them (an empty answer is not scored).
+    assert model.metric_values() == progressive_metrics(name, rows)
+    assert model.samples_learned == len(rows)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_pickle_round_trip_predicts_the_same(name):
     model = OnlineModel(name)
-    rows = sample(model.task)
+    rows = task_rows(model.task, 60)
     for x, y in rows[:-5]:
         model.learn(x, y, model.predict(x))
     clone = pickle.loads(pickle.dumps(model))
@@ -37,20 +58,47 @@ def test_pickle_round_trip_predicts_the_same(name):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_emerging_and_missing_features(name):
-    model = OnlineModel(name)
-    rows = sample(model.task, 30)
+def test_a_feature_that_emerges_midway_is_learned_and_used(name):
+    rows = task_rows(MODELS[name].task, 300)
+    emerging = next(iter(rows[0][0]))  # held back for the first half of the stream
+    with_it, without_it = OnlineModel(name), OnlineModel(name)  # the twin never gets it
+    differ = False
     for i, (x, y) in enumerate(rows):
-        x = dict(list(x.items())[: 1 + i % len(x)])  # features appear over time
+        short = {k: v for k, v in x.items() if k != emerging}
+        features = x if i >= len(rows) // 2 else short
+        prediction, twin = with_it.predict(features), without_it.predict(short)
+        assert_sound(with_it, prediction)
+        differ = differ or prediction != twin
+        with_it.learn(features, y, prediction)
+        without_it.learn(short, y, twin)
+    # Identical until it appears; from then on the model answers with it.
+    assert differ, f"{name} answers the same whether or not it learned {emerging!r}"
+    assert with_it.metric_values() != without_it.metric_values()
+    assert with_it.samples_learned == len(rows)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_missing_and_unknown_features_are_answered_without_learning_anything(name):
+    model = OnlineModel(name)
+    rows = task_rows(model.task, 30)
+    for i, (x, y) in enumerate(rows):
+        x = dict(list(x.items())[: 1 + i % len(x)])  # rows missing more or fewer features
         model.learn(x, y, model.predict(x))
+    answers = [model.predict(x) for x, _ in rows]
     x, _ = rows[0]
-    model.predict({**x, "never_seen_before": 1.0})
-    assert model.samples_learned == 30
+    missing = dict(list(x.items())[: len(x) // 2])
+    for features in (x, missing, {}, {**x, "never_seen_before": 1.0}):
+        assert_sound(model, model.predict(features))
+    # A feature the model never learned does not change its answer.
+    assert model.predict({**x, "never_seen_before": 1.0}) == model.predict(x)
+    # None of those answers taught the model anything.
+    assert model.samples_learned == len(rows)
+    assert [model.predict(x) for x, _ in rows] == answers
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_factory_builds_identical_fresh_models(name):
-    rows = sample(MODELS[name].task, 40)
+    rows = task_rows(MODELS[name].task, 40)
     a, b = build_model(name), build_model(name)
     for x, y in rows:
         a.learn_one(x, y)

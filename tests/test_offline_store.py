@@ -7,6 +7,7 @@ import orjson
 from streams.batch_consumer import Record
 from streams.feature_store import FeatureStore
 from streams.offline_store import OfflineFeatureLog
+from tests.helpers import event
 
 DEFINITIONS = [
     {"name": "amount_sum_60", "source": "amount", "agg": "sum", "window_seconds": 60},
@@ -28,8 +29,8 @@ def test_offline_as_of_equals_online_at_every_timestamp(tmp_path, pipeline_facto
     for i in range(300):
         ts += rng.choice([0.5, 1.0, 3.0, 10.0])
         entity = rng.choice(entities)
-        event = {"event_id": str(i), "entity_id": entity, "ts": ts, "features": {"amount": rng.uniform(0, 100)}}
-        pipeline.events.process(0, [Record("events", 0, i, None, orjson.dumps(event), (), None)])
+        value = event(i, entity, {"amount": rng.uniform(0, 100)}, ts=ts)
+        pipeline.events.process(0, [Record("events", 0, i, None, value, (), None)])
         seen.append((ts, online.get_online_features(entities)))
     offline.flush()
 

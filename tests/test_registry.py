@@ -9,15 +9,9 @@ from engine.runtime import Runtime
 from engine.settings import Settings
 from models.online import OnlineModel
 from models.registry import ModelRegistry, RegistryError
+from tests.helpers import trained
 
 ROWS = list(datasets.Phishing())
-
-
-def trained(rows, name="logreg"):
-    model = OnlineModel(name)
-    for x, y in rows:
-        model.learn(x, y, model.predict(x))
-    return model
 
 
 def test_rollback_restores_exactly_the_previous_predictions(tmp_path):

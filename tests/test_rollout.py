@@ -1,27 +1,17 @@
 """Shadow and canary rollouts: routing, scoring, decisions."""
 
-import orjson
 import pytest
 from river import datasets
 
 from models.online import OnlineModel
 from models.rollout import Rollout, entity_share
+from tests.helpers import event, label, trained
 
 ROWS = list(datasets.Phishing())
 
 
-def trained(name, rows):
-    model = OnlineModel(name)
-    for x, y in rows:
-        model.learn(x, y, model.predict(x))
-    return model
-
-
 def stream(pipeline, rows, start=0):
-    pipeline.send_events([
-        orjson.dumps({"event_id": str(i), "entity_id": f"e{i % 7}", "ts": float(i), "features": x, "label": y})
-        for i, (x, y) in enumerate(rows, start)
-    ])
+    pipeline.send_events([event(i, f"e{i % 7}", x, ts=float(i), label=y) for i, (x, y) in enumerate(rows, start)])
 
 
 def pipeline_with(pipeline_factory, champion, rollout):
@@ -42,7 +32,7 @@ def test_canary_share_is_stable_per_entity_and_within_tolerance():
 
 
 def test_better_challenger_is_promoted_after_min_labels(pipeline_factory):
-    challenger = trained("logreg", ROWS)  # has seen everything: clearly better early on
+    challenger = trained(ROWS)  # has seen everything: clearly better early on
     rollout = Rollout(challenger, mode="shadow", min_labels=200, margin=0.01)
     pipeline = pipeline_with(pipeline_factory, OnlineModel("logreg"), rollout)
     stream(pipeline, ROWS[:199])
@@ -56,7 +46,7 @@ def test_better_challenger_is_promoted_after_min_labels(pipeline_factory):
 
 def test_worse_challenger_is_rolled_back(pipeline_factory):
     rollout = Rollout(OnlineModel("hoeffding"), mode="canary", share=0.2, min_labels=300)
-    pipeline = pipeline_with(pipeline_factory, trained("logreg", ROWS[:800]), rollout)
+    pipeline = pipeline_with(pipeline_factory, trained(ROWS[:800]), rollout)
     stream(pipeline, ROWS[800:1100], start=800)
     assert rollout.decision() == "rollback"
 
@@ -77,8 +67,8 @@ def test_challenger_learns_from_delayed_labels_too(pipeline_factory):
     rollout = Rollout(OnlineModel("hoeffding"), min_labels=10)
     pipeline = pipeline_with(pipeline_factory, OnlineModel("logreg"), rollout)
     x, y = ROWS[0]
-    pipeline.send_events([orjson.dumps({"event_id": "a", "entity_id": "e", "ts": 1.0, "features": x})])
-    pipeline.send_labels([orjson.dumps({"event_id": "a", "label": y})])
+    pipeline.send_events([event("a", "e", x, ts=1.0)])
+    pipeline.send_labels([label("a", y)])
     assert rollout.challenger.samples_learned == 1 and rollout.labels == 1
 
 

@@ -1,16 +1,15 @@
 import pytest
 import pickle
 
-from models.online import OnlineModel
 from models.snapshots import SnapshotStore
 from river import datasets
 
+from tests.helpers import trained
+
 
 def test_round_trip_keeps_the_model_exactly(tmp_path):
-    model = OnlineModel("arf")
     rows = list(datasets.Phishing())
-    for x, y in rows[:300]:
-        model.learn(x, y, model.predict(x))
+    model = trained(rows[:300], "arf")
     store = SnapshotStore(tmp_path)
     store.write({"samples": model.samples_learned}, {"model": model})
     restored = store.latest().state["model"]

@@ -1,22 +1,10 @@
 """The stream logic without Kafka: exactness, delayed labels, dead letters, replays, expiry."""
 
-import orjson
 import pytest
-from river import datasets, evaluate, metrics
+from river import datasets
 
-from models.factory import build_model
 from streams.dead_letters import DeadLetterReason
-
-
-def event(i, x, y=None, entity="e", ts=None):
-    body = {"event_id": str(i), "entity_id": entity, "ts": float(i) if ts is None else ts, "features": x}
-    if y is not None:
-        body["label"] = y
-    return orjson.dumps(body)
-
-
-def label(i, y):
-    return orjson.dumps({"event_id": str(i), "label": y})
+from tests.helpers import event, label, progressive_metrics
 
 
 def reasons(pipeline):
@@ -27,11 +15,9 @@ def test_inline_labels_in_batches_match_progressive_val_score(pipeline_factory):
     pipeline = pipeline_factory()
     rows = list(datasets.Phishing())
     for start in range(0, len(rows), 97):  # batches of odd sizes
-        pipeline.send_events([event(i, x, y, entity=f"e{i % 13}") for i, (x, y) in enumerate(rows[start:start + 97], start)])
-    for name, metric in pipeline.model.metrics.items():
-        reference = type(metric)()
-        evaluate.progressive_val_score(datasets.Phishing(), build_model("logreg"), reference)
-        assert metric.get() == reference.get(), name
+        pipeline.send_events([event(i, f"e{i % 13}", x, ts=float(i), label=y)
+                              for i, (x, y) in enumerate(rows[start:start + 97], start)])
+    assert pipeline.model.metric_values() == progressive_metrics("logreg", rows)
 
 
 def test_delayed_labels_match_progressive_val_score_with_delay(pipeline_factory):
@@ -41,13 +27,11 @@ def test_delayed_labels_match_progressive_val_score_with_delay(pipeline_factory)
     for i, (x, _) in enumerate(rows):
         if i >= delay:
             pipeline.send_labels([label(i - delay, rows[i - delay][1])])
-        pipeline.send_events([event(i, x)])
+        pipeline.send_events([event(i, "e", x, ts=float(i))])
     pipeline.send_labels([label(i, rows[i][1]) for i in range(len(rows) - delay, len(rows))])
 
-    reference = metrics.Accuracy()
     # simulate_qa reveals label i just before question i + delay, as the loop above does.
-    evaluate.progressive_val_score(datasets.Phishing(), build_model("logreg"), reference, delay=delay)
-    assert pipeline.model.metrics["accuracy"].get() == reference.get()
+    assert pipeline.model.metric_values() == progressive_metrics("logreg", rows, delay=delay)
     assert pipeline.model.samples_learned == len(rows)
     assert len(pipeline.pending) == 0
 
@@ -55,7 +39,7 @@ def test_delayed_labels_match_progressive_val_score_with_delay(pipeline_factory)
 def test_label_before_its_prediction_waits_then_is_learned(pipeline_factory):
     pipeline = pipeline_factory()
     assert pipeline.send_labels([label(1, True)], now=0.0).waiting_labels == 1
-    pipeline.send_events([event(1, {"a": 1.0})], now=1.0)
+    pipeline.send_events([event(1, "e", {"a": 1.0}, ts=1.0)], now=1.0)
     assert pipeline.model.samples_learned == 1
     assert pipeline.join.expire(now=1000.0).dead_letters == []
 
@@ -72,7 +56,7 @@ def test_label_whose_event_never_comes_is_dead_lettered_with_its_bytes(pipeline_
 
 def test_duplicates_are_dead_lettered_and_learned_once(pipeline_factory):
     pipeline = pipeline_factory()
-    pipeline.send_events([event(1, {"a": 1.0}), event(1, {"a": 2.0})])  # even within one batch
+    pipeline.send_events([event(1, "e", {"a": 1.0}, ts=1.0), event(1, "e", {"a": 2.0}, ts=1.0)])  # even within one batch
     pipeline.send_labels([label(1, True)])
     pipeline.send_labels([label(1, True)])
     assert reasons(pipeline) == ["duplicate_event", "duplicate_event"]
@@ -82,7 +66,7 @@ def test_duplicates_are_dead_lettered_and_learned_once(pipeline_factory):
 def test_a_replayed_batch_changes_nothing(pipeline_factory):
     pipeline = pipeline_factory(definitions=[{"name": "n", "agg": "count"}])
     rows = list(datasets.Phishing())[:40]
-    records = pipeline._records("events", [event(i, x, y) for i, (x, y) in enumerate(rows)])
+    records = pipeline._records("events", [event(i, "e", x, ts=float(i), label=y) for i, (x, y) in enumerate(rows)])
     pipeline.events.process(0, records)
     pipeline.learner.end_batch()
     again = pipeline.events.process(0, records)  # what a restart or a rebalance delivers
@@ -94,7 +78,7 @@ def test_a_replayed_batch_changes_nothing(pipeline_factory):
 def test_pending_predictions_expire_by_ttl_and_by_bound(pipeline_factory):
     pipeline = pipeline_factory(pending_ttl_seconds=10, pending_max=2)
     for i in range(4):
-        pipeline.send_events([event(i, {"a": float(i)})], now=float(i))
+        pipeline.send_events([event(i, "e", {"a": float(i)}, ts=float(i))], now=float(i))
     expiry = pipeline.join.expire(now=10.5)
     assert (expiry.predictions, expiry.evicted) == (1, 1)  # event 0 by TTL, event 1 over the bound
     assert sorted(pipeline.pending.data) == ["2", "3"]
@@ -103,18 +87,18 @@ def test_pending_predictions_expire_by_ttl_and_by_bound(pipeline_factory):
 def test_an_event_the_model_cannot_take_is_a_model_error_not_a_crash(pipeline_factory):
     pipeline = pipeline_factory()
     rows = list(datasets.Phishing())[:10]
-    pipeline.send_events([event(i, x, y) for i, (x, y) in enumerate(rows)])
-    pipeline.send_events([event(10, {**rows[0][0], "https": "yes"}, True)])  # predicting raises
-    pipeline.send_events([event(11, {**rows[0][0], "country": "FR"}, True)])  # learning raises
-    pipeline.send_events([event(12, rows[1][0], True)])
+    pipeline.send_events([event(i, "e", x, ts=float(i), label=y) for i, (x, y) in enumerate(rows)])
+    pipeline.send_events([event(10, "e", {**rows[0][0], "https": "yes"}, ts=10.0, label=True)])  # predicting raises
+    pipeline.send_events([event(11, "e", {**rows[0][0], "country": "FR"}, ts=11.0, label=True)])  # learning raises
+    pipeline.send_events([event(12, "e", rows[1][0], ts=12.0, label=True)])
     assert reasons(pipeline) == ["model_error", "model_error"]
     assert pipeline.model.samples_learned == 11
 
 
 def test_learns_from_features_as_they_were_at_prediction_time(pipeline_factory):
     pipeline = pipeline_factory(definitions=[{"name": "n", "agg": "count"}])
-    pipeline.send_events([event(1, {"a": 1.0})])
-    pipeline.send_events([event(2, {"a": 2.0})])  # the entity's count moves on to 2
+    pipeline.send_events([event(1, "e", {"a": 1.0}, ts=1.0)])
+    pipeline.send_events([event(2, "e", {"a": 2.0}, ts=2.0)])  # the entity's count moves on to 2
     assert pipeline.pending.get("1")["prediction"]["features"] == {"a": 1.0, "n": 1.0}
 
 
@@ -122,10 +106,8 @@ def test_learns_from_features_as_they_were_at_prediction_time(pipeline_factory):
 def test_hostile_values_are_out_of_range_and_the_rest_is_learned(pipeline_factory, value):
     pipeline = pipeline_factory()
     rows = list(datasets.Phishing())[:100]
-    values = [event(i, dict(x, https=value) if i % 30 == 7 else x, y) for i, (x, y) in enumerate(rows)]
+    values = [event(i, "e", dict(x, https=value) if i % 30 == 7 else x, ts=float(i), label=y) for i, (x, y) in enumerate(rows)]
     pipeline.send_events(values)
     assert reasons(pipeline) == ["out_of_range"] * 4
     clean = [row for i, row in enumerate(rows) if i % 30 != 7]
-    reference = metrics.Accuracy()
-    evaluate.progressive_val_score(clean, build_model("logreg"), reference)
-    assert pipeline.model.metrics["accuracy"].get() == reference.get()
+    assert pipeline.model.metric_values() == progressive_metrics("logreg", clean)

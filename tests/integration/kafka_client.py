@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Awaitable, Callable
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
@@ -18,10 +17,6 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None,
         await producer.flush()
     finally:
         await producer.stop()
-
-
-def event(event_id: str, entity_id: str, features: dict[str, Any], ts: float = 1_700_000_000.0, **extra: Any) -> bytes:
-    return orjson.dumps({"event_id": event_id, "entity_id": entity_id, "ts": ts, "features": features, **extra})
 
 
 async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
@@ -57,6 +52,54 @@ async def end_offset(bootstrap: str, topic: str, partition: int = 0) -> int:
         await consumer.stop()
 
 
-def examples_learned(bootstrap: str, settings) -> int:
-    """Examples the learner has logged (one per label learned), from outside any process."""
-    return asyncio.run(end_offset(bootstrap, settings.examples_topic))
+async def committed_offset(bootstrap: str, group_id: str, topic: str, partition: int = 0) -> int:
+    """The offset the consumer group has committed on a partition: everything before it is
+    processed for good (-1 while it has committed nothing there)."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        offsets = await admin.list_consumer_group_offsets(group_id, partitions=[tp])
+        committed = offsets.get(tp)
+        return -1 if committed is None else committed.offset
+    finally:
+        await admin.close()
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 60.0, what: str = "condition",
+                     log: Callable[[], str] = lambda: "") -> None:
+    """Awaits `condition()` until it holds, or fails after `timeout` seconds naming `what`.
+    Like EngineProcess.wait_until, but it lets the event loop run (a producer task, say)
+    meanwhile; an exception counts as "not yet" and is reported if the time runs out."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            if await condition():
+                return
+        except Exception as exc:  # noqa: BLE001 - not answering yet, or not holding that yet
+            last_error = exc
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error!r}):\n{log()}")
+        await asyncio.sleep(0.1)
+
+
+async def wait_until_consumed(engine: Any, timeout: float = 60.0) -> None:
+    """Until the engine's consumer group has committed every partition of the events topic
+    to its end. An event's offset is committed only after it is processed and its outputs
+    (its example, if it was learned) are written: from then on nothing is left to learn,
+    so counts read afterwards are final."""
+    settings = engine.settings
+    bootstrap, topic = settings.kafka_bootstrap, settings.events_topic
+
+    async def consumed() -> bool:
+        for partition in range(settings.topic_partitions):
+            end = await end_offset(bootstrap, topic, partition)
+            if await committed_offset(bootstrap, settings.app_id, topic, partition) != end:
+                return False
+        return True
+
+    await eventually(consumed, timeout, what="the events topic consumed and committed to its end", log=engine.log_tail)

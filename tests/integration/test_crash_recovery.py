@@ -7,17 +7,13 @@ import asyncio
 import json
 import random
 
-import httpx
-import orjson
 import pytest
-from river import evaluate
 
 from engine.publish import dataset_events
-from models.factory import build_model
-from models.online import OnlineModel
-from streams.features import FeatureRegistry, apply_event, model_features
+from streams.features import model_features
 from tests.conftest import KAFKA_BOOTSTRAP, unique_env
-from tests.integration.kafka_client import produce
+from tests.helpers import dataset_messages, progressive_metrics, replay_features, trained
+from tests.integration.kafka_client import end_offset, eventually, produce, wait_until_consumed
 
 pytestmark = pytest.mark.integration
 
@@ -30,28 +26,9 @@ DEFINITIONS = [
 def uninterrupted_run(rows):
     """What an engine that never crashed computes: features by the same pure functions, then
     River's own progressive_val_score on them."""
-    aggregates = FeatureRegistry(DEFINITIONS).aggregates
-    states, dataset = {}, []
-    for event, y in rows:
-        state = apply_event(states.get(event["entity_id"]), event["ts"], event["features"], aggregates)
-        states[event["entity_id"]] = state
-        dataset.append((model_features(event["features"], state["values"]), y))
-    reference = {}
-    for name, metric in OnlineModel("logreg").metrics.items():
-        fresh = type(metric)()
-        evaluate.progressive_val_score(dataset, build_model("logreg"), fresh)
-        reference[name] = fresh.get()
-    model = build_model("logreg")
-    for x, y in dataset:
-        model.learn_one(x, y)
-    return reference, states, model
-
-
-def learned(engine) -> int | None:
-    try:
-        return engine.samples_learned()
-    except (httpx.HTTPError, KeyError, ValueError):
-        return None
+    after, states = replay_features(DEFINITIONS, [e for e, _ in rows])
+    dataset = [(model_features(e["features"], state["values"]), y) for (e, y), state in zip(rows, after)]
+    return progressive_metrics("logreg", dataset), states, trained(dataset)
 
 
 async def test_sigkill_during_replay_is_exact(engine_factory, tmp_path):
@@ -60,32 +37,31 @@ async def test_sigkill_during_replay_is_exact(engine_factory, tmp_path):
     # Snapshots rarer than Faust's offset commits: restarts must read back what Faust skips.
     env = unique_env(FEATURES_FILE=features_file, SNAPSHOT_EVERY_LABELS=230, SNAPSHOT_EVERY_SECONDS=1000,
                      CACHE_L1_ENTRIES=0, REDIS_URL="", PYTHONHASHSEED=0)
-    rows = [({**e, "label": None}, y) for e, y in dataset_events("Phishing", entities=40, start_ts=1_700_000_000.0)]
-    rows = [({k: v for k, v in e.items() if k != "label"}, y) for e, y in rows]
+    rows = list(dataset_events("Phishing", entities=40, start_ts=1_700_000_000.0))
     total = len(rows)
     engine = engine_factory(env).start()
 
     async def publish_slowly():
         for start in range(0, total, 50):
-            chunk = rows[start:start + 50]
-            await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic,
-                          [(e["entity_id"].encode(), orjson.dumps({**e, "label": y})) for e, y in chunk])
+            await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, dataset_messages(rows[start:start + 50]))
             await asyncio.sleep(0.15)
 
     publishing = asyncio.create_task(publish_slowly())
     kill_points = sorted(random.Random(11).sample(range(150, total - 150), 3))
     for point in kill_points:
-        while (learned(engine) or 0) < point:
-            await asyncio.sleep(0.05)
+        async def reached() -> bool:
+            return engine.samples_learned() >= point
+
+        await eventually(reached, timeout=120, what=f"{point} labels learned", log=engine.log_tail)
         engine.kill()
         engine = engine_factory(env).start()
     await publishing
 
-    for _ in range(1200):
-        if learned(engine) == total:
-            break
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(2.0)  # anything learned twice would show up as more than `total`
+    engine.wait_until(lambda: engine.samples_learned() == total, timeout=120, what="every label learned")
+    # Once every event is processed for good, an event learned twice would show: its
+    # example would be on the examples topic twice.
+    await wait_until_consumed(engine)
+    assert await end_offset(KAFKA_BOOTSTRAP, engine.settings.examples_topic) == total
     serving = engine.get("/models").json()["serving"]
     assert serving["samples_learned"] == total
 
@@ -103,7 +79,7 @@ async def test_sigkill_during_replay_is_exact(engine_factory, tmp_path):
     for event in held_out:
         answer = engine.post("/predict", {"entity_id": event["entity_id"], "features": event["features"]}).json()
         x = model_features(event["features"], reference_states[event["entity_id"]]["values"])
-        expected = reference_model.predict_proba_one(x)
+        expected = reference_model.predict(x).proba
         assert answer["probabilities"] == {str(k).lower(): v for k, v in expected.items()}
 
 
@@ -111,7 +87,7 @@ async def test_graceful_restart_keeps_everything_learned(engine_factory, tmp_pat
     # No periodic snapshot would come: only the one written at stop carries the learning.
     env = unique_env(SNAPSHOT_EVERY_LABELS=1_000_000, SNAPSHOT_EVERY_SECONDS=100_000, PYTHONHASHSEED=0)
     rows = list(dataset_events("Phishing", entities=40))
-    messages = [(e["entity_id"].encode(), orjson.dumps({**e, "label": y})) for e, y in rows]
+    messages = dataset_messages(rows)
     engine = engine_factory(env).start()
     await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, messages[:700])
     engine.wait_until(lambda: engine.samples_learned() == 700, what="700 learned")
@@ -121,9 +97,5 @@ async def test_graceful_restart_keeps_everything_learned(engine_factory, tmp_pat
     # Started fresh it would stop at 550; relearning the first 700 would overshoot.
     engine.wait_until(lambda: engine.samples_learned() == len(rows), what="the rest learned")
 
-    reference = {}
-    for name, metric in OnlineModel("logreg").metrics.items():
-        fresh = type(metric)()
-        evaluate.progressive_val_score([(e["features"], y) for e, y in rows], build_model("logreg"), fresh)
-        reference[name] = fresh.get()
+    reference = progressive_metrics("logreg", [(e["features"], y) for e, y in rows])
     assert engine.get("/models").json()["serving"]["metrics"] == reference

@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from tests.conftest import KAFKA_BOOTSTRAP
-from tests.integration.kafka_client import consume_all, event, produce
+from tests.helpers import event
+from tests.integration.kafka_client import consume_all, produce
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,7 @@ import pytest
 
 from engine.publish import dataset_events
 from tests.conftest import KAFKA_BOOTSTRAP, ROOT
+from tests.helpers import dataset_messages, label
 from tests.integration.kafka_client import produce
 
 pytestmark = pytest.mark.integration
@@ -28,19 +29,13 @@ CASES = [
 # River itself differs in the last digit between processes. Engine and reference share one seed.
 HASH_SEED = "0"
 
+# tests.helpers.progressive_metrics, in a process with the engine's hash seed.
 REFERENCE_SCRIPT = """
 import sys, orjson
-from river import evaluate
 from engine.publish import load_dataset
-from models.factory import build_model
-from models.online import OnlineModel
+from tests.helpers import progressive_metrics
 dataset, model_name, delay = sys.argv[1], sys.argv[2], orjson.loads(sys.argv[3])
-reference = {}
-for name, metric in OnlineModel(model_name).metrics.items():
-    fresh = type(metric)()
-    evaluate.progressive_val_score(load_dataset(dataset), build_model(model_name), fresh, delay=delay)
-    reference[name] = fresh.get()
-sys.stdout.buffer.write(orjson.dumps(reference, option=orjson.OPT_SERIALIZE_NUMPY))
+sys.stdout.buffer.write(orjson.dumps(progressive_metrics(model_name, load_dataset(dataset), delay=delay)))
 """
 
 
@@ -60,8 +55,7 @@ def river_reference(dataset: str, model_name: str, delay: int | None = None) -> 
 async def test_inline_labels_match_progressive_val_score(engine_factory, dataset, model_name):
     engine = engine_factory(MODEL=model_name, PYTHONHASHSEED=HASH_SEED).start()
     rows = list(dataset_events(dataset))
-    messages = [(e["entity_id"].encode(), orjson.dumps({**e, "label": y})) for e, y in rows]
-    await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, messages)
+    await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, dataset_messages(rows))
 
     engine.wait_until(lambda: engine.samples_learned() == len(rows), what="all rows learned")
     served = engine.get("/models").json()["serving"]["metrics"]
@@ -72,18 +66,14 @@ async def test_labels_on_their_own_topic_match_delayed_progressive_val_score(eng
     dataset, model_name = "Phishing", "logreg"
     engine = engine_factory(MODEL=model_name, PYTHONHASHSEED=HASH_SEED).start()
     rows = list(dataset_events(dataset))
-    await produce(
-        KAFKA_BOOTSTRAP,
-        engine.settings.events_topic,
-        [(e["entity_id"].encode(), orjson.dumps(e)) for e, _ in rows],
-    )
+    await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, dataset_messages(rows, inline_labels=False))
     engine.wait_until(
         lambda: engine.get("/models").json()["serving"]["predictions_awaiting_label"] == len(rows),
         what="every event predicted and waiting for its label",
     )
     assert engine.samples_learned() == 0  # nothing learned before its label: no leakage
 
-    labels = [(e["event_id"].encode(), orjson.dumps({"event_id": e["event_id"], "label": y})) for e, y in rows]
+    labels = [(e["event_id"].encode(), label(e["event_id"], y)) for e, y in rows]
     await produce(KAFKA_BOOTSTRAP, engine.settings.labels_topic, labels)
     engine.wait_until(lambda: engine.samples_learned() == len(rows), what="all labels learned")
 

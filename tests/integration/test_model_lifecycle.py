@@ -7,13 +7,12 @@ import subprocess
 import sys
 
 import httpx
-import orjson
 import pytest
 
 from engine.publish import dataset_events
-from models.online import OnlineModel
 from models.registry import ModelRegistry
 from tests.conftest import KAFKA_BOOTSTRAP, ROOT, unique_env
+from tests.helpers import dataset_messages, trained
 from tests.integration.kafka_client import produce
 
 pytestmark = pytest.mark.integration
@@ -25,8 +24,7 @@ async def test_retrain_register_promote_rollback(engine_factory, tmp_path):
     env = unique_env(ADMIN_TOKEN=TOKEN, SNAPSHOT_EVERY_LABELS=400, CACHE_L1_ENTRIES=0, REDIS_URL="")
     rows = list(dataset_events("Phishing", entities=20))
     engine = engine_factory(env).start()
-    await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic,
-                  [(e["entity_id"].encode(), orjson.dumps({**e, "label": y})) for e, y in rows])
+    await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, dataset_messages(rows))
     engine.wait_until(lambda: engine.samples_learned() == len(rows), what="the dataset learned")
     assert engine.stop() == 0  # the snapshot at stop flushes the training log
 
@@ -69,14 +67,12 @@ async def test_canary_rollout_on_a_live_engine_is_decided_by_labels(engine_facto
     rows = list(dataset_events("Phishing", entities=50))
     engine = engine_factory(env).start()
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    messages = [(e["entity_id"].encode(), orjson.dumps({**e, "label": y})) for e, y in rows]
+    messages = dataset_messages(rows)
     await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, messages[:100])
     engine.wait_until(lambda: engine.samples_learned() == 100, what="100 learned")
 
     # A challenger that learned the whole dataset beforehand: it must win the canary.
-    challenger = OnlineModel("logreg")
-    for event, y in rows:
-        challenger.learn(event["features"], y, challenger.predict(event["features"]))
+    challenger = trained([(event["features"], y) for event, y in rows])
     version = ModelRegistry(tmp_path / "state/snapshots/registry").register(
         challenger, "candidate", parent=1
     )

@@ -8,7 +8,8 @@ import pytest
 
 from streams.features import FeatureRegistry, apply_event
 from tests.conftest import KAFKA_BOOTSTRAP
-from tests.integration.kafka_client import event, produce
+from tests.helpers import event
+from tests.integration.kafka_client import produce
 
 pytestmark = pytest.mark.integration
 

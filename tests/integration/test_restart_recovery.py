@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from streams.features import FeatureRegistry, apply_event
 from tests.conftest import KAFKA_BOOTSTRAP, unique_env
-from tests.integration.kafka_client import event, produce
+from tests.helpers import event, replay_features
+from tests.integration.kafka_client import produce
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +66,9 @@ async def test_with_four_partitions_every_entity_keeps_its_features_across_a_res
     features_file.write_text(json.dumps(DEFINITIONS))
     env = unique_env(FEATURES_FILE=features_file, TOPIC_PARTITIONS=4)
     entities = [f"card-{i}" for i in range(40)]
-    events = [(entities[i % 40].encode(), event(f"e-{i}", entities[i % 40], {"amount": float(i % 17)}, ts=1000.0 + i))
-              for i in range(400)]
+    history = [{"event_id": f"e-{i}", "entity_id": entities[i % 40], "ts": 1000.0 + i, "features": {"amount": float(i % 17)}}
+               for i in range(400)]
+    events = [(e["entity_id"].encode(), event(**e)) for e in history]
     first = engine_factory(env).start()
     await produce(KAFKA_BOOTSTRAP, first.settings.events_topic, events[:300])
     first.wait_until(lambda: sum(r["version"] for r in entity_rows(first, entities)) == 300, what="300 applied")
@@ -76,10 +77,6 @@ async def test_with_four_partitions_every_entity_keeps_its_features_across_a_res
     second = engine_factory(env).start()
     second.wait_until(lambda: sum(r["version"] for r in entity_rows(second, entities)) == 400, what="all 400 applied")
 
-    aggregates = FeatureRegistry(DEFINITIONS).aggregates
-    expected = {}
-    for i in range(400):
-        entity = entities[i % 40]
-        expected[entity] = apply_event(expected.get(entity), 1000.0 + i, {"amount": float(i % 17)}, aggregates)
+    _, expected = replay_features(DEFINITIONS, history)
     for row in entity_rows(second, entities):
         assert (row["values"], row["version"]) == (expected[row["entity_id"]]["values"], expected[row["entity_id"]]["version"])

@@ -15,8 +15,8 @@ from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
 from engine.publish import dataset_events
 from models.examples import Example
 from models.online import OnlineModel
-from streams.features import FeatureRegistry, apply_event
-from tests.integration.kafka_client import produce
+from tests.helpers import dataset_messages, replay_features
+from tests.integration.kafka_client import eventually, produce
 
 pytestmark = pytest.mark.integration
 
@@ -90,19 +90,11 @@ def cluster(tmp_path):
 
 def phishing(n=None, entities=40):
     rows = list(dataset_events("Phishing", entities=entities, start_ts=1_700_000_000.0, limit=n))
-    return [(e["entity_id"].encode(), orjson.dumps({**e, "label": y})) for e, y in rows], rows
-
-
-def reference_features(rows):
-    aggregates = FeatureRegistry(DEFINITIONS).aggregates
-    states = {}
-    for event, _ in rows:
-        states[event["entity_id"]] = apply_event(states.get(event["entity_id"]), event["ts"], event["features"], aggregates)
-    return states
+    return dataset_messages(rows), rows
 
 
 def assert_features(cluster, rows):
-    expected = reference_features(rows)
+    _, expected = replay_features(DEFINITIONS, [e for e, _ in rows])
     query = "&".join(f"entity_id={e}" for e in sorted(expected))
     online = {r["entity_id"]: r for r in cluster.serving.get(f"/features?{query}").json()["rows"]}
     for entity_id, state in expected.items():
@@ -177,7 +169,11 @@ async def test_a_worker_stopped_then_killed_mid_stream_loses_nothing(cluster):
     c.add_worker(1)
     c.serving.wait_until(lambda: c.owned(1), timeout=60, what="worker 1 back with partitions")
     publishing = asyncio.create_task(produce(KAFKA_BOOTSTRAP, c.settings.events_topic, messages[2 * third:]))
-    await asyncio.sleep(0.3)
+
+    async def under_way() -> bool:
+        return c.learned() > 2 * third
+
+    await eventually(under_way, timeout=60, what="the last third under way", log=c.serving.log_tail)
     c.workers[1].kill()  # mid-stream, without a goodbye: its session must lapse first
     await publishing
     c.serving.wait_until(lambda: c.learned() == len(rows), timeout=120, what="every label learned once")

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
 from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
-from tests.integration.kafka_client import end_offset, event, produce
+from tests.helpers import event
+from tests.integration.kafka_client import end_offset, eventually, produce
 
 pytestmark = pytest.mark.integration
 
@@ -44,13 +44,11 @@ def predict(server: EngineProcess, entity: str = "card-1") -> dict:
 
 async def wait_for_examples(worker: EngineProcess, count: int, timeout: float = 60.0) -> None:
     """Until the worker has learned `count` labels (its examples topic holds them)."""
-    import asyncio
 
-    deadline = time.monotonic() + timeout
-    while await end_offset(KAFKA_BOOTSTRAP, worker.settings.examples_topic) < count:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the worker did not learn {count} labels in {timeout} s:\n{worker.log_tail()}")
-        await asyncio.sleep(0.2)
+    async def logged() -> bool:
+        return await end_offset(KAFKA_BOOTSTRAP, worker.settings.examples_topic) >= count
+
+    await eventually(logged, timeout, what=f"the worker to learn {count} labels", log=worker.log_tail)
 
 
 @pytest.fixture

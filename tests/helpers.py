@@ -1,0 +1,75 @@
+"""What the tests share, defined once: rows of a bundled dataset per task, a model trained
+as the engine trains it, the bytes of events and labels as producers send them, and the
+references the engine must match (River's own progressive_val_score, the feature replay)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable
+
+import orjson
+from river import datasets, evaluate
+
+from models.factory import Task, build_model
+from models.online import OnlineModel
+from streams.features import FeatureRegistry, apply_event
+
+# One bundled dataset per task, for suites that run over every model the factory builds.
+DATASET_FOR = {Task.BINARY: datasets.Phishing, Task.MULTICLASS: datasets.ImageSegments, Task.REGRESSION: datasets.TrumpApproval}
+
+Rows = list[tuple[dict[str, Any], Any]]
+
+
+def task_rows(task: Task, n: int | None = None) -> Rows:
+    """The first `n` (x, y) rows of the task's dataset (all of them without `n`)."""
+    return list(itertools.islice(DATASET_FOR[task](), n))
+
+
+def trained(rows: Iterable[tuple[dict[str, Any], Any]], name: str = "logreg") -> OnlineModel:
+    """An OnlineModel that learned `rows` as the engine learns: predict, then learn."""
+    model = OnlineModel(name)
+    for x, y in rows:
+        model.learn(x, y, model.predict(x))
+    return model
+
+
+def event(event_id: Any, entity_id: str, features: dict[str, Any], ts: float = 1_700_000_000.0, **extra: Any) -> bytes:
+    """An event as a producer sends it; `label=...` in `extra` makes it an inline-labelled one."""
+    return orjson.dumps({"event_id": str(event_id), "entity_id": entity_id, "ts": ts, "features": features, **extra})
+
+
+def label(event_id: Any, y: Any) -> bytes:
+    """A label on the labels topic."""
+    return orjson.dumps({"event_id": str(event_id), "label": y})
+
+
+def dataset_messages(rows: Iterable[tuple[dict[str, Any], Any]], inline_labels: bool = True) -> list[tuple[bytes, bytes]]:
+    """(key, value) messages for the events topic from engine.publish.dataset_events rows,
+    keyed by entity id, with the label inside the event unless `inline_labels` is False."""
+    return [
+        (e["entity_id"].encode(), orjson.dumps({**e, "label": y} if inline_labels else e)) for e, y in rows
+    ]
+
+
+def progressive_metrics(model_name: str, rows: Iterable[tuple[dict[str, Any], Any]], delay: int | None = None) -> dict[str, float]:
+    """River's own progressive_val_score for each metric the engine reports for `model_name`
+    (each metric in a run of its own, as a River user would compute it)."""
+    rows = list(rows)
+    values = {}
+    for name, metric in OnlineModel(model_name).metrics.items():
+        fresh = type(metric)()
+        evaluate.progressive_val_score(rows, build_model(model_name), fresh, delay=delay)
+        values[name] = float(fresh.get())
+    return values
+
+
+def replay_features(definitions: list[dict[str, Any]], events: Iterable[dict[str, Any]]) -> tuple[list[dict], dict[str, dict]]:
+    """The online feature rows a stream of events leaves, by the engine's own pure functions:
+    (each event's entity row just after that event, in order; every entity's last row)."""
+    aggregates = FeatureRegistry(definitions).aggregates
+    states: dict[str, dict] = {}
+    after: list[dict] = []
+    for e in events:
+        states[e["entity_id"]] = apply_event(states.get(e["entity_id"]), e["ts"], e["features"], aggregates)
+        after.append(states[e["entity_id"]])
+    return after, states
