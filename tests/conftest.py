@@ -3,21 +3,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
-import time
-import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-import httpx
 import pytest
 
 from engine.harness import KAFKA_BOOTSTRAP, REDIS_URL, ROOT, EngineProcess, unique_env  # noqa: F401 - fixtures' helpers
 from engine.settings import Settings
+
 
 def free_port() -> int:
     """A port nobody listens on right now (for a Redis that is not there)."""
@@ -90,7 +85,9 @@ class Pipeline:
         self.rows, self.pending = MemoryTable(), MemoryTable()
         models = LearnerModels(type("Service", (), {"learner": self.learner})())
         contract = Contract(ranges=self.registry.ranges)
-        self.events = EventProcessor(contract, self.registry, self.rows, models, self.learner.learn, fresh_predictions=True)
+        self.events = EventProcessor(
+            contract, self.registry, self.rows, models, self.learner.learn, fresh_predictions=True
+        )
         self.join = Join(contract, self.pending, self.learner.learn, **join_options)
         self.offsets = {"events": 0, "labels": 0, "predictions": 0}
         self.dead_letters: list[Any] = []
@@ -108,7 +105,9 @@ class Pipeline:
         outcome = self.events.process(0, self._records("events", values), now)
         self.dead_letters += outcome.dead_letters
         if outcome.predictions:
-            joined = self.join.on_predictions(0, self._records("predictions", [orjson.dumps(r) for _, r in outcome.predictions]), now)
+            joined = self.join.on_predictions(
+                0, self._records("predictions", [orjson.dumps(r) for _, r in outcome.predictions]), now
+            )
             self.dead_letters += joined.dead_letters
         self.dead_letters += [r for r in self.learner.end_batch().refused]
         return outcome

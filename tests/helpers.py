@@ -5,7 +5,8 @@ references the engine must match (River's own progressive_val_score, the feature
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 from river import datasets, evaluate
@@ -15,7 +16,11 @@ from models.online import OnlineModel
 from streams.features import FeatureRegistry, apply_event
 
 # One bundled dataset per task, for suites that run over every model the factory builds.
-DATASET_FOR = {Task.BINARY: datasets.Phishing, Task.MULTICLASS: datasets.ImageSegments, Task.REGRESSION: datasets.TrumpApproval}
+DATASET_FOR = {
+    Task.BINARY: datasets.Phishing,
+    Task.MULTICLASS: datasets.ImageSegments,
+    Task.REGRESSION: datasets.TrumpApproval,
+}
 
 Rows = list[tuple[dict[str, Any], Any]]
 
@@ -43,15 +48,17 @@ def label(event_id: Any, y: Any) -> bytes:
     return orjson.dumps({"event_id": str(event_id), "label": y})
 
 
-def dataset_messages(rows: Iterable[tuple[dict[str, Any], Any]], inline_labels: bool = True) -> list[tuple[bytes, bytes]]:
+def dataset_messages(
+    rows: Iterable[tuple[dict[str, Any], Any]], inline_labels: bool = True
+) -> list[tuple[bytes, bytes]]:
     """(key, value) messages for the events topic from engine.publish.dataset_events rows,
     keyed by entity id, with the label inside the event unless `inline_labels` is False."""
-    return [
-        (e["entity_id"].encode(), orjson.dumps({**e, "label": y} if inline_labels else e)) for e, y in rows
-    ]
+    return [(e["entity_id"].encode(), orjson.dumps({**e, "label": y} if inline_labels else e)) for e, y in rows]
 
 
-def progressive_metrics(model_name: str, rows: Iterable[tuple[dict[str, Any], Any]], delay: int | None = None) -> dict[str, float]:
+def progressive_metrics(
+    model_name: str, rows: Iterable[tuple[dict[str, Any], Any]], delay: int | None = None
+) -> dict[str, float]:
     """River's own progressive_val_score for each metric the engine reports for `model_name`
     (each metric in a run of its own, as a River user would compute it)."""
     rows = list(rows)
@@ -63,7 +70,9 @@ def progressive_metrics(model_name: str, rows: Iterable[tuple[dict[str, Any], An
     return values
 
 
-def replay_features(definitions: list[dict[str, Any]], events: Iterable[dict[str, Any]]) -> tuple[list[dict], dict[str, dict]]:
+def replay_features(
+    definitions: list[dict[str, Any]], events: Iterable[dict[str, Any]]
+) -> tuple[list[dict], dict[str, dict]]:
     """The online feature rows a stream of events leaves, by the engine's own pure functions:
     (each event's entity row just after that event, in order; every entity's last row)."""
     aggregates = FeatureRegistry(definitions).aggregates

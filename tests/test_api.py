@@ -7,12 +7,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from engine.api import ROUTES, create_api
 from engine import contract
+from engine.api import ROUTES, create_api
 from engine.contract import MAX_BATCH_ROWS, MAX_BODY_BYTES, MAX_ENTITY_IDS
 from engine.runtime import Runtime
-from engine.settings import Settings
 from engine.serving import FixedModel
+from engine.settings import Settings
 from models.online import OnlineModel, Prediction
 from streams.features import FeatureRegistry, apply_event
 
@@ -74,7 +74,8 @@ def test_a_number_beyond_the_magnitude_limit_is_422_naming_the_feature(client):
     response = client.post("/predict", json={"entity_id": "a", "features": {"https": 1e308}})
     assert response.status_code == 422
     assert response.json() == {
-        "error": "features.https=1e+308 beyond the magnitude limit 1e+15", "field": "features.https"
+        "error": "features.https=1e+308 beyond the magnitude limit 1e+15",
+        "field": "features.https",
     }
 
 
@@ -172,6 +173,7 @@ def test_metrics_are_prometheus_text(client):
 
 # -- the contract: one declaration for validation, error fields and /openapi.json ----------------
 
+
 def _resolve(document, schema):
     while "$ref" in schema:
         schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
@@ -197,7 +199,9 @@ def test_openapi_describes_every_route_and_method(client):
 
 def test_openapi_limits_come_from_the_same_constants(client):
     document = client.get("/openapi.json").json()
-    batch = _resolve(document, document["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"])
+    batch = _resolve(
+        document, document["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    )
     assert (batch["properties"]["rows"]["minItems"], batch["properties"]["rows"]["maxItems"]) == (1, MAX_BATCH_ROWS)
     assert batch["additionalProperties"] is False
     for path in ("/features", "/features/offline"):
@@ -263,7 +267,9 @@ def test_integer_ids_beyond_64_bits_are_read_exactly(client):
 
 
 def test_answers_match_their_declarations(client):
-    msgspec.convert(client.post("/predict", json={"entity_id": "known", "features": {"amount": 3.0}}).json(), contract.Prediction)
+    msgspec.convert(
+        client.post("/predict", json={"entity_id": "known", "features": {"amount": 3.0}}).json(), contract.Prediction
+    )
     batch = client.post("/predict/batch", json={"rows": [{"entity_id": "known"}, {"entity_id": 7}]}).json()
     assert len(msgspec.convert(batch, contract.PredictionBatch).results) == 2
     msgspec.convert(client.get("/features?entity_id=known&entity_id=nobody").json(), contract.FeatureRows)
@@ -286,15 +292,25 @@ def test_a_model_not_loaded_answer_matches_the_declaration(tmp_path):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=3),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["entity_id", "features", "x"]), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["entity_id", "features", "x"]), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 ROWS = st.lists(
-    st.fixed_dictionaries({"entity_id": st.text(max_size=2) | st.integers() | JSON_VALUES},
-                          optional={"features": st.dictionaries(st.text(max_size=2), JSON_VALUES, max_size=3) | JSON_VALUES,
-                                    "extra": JSON_VALUES})
+    st.fixed_dictionaries(
+        {"entity_id": st.text(max_size=2) | st.integers() | JSON_VALUES},
+        optional={
+            "features": st.dictionaries(st.text(max_size=2), JSON_VALUES, max_size=3) | JSON_VALUES,
+            "extra": JSON_VALUES,
+        },
+    )
     | JSON_VALUES,
     max_size=4,
 )

@@ -29,7 +29,9 @@ RELIED_ON = {
     "Consumer.on_partitions_revoked": (faust_consumer.Consumer.on_partitions_revoked, "d04b7ae72c6fc206"),
     "Consumer.__init__": (faust_consumer.Consumer.__init__, "302410d59e6972d1"),
     "AIOKafkaConsumerThread._create_worker_consumer": (
-        faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer, "c2701bfc3e6f6cad"),
+        faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer,
+        "c2701bfc3e6f6cad",
+    ),
     "memory.Store._create_batch_iterator": (memory.Store._create_batch_iterator, "b082c8bcc0403823"),
     "memory.Store.on_recovery_completed": (memory.Store.on_recovery_completed, "a00bef343e139602"),
 }
@@ -42,7 +44,8 @@ def test_the_pinned_versions_are_installed():
 
 def test_the_private_code_relied_on_is_unchanged():
     changed = [
-        name for name, (function, digest) in RELIED_ON.items()
+        name
+        for name, (function, digest) in RELIED_ON.items()
         if hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16] != digest
     ]
     assert changed == [], f"re-check streams/batch_consumer.py against the new {changed}"

@@ -5,7 +5,6 @@ import time
 import uuid
 
 import pytest
-
 from prometheus_client import REGISTRY
 
 from engine.cache import L1_ENTRY_OVERHEAD_BYTES, L1Cache, RedisCache

@@ -1,10 +1,9 @@
 import random
 
+import numpy as np
 import pytest
 
 from models.drift import DriftMonitor, KSDrift, ks_statistic
-
-import numpy as np
 
 
 def test_ks_of_identical_and_disjoint_samples():

@@ -14,11 +14,26 @@ from streams.dead_letters import EngineError as ReExported
 from streams.dead_letters import InvalidMessage
 from streams.features import FeatureDefinitionError
 
-ALL = [SettingsError, RegistryError, RetrainError, UnknownModelError, FeatureDefinitionError, SnapshotError,
-       SnapshotRefused, ModelError, InvalidMessage]
+ALL = [
+    SettingsError,
+    RegistryError,
+    RetrainError,
+    UnknownModelError,
+    FeatureDefinitionError,
+    SnapshotError,
+    SnapshotRefused,
+    ModelError,
+    InvalidMessage,
+]
 # Callers caught these as ValueError before they had a common base; they still can.
-STILL_VALUE_ERRORS = [SettingsError, RegistryError, RetrainError, UnknownModelError, FeatureDefinitionError,
-                      SnapshotError]
+STILL_VALUE_ERRORS = [
+    SettingsError,
+    RegistryError,
+    RetrainError,
+    UnknownModelError,
+    FeatureDefinitionError,
+    SnapshotError,
+]
 
 
 @pytest.mark.parametrize("error", ALL, ids=lambda error: error.__name__)

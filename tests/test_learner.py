@@ -74,7 +74,7 @@ def test_an_input_the_model_cannot_take_is_a_model_error_and_changes_nothing():
 
 def test_an_example_is_learned_once_however_often_it_comes():
     learner = Learner(OnlineModel("logreg"))
-    (x, y), = phishing(1)
+    ((x, y),) = phishing(1)
     first = example(0, x, y, learner.predict(x))
     assert learner.learn(first)
     assert not learner.learn(first)  # same source offset
@@ -95,7 +95,7 @@ def test_checkpoints_get_rarer_when_they_cost_more_than_their_budget():
 
 def test_snapshot_state_keeps_the_duplicate_filters():
     learner = Learner(OnlineModel("logreg"))
-    (x, y), = phishing(1)
+    ((x, y),) = phishing(1)
     learner.learn(example(0, x, y, learner.predict(x)))
     restored = Learner(OnlineModel("logreg"))
     restored.restore_state(learner.state())

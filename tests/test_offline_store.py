@@ -50,7 +50,9 @@ def reference_as_of(updates, ids, t):
         mine = [u for u in updates if u[0] == entity_id and u[1] <= t]
         if mine:
             _, updated_at, version, values = max(mine, key=lambda u: (u[1], u[2]))
-            rows.append({"entity_id": entity_id, "known": True, "values": values, "updated_at": updated_at, "version": version})
+            rows.append(
+                {"entity_id": entity_id, "known": True, "values": values, "updated_at": updated_at, "version": version}
+            )
         else:
             rows.append({"entity_id": entity_id, "known": False, "values": {}, "updated_at": None, "version": 0})
     return rows
@@ -79,8 +81,10 @@ def test_as_of_matches_the_definition_before_and_after_merges(tmp_path):
     for start in range(0, len(updates), 120):
         log.write(updates[start : start + 120])
     assert len(log.files()) < 12  # 40 flushes, merged
-    asked = entities[:7] + ["never-seen", "e3"]  # an unknown id, and one asked twice
-    for t in [-1.0, updates[0][1], 10.0, 777.7, updates[-1][1], 1e12] + [rng.uniform(0, updates[-1][1]) for _ in range(25)]:
+    asked = [*entities[:7], "never-seen", "e3"]  # an unknown id, and one asked twice
+    for t in [-1.0, updates[0][1], 10.0, 777.7, updates[-1][1], 1e12] + [
+        rng.uniform(0, updates[-1][1]) for _ in range(25)
+    ]:
         assert log.get_offline_features(asked, t) == reference_as_of(updates, asked, t)
     assert log.get_offline_features([], 100.0) == []
 

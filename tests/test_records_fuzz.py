@@ -24,8 +24,20 @@ MAX_BYTES = 65536
 fuzz = settings(max_examples=500, deadline=None)
 
 edge_floats = st.sampled_from(
-    [math.nan, math.inf, -math.inf, 1e308, -1e308, 1.7976931348623157e308, 1e-320, -5e-324, 0.0, -0.0,
-     DEFAULT_MAX_MAGNITUDE, math.nextafter(DEFAULT_MAX_MAGNITUDE, math.inf)]
+    [
+        math.nan,
+        math.inf,
+        -math.inf,
+        1e308,
+        -1e308,
+        1.7976931348623157e308,
+        1e-320,
+        -5e-324,
+        0.0,
+        -0.0,
+        DEFAULT_MAX_MAGNITUDE,
+        math.nextafter(DEFAULT_MAX_MAGNITUDE, math.inf),
+    ]
 )
 edge_integers = st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, 2**70, -(2**70), 10**15, 10**15 + 1])
 numbers = st.floats() | edge_floats | st.integers() | edge_integers | st.integers(-(10**400), 10**400)
@@ -33,7 +45,8 @@ offsets = st.timedeltas(min_value=-timedelta(hours=23, minutes=59), max_value=ti
 iso_times = st.datetimes(timezones=st.none() | st.builds(timezone, offsets)).map(lambda moment: moment.isoformat())
 scalars = st.none() | st.booleans() | numbers | st.text() | iso_times
 json_values = st.recursive(
-    scalars, lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
+    scalars,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
     max_leaves=20,
 )
 ids = st.text(max_size=300) | st.integers() | edge_integers | json_values
@@ -143,9 +156,8 @@ def test_any_json_on_the_labels_topic(raw):
         assert_valid_label(label)
 
 
-valid_numbers = (
-    st.floats(min_value=-DEFAULT_MAX_MAGNITUDE, max_value=DEFAULT_MAX_MAGNITUDE)
-    | st.integers(-(10**15), 10**15)
+valid_numbers = st.floats(min_value=-DEFAULT_MAX_MAGNITUDE, max_value=DEFAULT_MAX_MAGNITUDE) | st.integers(
+    -(10**15), 10**15
 )
 valid_ids = st.text(min_size=1, max_size=DEFAULT_MAX_ID_LENGTH) | st.integers(-(10**200), 10**200)
 valid_events = st.fixed_dictionaries(

@@ -69,8 +69,17 @@ def test_promote_and_rollback_commands(service):
 
 def test_rollout_commands(service):
     candidate = service.registry.register(trained(ROWS[:500], "hoeffding"), "candidate", parent=1)
-    started = service.apply({"action": "rollout", "model": "logreg", "version": candidate, "mode": "canary",
-                             "share": 0.1, "min_labels": 10, "margin": 0.0})
+    started = service.apply(
+        {
+            "action": "rollout",
+            "model": "logreg",
+            "version": candidate,
+            "mode": "canary",
+            "share": 0.1,
+            "min_labels": 10,
+            "margin": 0.0,
+        }
+    )
     assert started["ok"] and service.learner.rollout.mode == "canary"
     assert service.apply({"action": "rollout_stop", "model": "logreg"})["ok"]
     assert service.learner.rollout is None
@@ -185,7 +194,10 @@ def test_rollout_defaults_come_from_the_settings(client):
     (sent,) = client.runtime.command.sent
     settings = client.runtime.settings
     assert (sent["mode"], sent["share"], sent["min_labels"], sent["margin"]) == (
-        "shadow", 0.0, settings.rollout_min_labels, settings.rollout_margin
+        "shadow",
+        0.0,
+        settings.rollout_min_labels,
+        settings.rollout_margin,
     )
 
 

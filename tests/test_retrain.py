@@ -1,11 +1,10 @@
+import orjson
 import pytest
 from river import datasets
 
-from models.retrain import RetrainError, retrain
-import orjson
-
 from models.examples import Example
 from models.online import Prediction
+from models.retrain import RetrainError, retrain
 from models.training_log import TrainingLog
 
 

@@ -37,8 +37,13 @@ def test_input_limits_and_the_l1_byte_budget():
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("MAX_FEATURE_MAGNITUDE", "0"), ("MAX_FEATURE_MAGNITUDE", "-1"), ("MAX_FEATURE_MAGNITUDE", "nan"),
-     ("MAX_ID_LENGTH", "0"), ("CACHE_L1_BYTES", "0")],
+    [
+        ("MAX_FEATURE_MAGNITUDE", "0"),
+        ("MAX_FEATURE_MAGNITUDE", "-1"),
+        ("MAX_FEATURE_MAGNITUDE", "nan"),
+        ("MAX_ID_LENGTH", "0"),
+        ("CACHE_L1_BYTES", "0"),
+    ],
 )
 def test_limits_must_be_positive(name, value):
     with pytest.raises(SettingsError, match=name):

@@ -1,9 +1,9 @@
-import pytest
 import pickle
 
-from models.snapshots import SnapshotStore
+import pytest
 from river import datasets
 
+from models.snapshots import SnapshotStore
 from tests.helpers import trained
 
 
@@ -70,8 +70,13 @@ def test_a_snapshot_of_another_engine_river_or_feature_set_is_refused_with_the_r
 
     settings = Settings.from_env({"APP_ID": "a", "MODEL": "logreg"})
     features = FeatureRegistry([{"name": "n", "agg": "count"}])
-    good = {"app_id": "a", "examples_topic": "a-examples", "model_name": "logreg", "river_version": river.__version__,
-            "feature_definitions": [vars(d) for d in features.definitions]}
+    good = {
+        "app_id": "a",
+        "examples_topic": "a-examples",
+        "model_name": "logreg",
+        "river_version": river.__version__,
+        "feature_definitions": [vars(d) for d in features.definitions],
+    }
     store = SnapshotStore(tmp_path)
     store.write(good, {})
     check_snapshot(store.latest(), settings, features)

@@ -15,8 +15,12 @@ def test_inline_labels_in_batches_match_progressive_val_score(pipeline_factory):
     pipeline = pipeline_factory()
     rows = list(datasets.Phishing())
     for start in range(0, len(rows), 97):  # batches of odd sizes
-        pipeline.send_events([event(i, f"e{i % 13}", x, ts=float(i), label=y)
-                              for i, (x, y) in enumerate(rows[start:start + 97], start)])
+        pipeline.send_events(
+            [
+                event(i, f"e{i % 13}", x, ts=float(i), label=y)
+                for i, (x, y) in enumerate(rows[start : start + 97], start)
+            ]
+        )
     assert pipeline.model.metric_values() == progressive_metrics("logreg", rows)
 
 
@@ -56,7 +60,9 @@ def test_label_whose_event_never_comes_is_dead_lettered_with_its_bytes(pipeline_
 
 def test_duplicates_are_dead_lettered_and_learned_once(pipeline_factory):
     pipeline = pipeline_factory()
-    pipeline.send_events([event(1, "e", {"a": 1.0}, ts=1.0), event(1, "e", {"a": 2.0}, ts=1.0)])  # even within one batch
+    pipeline.send_events(
+        [event(1, "e", {"a": 1.0}, ts=1.0), event(1, "e", {"a": 2.0}, ts=1.0)]
+    )  # even within one batch
     pipeline.send_labels([label(1, True)])
     pipeline.send_labels([label(1, True)])
     assert reasons(pipeline) == ["duplicate_event", "duplicate_event"]
@@ -106,7 +112,9 @@ def test_learns_from_features_as_they_were_at_prediction_time(pipeline_factory):
 def test_hostile_values_are_out_of_range_and_the_rest_is_learned(pipeline_factory, value):
     pipeline = pipeline_factory()
     rows = list(datasets.Phishing())[:100]
-    values = [event(i, "e", dict(x, https=value) if i % 30 == 7 else x, ts=float(i), label=y) for i, (x, y) in enumerate(rows)]
+    values = [
+        event(i, "e", dict(x, https=value) if i % 30 == 7 else x, ts=float(i), label=y) for i, (x, y) in enumerate(rows)
+    ]
     pipeline.send_events(values)
     assert reasons(pipeline) == ["out_of_range"] * 4
     clean = [row for i, row in enumerate(rows) if i % 30 != 7]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -21,7 +22,9 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None,
 
 async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
     """Reads a topic from the start until `expected` messages came (or the timeout)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     records: list[Any] = []
     try:
@@ -69,8 +72,12 @@ async def committed_offset(bootstrap: str, group_id: str, topic: str, partition:
         await admin.close()
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 60.0, what: str = "condition",
-                     log: Callable[[], str] = lambda: "") -> None:
+async def eventually(
+    condition: Callable[[], Awaitable[bool]],
+    timeout: float = 60.0,
+    what: str = "condition",
+    log: Callable[[], str] = lambda: "",
+) -> None:
     """Awaits `condition()` until it holds, or fails after `timeout` seconds naming `what`.
     Like EngineProcess.wait_until, but it lets the event loop run (a producer task, say)
     meanwhile; an exception counts as "not yet" and is reported if the time runs out."""
@@ -83,7 +90,9 @@ async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 
         except Exception as exc:  # noqa: BLE001 - not answering yet, or not holding that yet
             last_error = exc
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last_error!r}):\n{log()}")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what} (last error: {last_error!r}):\n{log()}"
+            )
         await asyncio.sleep(0.1)
 
 

@@ -35,21 +35,28 @@ async def test_sigkill_during_replay_is_exact(engine_factory, tmp_path):
     features_file = tmp_path / "features.json"
     features_file.write_text(json.dumps(DEFINITIONS))
     # Snapshots rarer than Faust's offset commits: restarts must read back what Faust skips.
-    env = unique_env(FEATURES_FILE=features_file, SNAPSHOT_EVERY_LABELS=230, SNAPSHOT_EVERY_SECONDS=1000,
-                     CACHE_L1_ENTRIES=0, REDIS_URL="", PYTHONHASHSEED=0)
+    env = unique_env(
+        FEATURES_FILE=features_file,
+        SNAPSHOT_EVERY_LABELS=230,
+        SNAPSHOT_EVERY_SECONDS=1000,
+        CACHE_L1_ENTRIES=0,
+        REDIS_URL="",
+        PYTHONHASHSEED=0,
+    )
     rows = list(dataset_events("Phishing", entities=40, start_ts=1_700_000_000.0))
     total = len(rows)
     engine = engine_factory(env).start()
 
     async def publish_slowly():
         for start in range(0, total, 50):
-            await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, dataset_messages(rows[start:start + 50]))
+            await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, dataset_messages(rows[start : start + 50]))
             await asyncio.sleep(0.15)
 
     publishing = asyncio.create_task(publish_slowly())
     kill_points = sorted(random.Random(11).sample(range(150, total - 150), 3))
     for point in kill_points:
-        async def reached() -> bool:
+
+        async def reached(engine=engine, point=point) -> bool:
             return engine.samples_learned() >= point
 
         await eventually(reached, timeout=120, what=f"{point} labels learned", log=engine.log_tail)

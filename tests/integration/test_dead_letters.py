@@ -49,7 +49,10 @@ async def test_bad_events_are_dead_lettered_and_valid_ones_learned(engine_factor
 
     engine.wait_until(lambda: engine.samples_learned() == len(BAD_EVENTS), what="every valid event learned")
     metrics_text = engine.get("/metrics").text
-    assert f'rtml_dlq_messages_total{{reason="out_of_range",topic="{engine.settings.dlq_events_topic}"}} 1.0' in metrics_text
+    assert (
+        f'rtml_dlq_messages_total{{reason="out_of_range",topic="{engine.settings.dlq_events_topic}"}} 1.0'
+        in metrics_text
+    )
 
 
 async def test_bad_labels_are_dead_lettered(engine_factory):

@@ -36,11 +36,16 @@ async def test_values_that_would_poison_the_model_are_refused_and_the_rest_is_ex
     assert [orjson.loads(r.value)["event_id"] for r in dead] == [e["event_id"] for e in offending]
     assert {dict(r.headers)["dlq.reason"] for r in dead} == {b"out_of_range"}
 
-    kept = [(e["features"], y) for e, y in rows if abs(e["features"]["https"]) <= 1e15]  # 1e-320 is a number like any other
+    kept = [
+        (e["features"], y) for e, y in rows if abs(e["features"]["https"]) <= 1e15
+    ]  # 1e-320 is a number like any other
     engine.wait_until(lambda: engine.samples_learned() == len(kept), what="every valid event learned")
     reference = progressive_metrics("logreg", kept)
-    engine.wait_until(lambda: engine.get("/models").json()["serving"]["metrics"] == reference, timeout=10,
-                      what="River's metrics on the stream without the offending events")
+    engine.wait_until(
+        lambda: engine.get("/models").json()["serving"]["metrics"] == reference,
+        timeout=10,
+        what="River's metrics on the stream without the offending events",
+    )
 
     answer = engine.post("/predict", {"entity_id": rows[0][0]["entity_id"], "features": {"https": 1e308}})
     assert answer.status_code == 422 and answer.json()["field"] == "features.https"

@@ -14,8 +14,14 @@ pytestmark = pytest.mark.integration
 
 
 async def test_a_forest_killed_mid_stream_resumes_exactly(engine_factory):
-    env = unique_env(MODEL="arf", SNAPSHOT_EVERY_LABELS=250, SNAPSHOT_EVERY_SECONDS=1000, REDIS_URL="",
-                     CACHE_L1_ENTRIES=0, PYTHONHASHSEED=0)
+    env = unique_env(
+        MODEL="arf",
+        SNAPSHOT_EVERY_LABELS=250,
+        SNAPSHOT_EVERY_SECONDS=1000,
+        REDIS_URL="",
+        CACHE_L1_ENTRIES=0,
+        PYTHONHASHSEED=0,
+    )
     rows = list(dataset_events("Phishing", entities=25))
     messages = dataset_messages(rows)
     engine = engine_factory(env).start()
@@ -30,5 +36,8 @@ async def test_a_forest_killed_mid_stream_resumes_exactly(engine_factory):
     assert await end_offset(KAFKA_BOOTSTRAP, engine.settings.examples_topic) == len(rows)
 
     reference = progressive_metrics("arf", [(e["features"], y) for e, y in rows])
-    engine.wait_until(lambda: engine.get("/models").json()["serving"]["metrics"] == reference, timeout=10,
-                      what="River's metrics for the forest")
+    engine.wait_until(
+        lambda: engine.get("/models").json()["serving"]["metrics"] == reference,
+        timeout=10,
+        what="River's metrics for the forest",
+    )

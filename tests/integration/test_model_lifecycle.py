@@ -30,7 +30,10 @@ async def test_retrain_register_promote_rollback(engine_factory, tmp_path):
 
     retrain = subprocess.run(
         [sys.executable, "-m", "engine", "retrain", "--candidate", "hoeffding", "--passes", "2"],
-        cwd=ROOT, env={**os.environ, **env, "STATE_DIR": str(tmp_path / "state")}, capture_output=True, text=True,
+        cwd=ROOT,
+        env={**os.environ, **env, "STATE_DIR": str(tmp_path / "state")},
+        capture_output=True,
+        text=True,
     )
     assert retrain.returncode == 0, retrain.stderr[-2000:]
     assert "registered_version" in retrain.stdout
@@ -38,8 +41,10 @@ async def test_retrain_register_promote_rollback(engine_factory, tmp_path):
     engine = engine_factory(env).start()
     # Serving answers at once from what the models topic held; the learner then publishes
     # the registry with the candidate registered while the engine was down.
-    engine.wait_until(lambda: any(v["kind"] == "candidate" for v in engine.get("/models").json()["versions"]),
-                      what="the registry with the candidate")
+    engine.wait_until(
+        lambda: any(v["kind"] == "candidate" for v in engine.get("/models").json()["versions"]),
+        what="the registry with the candidate",
+    )
     models = engine.get("/models").json()
     assert models["snapshots"][0]["samples_learned"] == len(rows)  # the one written at stop
     candidate = [v for v in models["versions"] if v["kind"] == "candidate"][-1]
@@ -50,8 +55,13 @@ async def test_retrain_register_promote_rollback(engine_factory, tmp_path):
     body = {"entity_id": rows[0][0]["entity_id"], "features": rows[0][0]["features"]}
     before = engine.post("/predict", body).json()
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    assert httpx.post(f"{engine.base_url}/models/logreg/promote", json={"version": candidate["version"]}).status_code == 401
-    promoted = httpx.post(f"{engine.base_url}/models/logreg/promote", json={"version": candidate["version"]}, headers=auth)
+    assert (
+        httpx.post(f"{engine.base_url}/models/logreg/promote", json={"version": candidate["version"]}).status_code
+        == 401
+    )
+    promoted = httpx.post(
+        f"{engine.base_url}/models/logreg/promote", json={"version": candidate["version"]}, headers=auth
+    )
     assert promoted.status_code == 200, promoted.text
     during = engine.post("/predict", body).json()
     assert during["model"] == {"name": "hoeffding", "version": candidate["version"]}
@@ -73,16 +83,18 @@ async def test_canary_rollout_on_a_live_engine_is_decided_by_labels(engine_facto
 
     # A challenger that learned the whole dataset beforehand: it must win the canary.
     challenger = trained([(event["features"], y) for event, y in rows])
-    version = ModelRegistry(tmp_path / "state/snapshots/registry").register(
-        challenger, "candidate", parent=1
+    version = ModelRegistry(tmp_path / "state/snapshots/registry").register(challenger, "candidate", parent=1)
+    started = httpx.post(
+        f"{engine.base_url}/models/logreg/rollout",
+        json={"version": version, "mode": "canary", "share": 0.3, "min_labels": 300, "margin": 0.01},
+        headers=auth,
     )
-    started = httpx.post(f"{engine.base_url}/models/logreg/rollout",
-                         json={"version": version, "mode": "canary", "share": 0.3, "min_labels": 300, "margin": 0.01},
-                         headers=auth)
     assert started.status_code == 200, started.text
 
-    served = [engine.post("/predict", {"entity_id": f"visitor-{i}", "features": rows[0][0]["features"]}).json()
-              for i in range(400)]
+    served = [
+        engine.post("/predict", {"entity_id": f"visitor-{i}", "features": rows[0][0]["features"]}).json()
+        for i in range(400)
+    ]
     canary_share = sum(a["model"]["version"] == version for a in served) / len(served)
     assert abs(canary_share - 0.3) < 0.08  # hash routing over 400 entities
 
@@ -90,6 +102,9 @@ async def test_canary_rollout_on_a_live_engine_is_decided_by_labels(engine_facto
     engine.wait_until(lambda: engine.get("/models").json()["rollout"] is None, what="the rollout decided")
     models = engine.get("/models").json()
     assert models["serving_version"] == version
-    entry = [v for v in models["versions"] if v["version"] == version][0]
+    entry = next(v for v in models["versions"] if v["version"] == version)
     assert entry["rollout_result"] == "promote"
-    assert engine.post("/predict", {"entity_id": "anyone", "features": rows[0][0]["features"]}).json()["model"]["version"] == version
+    assert (
+        engine.post("/predict", {"entity_id": "anyone", "features": rows[0][0]["features"]}).json()["model"]["version"]
+        == version
+    )

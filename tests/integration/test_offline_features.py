@@ -44,8 +44,12 @@ async def test_offline_rows_match_a_replay_of_the_online_logic(engine_factory, t
             assert row["known"] is (expected is not None)
             if expected:
                 assert (row["values"], row["updated_at"], row["version"]) == (
-                    expected["values"], expected["updated_at"], expected["version"],
+                    expected["values"],
+                    expected["updated_at"],
+                    expected["version"],
                 )
     # At the end, offline at the last event time is what online serves now.
     online = engine.get("/features?entity_id=card-0&entity_id=card-1").json()["rows"]
-    assert engine.get(f"/features/offline?entity_id=card-0&entity_id=card-1&ts={history[-1][2]}").json()["rows"] == online
+    assert (
+        engine.get(f"/features/offline?entity_id=card-0&entity_id=card-1&ts={history[-1][2]}").json()["rows"] == online
+    )

@@ -60,8 +60,13 @@ def broker(tmp_path):
 
 
 def labelled(start: int, count: int) -> list[tuple[bytes, bytes]]:
-    return [(f"card-{i % 7}".encode(), event(f"e-{i}", f"card-{i % 7}", {"amount": float(i % 13)}, ts=time.time(),
-                                              label=i % 3 == 0)) for i in range(start, start + count)]
+    return [
+        (
+            f"card-{i % 7}".encode(),
+            event(f"e-{i}", f"card-{i % 7}", {"amount": float(i % 13)}, ts=time.time(), label=i % 3 == 0),
+        )
+        for i in range(start, start + count)
+    ]
 
 
 def log_lines(engine: EngineProcess) -> int:
@@ -82,7 +87,9 @@ async def test_a_broker_outage_floods_no_log_and_loses_nothing(broker, engine_fa
 
     await produce(broker.bootstrap, engine.settings.events_topic, labelled(100, 100))
     engine.wait_until(lambda: engine.samples_learned() == 200, timeout=120, what="the 100 published after the outage")
-    engine.wait_until(lambda: engine.get("/readyz").json()["kafka"] is True, timeout=10, what="the broker reported back")
+    engine.wait_until(
+        lambda: engine.get("/readyz").json()["kafka"] is True, timeout=10, what="the broker reported back"
+    )
     written = log_lines(engine) - before
     assert written < LOG_LINES_ALLOWED, engine.log_tail(written)
 

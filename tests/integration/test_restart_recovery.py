@@ -55,8 +55,11 @@ async def test_tables_recover_from_changelog_after_restart(engine_factory, tmp_p
     assert rows_after[1:] == rows_before[1:]
     assert rows_after[0]["values"] == {"amount_sum_1h": 235.0, "amount_max": 100.0, "events_1h": 11.0, "gap": 30.0}
     # Predictions still waiting for labels were recovered too (the count is a gauge, refreshed every second).
-    second.wait_until(lambda: second.get("/models").json()["serving"]["predictions_awaiting_label"] == 31,
-                      timeout=10, what="31 predictions awaiting their label")
+    second.wait_until(
+        lambda: second.get("/models").json()["serving"]["predictions_awaiting_label"] == 31,
+        timeout=10,
+        what="31 predictions awaiting their label",
+    )
 
 
 async def test_with_four_partitions_every_entity_keeps_its_features_across_a_restart(engine_factory, tmp_path):
@@ -66,8 +69,10 @@ async def test_with_four_partitions_every_entity_keeps_its_features_across_a_res
     features_file.write_text(json.dumps(DEFINITIONS))
     env = unique_env(FEATURES_FILE=features_file, TOPIC_PARTITIONS=4)
     entities = [f"card-{i}" for i in range(40)]
-    history = [{"event_id": f"e-{i}", "entity_id": entities[i % 40], "ts": 1000.0 + i, "features": {"amount": float(i % 17)}}
-               for i in range(400)]
+    history = [
+        {"event_id": f"e-{i}", "entity_id": entities[i % 40], "ts": 1000.0 + i, "features": {"amount": float(i % 17)}}
+        for i in range(400)
+    ]
     events = [(e["entity_id"].encode(), event(**e)) for e in history]
     first = engine_factory(env).start()
     await produce(KAFKA_BOOTSTRAP, first.settings.events_topic, events[:300])
@@ -79,4 +84,7 @@ async def test_with_four_partitions_every_entity_keeps_its_features_across_a_res
 
     _, expected = replay_features(DEFINITIONS, history)
     for row in entity_rows(second, entities):
-        assert (row["values"], row["version"]) == (expected[row["entity_id"]]["values"], expected[row["entity_id"]]["version"])
+        assert (row["values"], row["version"]) == (
+            expected[row["entity_id"]]["values"],
+            expected[row["entity_id"]]["version"],
+        )

@@ -33,8 +33,15 @@ class Cluster:
     def __init__(self, tmp_path: Path, **settings: object) -> None:
         features = tmp_path / "features.json"
         features.write_text(json.dumps(DEFINITIONS))
-        self.env = unique_env(TOPIC_PARTITIONS=PARTITIONS, FEATURES_FILE=features, REDIS_URL="", CACHE_L1_ENTRIES=0,
-                              MODEL_PUBLISH_EVERY_SECONDS=0.5, KAFKA_SESSION_TIMEOUT_SECONDS=6, **settings)
+        self.env = unique_env(
+            TOPIC_PARTITIONS=PARTITIONS,
+            FEATURES_FILE=features,
+            REDIS_URL="",
+            CACHE_L1_ENTRIES=0,
+            MODEL_PUBLISH_EVERY_SECONDS=0.5,
+            KAFKA_SESSION_TIMEOUT_SECONDS=6,
+            **settings,
+        )
         self.tmp_path = tmp_path
         self.workers: dict[int, EngineProcess] = {}
         self.learner = self._process("learner", ("learn",))
@@ -45,7 +52,7 @@ class Cluster:
         folder.mkdir(exist_ok=True)
         return EngineProcess({**self.env, **env}, folder, command)
 
-    def start(self, workers: int) -> "Cluster":
+    def start(self, workers: int) -> Cluster:
         self.learner.launch()
         for i in range(workers):
             self.add_worker(i)
@@ -70,8 +77,11 @@ class Cluster:
 
     def owned(self, worker_id: int) -> bool:
         """Whether the worker's latest assignment holds partitions of the events topic."""
-        lines = [line for line in self.workers[worker_id].log_path.read_text(errors="replace").splitlines()
-                 if "owns partitions [" in line]
+        lines = [
+            line
+            for line in self.workers[worker_id].log_path.read_text(errors="replace").splitlines()
+            if "owns partitions [" in line
+        ]
         return bool(lines) and "owns partitions []" not in lines[-1]
 
 
@@ -143,8 +153,11 @@ async def test_two_workers_one_learner_learn_every_label_once(cluster):
     c.serving.wait_until(lambda: _features_match(c, rows), timeout=30, what="features of every entity")
     examples = await learned_order(c.settings.examples_topic)
     assert len(examples) == len(rows)
-    c.serving.wait_until(lambda: c.serving.get("/models").json()["serving"]["metrics"] == uninterrupted_metrics(examples),
-                         timeout=10, what="the learner's metrics")
+    c.serving.wait_until(
+        lambda: c.serving.get("/models").json()["serving"]["metrics"] == uninterrupted_metrics(examples),
+        timeout=10,
+        what="the learner's metrics",
+    )
     lag = c.serving.get("/models").json()["serving"]["prediction_model_lag"]
     assert lag is None or lag["max_samples"] >= 0
 
@@ -164,11 +177,11 @@ async def test_a_worker_stopped_then_killed_mid_stream_loses_nothing(cluster):
     await produce(KAFKA_BOOTSTRAP, c.settings.events_topic, messages[:third])
     c.serving.wait_until(lambda: c.learned() == third, timeout=120, what="the first third learned")
     assert c.workers[1].stop() == 0  # SIGTERM: it hands its partitions over
-    await produce(KAFKA_BOOTSTRAP, c.settings.events_topic, messages[third:2 * third])
+    await produce(KAFKA_BOOTSTRAP, c.settings.events_topic, messages[third : 2 * third])
     c.serving.wait_until(lambda: c.learned() == 2 * third, timeout=120, what="the second third learned by worker 0")
     c.add_worker(1)
     c.serving.wait_until(lambda: c.owned(1), timeout=60, what="worker 1 back with partitions")
-    publishing = asyncio.create_task(produce(KAFKA_BOOTSTRAP, c.settings.events_topic, messages[2 * third:]))
+    publishing = asyncio.create_task(produce(KAFKA_BOOTSTRAP, c.settings.events_topic, messages[2 * third :]))
 
     async def under_way() -> bool:
         return c.learned() > 2 * third
@@ -191,8 +204,11 @@ async def test_killed_learner_resumes_exactly(cluster):
     c.learner.launch()
     c.serving.wait_until(lambda: c.learned() == len(rows), timeout=120, what="every label learned once")
     examples = await learned_order(c.settings.examples_topic)
-    c.serving.wait_until(lambda: c.serving.get("/models").json()["serving"]["metrics"] == uninterrupted_metrics(examples),
-                         timeout=10, what="the metrics of a learner that never crashed")
+    c.serving.wait_until(
+        lambda: c.serving.get("/models").json()["serving"]["metrics"] == uninterrupted_metrics(examples),
+        timeout=10,
+        what="the metrics of a learner that never crashed",
+    )
 
 
 async def test_a_worker_added_mid_stream_gets_partitions(cluster):

@@ -23,7 +23,9 @@ def worker_and_server(tmp_path: Path, **settings: object) -> tuple[EngineProcess
     env = unique_env(REDIS_URL="", CACHE_L1_ENTRIES=0, MODEL_PUBLISH_EVERY_SECONDS=0.5, **settings)
     (tmp_path / "worker").mkdir()
     (tmp_path / "serve").mkdir()
-    worker = EngineProcess({**env, "STATE_DIR": str(tmp_path / "state")}, tmp_path / "worker", ("worker", "--embedded-learner"))
+    worker = EngineProcess(
+        {**env, "STATE_DIR": str(tmp_path / "state")}, tmp_path / "worker", ("worker", "--embedded-learner")
+    )
     server = EngineProcess({**env, "STATE_DIR": str(tmp_path / "state")}, tmp_path / "serve", ("serve",))
     return worker, server
 
@@ -92,8 +94,9 @@ async def test_a_serving_process_started_late_is_ready_only_once_caught_up(tmp_p
     worker, server = worker_and_server(tmp_path)
     processes.append(worker.launch())
     entities = [f"card-{i}" for i in range(300)]
-    await produce(KAFKA_BOOTSTRAP, worker.settings.events_topic,
-                  [labelled(i, entities[i % 300], float(i)) for i in range(3000)])
+    await produce(
+        KAFKA_BOOTSTRAP, worker.settings.events_topic, [labelled(i, entities[i % 300], float(i)) for i in range(3000)]
+    )
     await wait_for_examples(worker, 3000, timeout=90)
     processes.append(server.start())
     rows = server.get("/features?" + "&".join(f"entity_id={e}" for e in entities[:50])).json()["rows"]
@@ -105,10 +108,16 @@ async def test_engine_run_restarts_a_serving_process_that_dies(tmp_path, process
     processes.append(engine.start())
     server_pid = int((engine.settings.pid_path / "serve-0.pid").read_text())
     os.kill(server_pid, signal.SIGKILL)
-    engine.wait_until(lambda: int((engine.settings.pid_path / "serve-0.pid").read_text()) != server_pid,
-                      timeout=20, what="a new serving process")
-    engine.wait_until(lambda: httpx.get(f"{engine.base_url}/readyz", timeout=1).status_code == 200,
-                      timeout=30, what="ready again on the same port")
+    engine.wait_until(
+        lambda: int((engine.settings.pid_path / "serve-0.pid").read_text()) != server_pid,
+        timeout=20,
+        what="a new serving process",
+    )
+    engine.wait_until(
+        lambda: httpx.get(f"{engine.base_url}/readyz", timeout=1).status_code == 200,
+        timeout=30,
+        what="ready again on the same port",
+    )
     await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, [labelled(i) for i in range(5)])
     engine.wait_until(lambda: engine.samples_learned() == 5, what="the stream untouched by it")
     assert engine.stop() == 0

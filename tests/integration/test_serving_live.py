@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import httpx
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +17,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-import pytest
 
 from tests.conftest import ROOT, free_port
 
@@ -64,8 +64,12 @@ def redis_server():
 def cache_errors(engine) -> float:
     """rtml_cache_errors_total as /metrics exports it."""
     text = engine.get("/metrics").text
-    values = [sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-              if sample.name == "rtml_cache_errors_total"]
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "rtml_cache_errors_total"
+    ]
     assert len(values) == 1, f"rtml_cache_errors_total is not exported once:\n{text}"
     return values[0]
 
@@ -96,7 +100,9 @@ async def test_redis_is_the_shared_l2_and_its_outage_is_invisible_to_users(engin
 async def test_engine_without_any_redis_serves(engine_factory):
     engine = engine_factory(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0").start()
     assert engine.get("/readyz").json() == {
-        "ready": True, "checks": {"model_loaded": True, "features_caught_up": True, "model_healthy": True}, "redis": False,
+        "ready": True,
+        "checks": {"model_loaded": True, "features_caught_up": True, "model_healthy": True},
+        "redis": False,
         "kafka": True,
     }
     assert predict(engine)["fallback"] is None
@@ -109,7 +115,9 @@ async def test_metrics_pass_promtool_and_alert_rules_are_valid(engine_factory):
     text = engine.get("/metrics").text
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    rules = subprocess.run(["promtool", "check", "rules", str(ROOT / "infra/prometheus/alerts.yml")], capture_output=True, text=True)
+    rules = subprocess.run(
+        ["promtool", "check", "rules", str(ROOT / "infra/prometheus/alerts.yml")], capture_output=True, text=True
+    )
     assert rules.returncode == 0, rules.stdout + rules.stderr
 
 
@@ -126,8 +134,18 @@ async def test_openapi_document_lists_every_route(engine_factory):
     engine = engine_factory().start()
     paths = set(httpx.get(f"{engine.base_url}/openapi.json").json()["paths"])
     assert paths == {
-        "/predict", "/predict/batch", "/features", "/features/offline", "/models", "/healthz", "/readyz", "/metrics",
-        "/openapi.json", "/models/{name}/promote", "/models/{name}/rollback", "/models/{name}/rollout",
+        "/predict",
+        "/predict/batch",
+        "/features",
+        "/features/offline",
+        "/models",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/models/{name}/promote",
+        "/models/{name}/rollback",
+        "/models/{name}/rollout",
         "/models/{name}/rollout/stop",
     }
 
