@@ -3,11 +3,11 @@ PYTHON_BIN ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup tools up down demo test unit bench-throughput bench-latency clean
+.PHONY: help setup tools up down demo test unit lint bench-throughput bench-latency clean
 
 help:
 	@echo "make demo    start Kafka + Redis, run the engine on River's Phishing dataset end to end"
-	@echo "make test    start Kafka + Redis, run unit and integration tests"
+	@echo "make test    start Kafka + Redis, run the linters, unit and integration tests"
 	@echo "make up      start the local Kafka broker and Redis;  make down  stop what we started"
 	@echo "make bench-throughput / bench-latency   run the benchmarks"
 
@@ -38,8 +38,14 @@ down:
 demo: setup up
 	$(PY) -m engine demo
 
-test: setup up tools
+test: setup up tools lint
 	$(PY) -m pytest -q
+
+# ruff (lint and format) and mypy over the whole project: part of `make test`.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 unit: setup
 	$(PY) -m pytest -q -m "not integration"

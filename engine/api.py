@@ -18,6 +18,7 @@ from starlette.authentication import requires
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from engine import metrics
 from engine.auth import ADMIN_AUTH, ADMIN_SCOPE
@@ -234,14 +235,14 @@ class RequestMetrics:
     def __init__(self, app: Starlette) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500
 
-        async def send_with_status(message: dict) -> None:
+        async def send_with_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -111,7 +111,9 @@ class RedisCache:
         if not self.available:
             return None
         try:
-            return await asyncio.wait_for(self._client.get(key), self.timeout_seconds)
+            # Without decode_responses Redis answers bytes; redis-py types `get` as bytes | str either way.
+            value = await asyncio.wait_for(self._client.get(key), self.timeout_seconds)
+            return cast(bytes | None, value)
         except (TimeoutError, RedisError, OSError) as exc:
             self._mark_down(exc)
             return None

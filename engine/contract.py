@@ -46,6 +46,7 @@ BODY_ERRORS = {
 QUERY_ERRORS = {422: "a query parameter breaks the schema; `field` names it"}
 
 T = TypeVar("T")
+StructT = TypeVar("StructT", bound=Struct)
 
 
 class RequestError(Exception):
@@ -239,15 +240,15 @@ def refusal(declaration: Any, raw: bytes, exc: Exception) -> RequestError:
     return RequestError(422, message, field)
 
 
-def read_query(request: Request, declaration: type[T]) -> T:
+def read_query(request: Request, declaration: type[StructT]) -> StructT:
     """The query string as its declaration: repeated parameters are declared as lists."""
     params = request.query_params
     data: dict[str, Any] = {}
-    for field in msgspec.structs.fields(declaration):
-        if get_origin(_bare(field.type)) is list:
-            data[field.encode_name] = params.getlist(field.encode_name)
-        elif field.encode_name in params:
-            data[field.encode_name] = params[field.encode_name]
+    for f in msgspec.structs.fields(declaration):
+        if get_origin(_bare(f.type)) is list:
+            data[f.encode_name] = params.getlist(f.encode_name)
+        elif f.encode_name in params:
+            data[f.encode_name] = params[f.encode_name]
     try:
         return msgspec.convert(data, declaration, strict=False)
     except msgspec.ValidationError as exc:

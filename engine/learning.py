@@ -287,7 +287,8 @@ class LearningService:
 
     async def _snapshot_written(self, result: Awaitable[bytes], meta: dict[str, Any]) -> None:
         try:
-            self._record_snapshot(*pickle.loads(await result), meta)
+            path, size, seconds = pickle.loads(await result)
+            self._record_snapshot(path, size, seconds, meta)
         except (OSError, RuntimeError) as exc:
             self._snapshot_failed(exc)
 
@@ -360,7 +361,9 @@ class LearningService:
 
     async def _decide_rollout(self) -> None:
         rollout = self.learner.rollout
-        verdict = rollout.decision() if rollout is not None else None
+        if rollout is None:
+            return
+        verdict = rollout.decision()
         if verdict is None:
             return
         self.learner.rollout = None

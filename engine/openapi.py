@@ -64,7 +64,7 @@ def document(routes: Iterable[Any], *, title: str, version: str, description: st
     routes = list(routes)
     declarations: list[Any] = []
     for route in routes:
-        op = route.operation
+        op: Operation = route.operation
         for declaration in (op.body, *(r.declaration for r in responses_of(op).values())):
             if declaration is not None and declaration not in declarations:
                 declarations.append(declaration)
@@ -73,7 +73,7 @@ def document(routes: Iterable[Any], *, title: str, version: str, description: st
 
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        op: Operation = route.operation
+        op = route.operation
         operation: dict[str, Any] = {"summary": op.summary}
         parameters = [
             {

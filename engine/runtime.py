@@ -54,7 +54,9 @@ def build_cache(settings: Settings) -> tuple[PredictionCache | None, RedisCache 
         if s.redis_url
         else None
     )
-    return (PredictionCache(l1, redis) if (l1 or redis) else None), redis
+    # `is not None`: an empty L1 is falsy (it has a length), and Redis off must not turn it off.
+    has_tier = l1 is not None or redis is not None
+    return (PredictionCache(l1, redis) if has_tier else None), redis
 
 
 @dataclass
@@ -186,7 +188,7 @@ async def _probe_broker(producer: AIOKafkaProducer, started: asyncio.Task) -> No
     while True:
         try:
             await asyncio.wait_for(producer.client.fetch_all_metadata(), BROKER_PROBE_SECONDS)
-            producer.rtml_reachable = True  # type: ignore[attr-defined]
+            producer.rtml_reachable = True
         except Exception:  # noqa: BLE001 - any failure means: not reachable now
-            producer.rtml_reachable = False  # type: ignore[attr-defined]
+            producer.rtml_reachable = False
         await asyncio.sleep(BROKER_PROBE_SECONDS)

@@ -16,7 +16,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import orjson
 
@@ -101,7 +101,7 @@ def _finite(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def is_sound(prediction: Prediction | None, is_classifier: bool) -> bool:
+def is_sound(prediction: Prediction | None, is_classifier: bool) -> TypeGuard[Prediction]:
     """An answer fit to serve: a class with finite probabilities (if any), or a finite score.
 
     orjson writes NaN as null: without this check a broken model would answer
@@ -156,9 +156,10 @@ class Predictor:
 
     async def predict(self, entity_id: str, features: dict[str, Any]) -> dict[str, Any]:
         state = self.entities.get(entity_id)
+        feature_version = state["version"] if state else None
         freshness = {
             "entity_known": state is not None,
-            "feature_version": state["version"] if state else None,
+            "feature_version": feature_version,
             "feature_age_seconds": max(0.0, time.time() - state["updated_at"]) if state else None,
             "model_age_seconds": self.models.age_seconds(),
         }
@@ -177,14 +178,12 @@ class Predictor:
             }
         challenger = self.models.canary(entity_id)
         canary = challenger is not None
-        model = challenger if canary else champion
+        model = challenger if challenger is not None else champion
         if canary:
             metrics.ROLLOUT_SERVED.inc()
         key = None
         if self.cache is not None:
-            key = cache_key(
-                model.name, model.version, model.samples_learned, entity_id, freshness["feature_version"], features
-            )
+            key = cache_key(model.name, model.version, model.samples_learned, entity_id, feature_version, features)
             cached, tier = await self.cache.get(key)
             if cached is not None:
                 return {
@@ -199,6 +198,7 @@ class Predictor:
         x = model_features(features, state["values"] if state else {})
         answer, fallback = self._primary_or_fallback(model, x)
         if key is not None and fallback is None:
+            assert self.cache is not None  # a key is only made for a cache
             self.cache.put(key, dumps_json(answer))
         return {
             "entity_id": entity_id,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +104,16 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
+            default = f.default
+            assert default is not MISSING  # every setting is declared with `_env`, which gives it a default
             raw = env.get(f.metadata["env"])
             # An empty string is a value for text settings (REDIS_URL= turns Redis off).
-            if raw is None or (raw == "" and not isinstance(f.default, str)):
+            if raw is None or (raw == "" and not isinstance(default, str)):
                 continue
             try:
-                values[f.name] = type(f.default)(raw)
+                values[f.name] = type(default)(raw)
             except ValueError:
-                raise SettingsError(f"{f.metadata['env']}={raw!r} is not a valid {type(f.default).__name__}") from None
+                raise SettingsError(f"{f.metadata['env']}={raw!r} is not a valid {type(default).__name__}") from None
         settings = cls(**values)
         settings.validate()
         return settings

@@ -23,13 +23,17 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
+from faust.tables.manager import TableManager
+from faust.types import TP, TopicT
 from mode import Service
+from mode.types.signals import SignalHandlerT
 
 from engine import metrics
 from engine.dead_letter_sink import DeadLetterSink, refused_letter
@@ -40,7 +44,7 @@ from models.examples import Example
 from models.guard import Refusal
 from models.learner import BatchOutcome, ModelError
 from models.online import Prediction
-from streams.batch_consumer import BatchApp, Record
+from streams.batch_consumer import BatchApp, BatchConsumer, Record
 from streams.changelog import TableWriter, send_records
 from streams.events import DeadLetter, EventOutcome, EventProcessor
 from streams.features import FeatureRegistry
@@ -142,16 +146,23 @@ class StreamWorker:
         self.settings = settings
         self.features = features
         self.service = service  # the embedded learner, or None when `engine learn` runs apart
-        self.replica = None if service else ModelReplica(settings.kafka_bootstrap, settings.models_topic)
-        self.collector = None if service else ExampleCollector()
+        # Set exactly when there is no embedded learner.
+        self.replica: ModelReplica | None = None
+        self.collector: ExampleCollector | None = None
+        models: LearnerModels | PublishedModels
+        learn: Callable[[Example], bool]
+        if service is not None:
+            models, learn = LearnerModels(service), service.learner.learn
+        else:
+            self.replica = ModelReplica(settings.kafka_bootstrap, settings.models_topic)
+            self.collector = ExampleCollector()
+            models, learn = PublishedModels(self.replica), self.collector
         self.app = self._build_app()
         self.producer: AIOKafkaProducer | None = None
         self.drift = DriftMonitor()
         self.offline_log = OfflineFeatureLog(settings.state_path / "offline-features")
         self._partitioner = DefaultPartitioner()
         contract = contract_for(settings, features)
-        models = LearnerModels(service) if service else PublishedModels(self.replica)
-        learn = service.learner.learn if service else self.collector
         self.rows = TableWriter(self.entities)
         self.pending = TableWriter(self.join_table)
         self.events = EventProcessor(
@@ -197,23 +208,35 @@ class StreamWorker:
             consumer_group_instance_id=f"{s.app_id}-worker-{s.worker_id}",
             table_standby_replicas=s.standby_replicas,
         )
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         partitions = s.topic_partitions
-        self.events_topic = app.topic(s.events_topic, partitions=partitions, **raw)
-        self.labels_topic = app.topic(s.labels_topic, partitions=partitions, **raw)
-        self.predictions_topic = app.topic(s.predictions_topic, partitions=partitions, **raw)
+
+        def raw_topic(name: str) -> TopicT:
+            return app.topic(
+                name,
+                partitions=partitions,
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+            )
+
+        self.events_topic = raw_topic(s.events_topic)
+        self.labels_topic = raw_topic(s.labels_topic)
+        self.predictions_topic = raw_topic(s.predictions_topic)
         self.entities = app.Table(s.entity_table, default=None, partitions=partitions, key_type=str)
         self.join_table = app.Table("join", default=None, partitions=partitions, key_type=str)
         app.batch_handler(self.events_topic, self._on_events)
         app.batch_handler(self.labels_topic, self._on_labels)
         app.batch_handler(self.predictions_topic, self._on_predictions)
-        app.on_partitions_assigned.connect(self._on_assigned)
+        # Faust sends the assigned set as one positional argument; mode's SignalHandlerT only
+        # describes handlers that take any *args.
+        app.on_partitions_assigned.connect(cast("SignalHandlerT[Any]", self._on_assigned))
         app.timer(EXPIRY_SECONDS, on_leader=False)(self._expire)
         app.timer(GAUGE_SECONDS, on_leader=False)(self._publish_gauges)
         app.timer(s.offline_flush_seconds, on_leader=False)(self._flush_offline_log)
         return app
 
-    async def _on_assigned(self, sender: Any, assigned: set, **kwargs: Any) -> None:
+    async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         events = sorted(tp.partition for tp in assigned if tp.topic == self.settings.events_topic)
         log.warning("worker %s owns partitions %s of %s", self.settings.worker_id, events, self.settings.events_topic)
 
@@ -246,11 +269,15 @@ class StreamWorker:
         return self.service.lock if self.service else _NO_LOCK
 
     async def _flush(
-        self, predictions: list[tuple[str, dict]], dead_letters: list[DeadLetter], records: list[Record] = ()
+        self, predictions: list[tuple[str, dict]], dead_letters: list[DeadLetter], records: Sequence[Record] = ()
     ) -> None:
         """Sends a batch's output in the order that makes a replay harmless (see the module doc)."""
         assert self.producer is not None
-        learned = self.service.learner.end_batch() if self.service else self.collector.drain()
+        if self.service is not None:
+            learned = self.service.learner.end_batch()
+        else:
+            assert self.collector is not None
+            learned = self.collector.drain()
         if learned.refused:
             dead_letters = sorted(
                 dead_letters + [_refused_in_batch(r, records) for r in learned.refused],
@@ -281,7 +308,7 @@ class StreamWorker:
             # same event id lands in the same partition, so both meet in one worker's join.
             partition = self._partitioner(key, partitions, partitions)
             by_partition.setdefault(partition, []).append((key, orjson.dumps(record)))
-        futures = []
+        futures: list[asyncio.Future] = []
         for partition, records in by_partition.items():
             futures.extend(f for f, _ in await send_records(self.producer, topic, partition, records))
         return futures
@@ -338,7 +365,9 @@ class StreamWorker:
             return
         for tp in assignment:
             next_offset = self._processed_offsets.get((tp.topic, tp.partition))
-            highwater = self.app.consumer.highwater(tp) if next_offset is not None else None
+            if next_offset is None:
+                continue
+            highwater = self.app.consumer.highwater(tp)
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - next_offset))
 
@@ -347,7 +376,8 @@ class StreamWorker:
         await asyncio.to_thread(self.offline_log.write, updates)
 
     def _tables_ready(self) -> bool:
-        recovery = self.app.tables.recovery
+        # `recovery` is on Faust's TableManager, which the app builds, not on TableManagerT.
+        recovery = cast(TableManager, self.app.tables).recovery
         return recovery.completed.is_set() and not recovery.in_recovery
 
     # -- life -----------------------------------------------------------------------------------
@@ -365,6 +395,7 @@ class StreamWorker:
         if self.service is not None:
             await self.service.start(self.producer)
         else:
+            assert self.replica is not None
             await self.replica.start()
             if self.replica.champion is None:
                 log.warning(
@@ -375,19 +406,20 @@ class StreamWorker:
 
     async def stop(self) -> None:
         """Lets the batch in hand finish, then a last snapshot; Faust commits after this."""
-        consumer = self.app.consumer
+        consumer = cast(BatchConsumer, self.app.consumer)  # BatchApp's transport builds it
         consumer.stop_flow()
         await consumer._batch_idle.wait()
         if self.service is not None:
             await self.service.stop()
         else:
+            assert self.replica is not None
             await self.replica.stop()
         await asyncio.to_thread(self.offline_log.write, self.offline_log.take())
         if self.producer is not None:
             await self.producer.stop()
 
 
-def _refused_in_batch(refusal: Refusal, records: list[Record]) -> DeadLetter:
+def _refused_in_batch(refusal: Refusal, records: Sequence[Record]) -> DeadLetter:
     """A refused example's dead letter; the original message's bytes when it came in this batch
     (as for every other reason), else the example itself."""
     letter = refused_letter(refusal)

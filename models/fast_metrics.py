@@ -35,8 +35,8 @@ class FastROCAUC(metrics.ROCAUC):
 
     def get(self) -> float:
         positives, negatives = self._histograms[True], self._histograms[False]
-        tprs = [0] * self.n_thresholds
-        fprs = [0] * self.n_thresholds
+        tprs = [0.0] * self.n_thresholds
+        fprs = [0.0] * self.n_thresholds
         for i in range(self.n_thresholds):
             # Threshold i predicts "positive" for the examples that exceed more than i thresholds.
             tp = sum(positives[i + 1 :], 0.0)

@@ -74,6 +74,7 @@ def update_metrics(scores: dict[str, metrics.base.Metric], task: Task, y: Any, p
             kind = type(metric)
             wants_proba = _WANTS_PROBA.get(kind)
             if wants_proba is None:
+                assert isinstance(metric, metrics.base.ClassificationMetric)  # what metrics_for gives a classifier
                 wants_proba = _WANTS_PROBA[kind] = not metric.requires_labels
             if wants_proba:
                 y_pred = prediction.proba
@@ -87,18 +88,20 @@ class OnlineModel:
         self.name = name
         self.version = version
         self.task = spec.task
-        self.estimator = spec.build()
+        # Any: River's estimators are duck-typed (a Pipeline is a bare Estimator with its last
+        # step's methods), and only classifiers have predict_proba_one.
+        self.estimator: Any = spec.build()
         self.metrics = metrics_for(spec.task)
         self.samples_learned = 0
         self.drift_detector = drift.ADWIN()
         self.drifts_detected = 0
         # The last resort of the fallback chain: class frequencies, or the running mean.
-        self.prior = (
+        self.prior: dummy.PriorClassifier | dummy.StatisticRegressor = (
             dummy.PriorClassifier() if spec.task is not Task.REGRESSION else dummy.StatisticRegressor(stats.Mean())
         )
         # A simpler model learning from the same labels, answering when the primary cannot.
         self.fallback_name = fallback_name
-        self.fallback = None
+        self.fallback: Any = None  # an estimator like self.estimator, if configured
         if fallback_name:
             if get_spec(fallback_name).task is not spec.task:
                 raise ValueError(f"fallback model {fallback_name!r} is not a {spec.task.value} model like {name!r}")
@@ -143,8 +146,9 @@ class OnlineModel:
         """Majority class with class frequencies, or the mean target, of everything learned."""
         if not self.is_classifier:
             return Prediction(value=self.prior.predict_one({}) if self.samples_learned else None)
+        assert isinstance(self.prior, dummy.PriorClassifier)
         proba = self.prior.predict_proba_one({})
-        return Prediction(value=max(proba, key=proba.get) if proba else None, proba=proba)
+        return Prediction(value=max(proba, key=proba.__getitem__) if proba else None, proba=proba)
 
     def _score(self, y: Any, prediction: Prediction) -> None:
         update_metrics(self.metrics, self.task, y, prediction)

@@ -38,7 +38,7 @@ async def send_records(
     batch = producer.create_batch()
     for record in records:
         key, value = record[0], record[1]
-        headers = list(record[2]) if len(record) > 2 else []  # type: ignore[arg-type]
+        headers = list(record[2]) if len(record) > 2 else []
         if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
             sent.append((await producer.send_batch(batch, topic, partition=partition), batch.record_count()))
             batch = producer.create_batch()
@@ -88,7 +88,7 @@ class TableWriter:
     async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future]:
         staged, self._staged = self._staged, {}
         topic = self.table.changelog_topic.get_topic_name()
-        futures = []
+        futures: list[asyncio.Future] = []
         for partition, values in staged.items():
             records = ((orjson.dumps(key), encode_value(value)) for key, value in values.items())
             futures.extend(future for future, _ in await send_records(producer, topic, partition, records))

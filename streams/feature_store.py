@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from streams.features import FeatureDefinition, FeatureRegistry
 
 
+class Entities(Protocol):
+    """Entity states by id: a FeatureReplica in serving processes, a plain mapping in tests."""
+
+    def get(self, entity_id: str, /) -> Any: ...
+
+
 class FeatureStore:
-    def __init__(self, registry: FeatureRegistry, entities: Mapping[str, Any]) -> None:
+    def __init__(self, registry: FeatureRegistry, entities: Entities) -> None:
         self.registry = registry
         self.entities = entities
 

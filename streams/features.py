@@ -81,7 +81,7 @@ class FeatureDefinition:
 class FeatureRegistry:
     """The declared features; aggregates are computed in declaration order."""
 
-    def __init__(self, definitions: Iterable[FeatureDefinition] = ()) -> None:
+    def __init__(self, definitions: Iterable[FeatureDefinition | Mapping[str, Any]] = ()) -> None:
         self._definitions: dict[str, FeatureDefinition] = {}
         for definition in definitions:
             self.register(definition)
@@ -89,6 +89,7 @@ class FeatureRegistry:
     def register(self, definition: FeatureDefinition | Mapping[str, Any]) -> FeatureDefinition:
         if not isinstance(definition, FeatureDefinition):
             definition = FeatureDefinition.from_dict(definition)
+        definition.check()  # a definition built in code is held to the same rules as one read from JSON
         if definition.name in self._definitions and self._definitions[definition.name] != definition:
             raise FeatureDefinitionError(f"feature {definition.name!r} is already registered differently")
         self._definitions[definition.name] = definition
@@ -154,6 +155,7 @@ def apply_event(
             last = previous["last_ts"]
             values[definition.name] = None if last is None else ts - last
             continue
+        assert definition.agg is not None  # check() admits aggregates only with an agg of AGGREGATIONS
         window = math.inf if definition.window_seconds is None else definition.window_seconds
         points = [v for t, v in history.get(_history_key(definition), ()) if ts - window < t <= ts]
         values[definition.name] = _aggregate(definition.agg, points)

@@ -111,3 +111,13 @@ async def test_a_dead_redis_is_skipped_quickly_for_the_back_off():
         assert cache_errors() == errors + 1
     finally:
         await cache.close()
+
+
+def test_without_redis_the_in_process_cache_still_serves(tmp_path):
+    from engine.runtime import build_cache
+    from engine.settings import Settings
+
+    cache, redis = build_cache(
+        Settings.from_env({"REDIS_URL": "", "CACHE_L1_ENTRIES": "1000", "STATE_DIR": str(tmp_path)})
+    )
+    assert redis is None and cache is not None and cache.l1 is not None

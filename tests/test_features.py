@@ -81,3 +81,10 @@ def test_redefining_a_feature_differently_is_refused():
     registry.register({"name": "x", "agg": "count"})  # same definition: fine
     with pytest.raises(FeatureDefinitionError):
         registry.register({"name": "x", "agg": "count", "window_seconds": 5})
+
+
+def test_a_definition_built_in_code_is_checked_like_one_read_from_json():
+    from streams.features import FeatureDefinition, FeatureDefinitionError, FeatureRegistry
+
+    with pytest.raises(FeatureDefinitionError):
+        FeatureRegistry().register(FeatureDefinition(name="broken", kind="aggregate", agg="median"))
