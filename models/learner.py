@@ -79,6 +79,7 @@ class Learner:
         self._since_checkpoint: list[Example] = []
         self._interval = min_interval
         self._checkpoint_at = clock()
+        self._next_walk = 0.0  # when end_batch may walk the model's whole state again
         self.pickle_seconds = 0.0
         self._take_checkpoint()
 
@@ -126,8 +127,20 @@ class Learner:
 
     def end_batch(self) -> BatchOutcome:
         """Checks the model and hands out what happened since the last call: the examples
-        learned (to log), those refused (to dead-letter), the duplicates dropped."""
-        if self._unhealthy():
+        learned (to log), those refused (to dead-letter), the duplicates dropped.
+
+        Its answer on the last input is checked every time; its whole state as often as
+        the walk costs at most `checkpoint_budget` of the time (every batch for a linear
+        model, every few for a grown tree). A poison found a few batches late is undone
+        all the same: the checkpoint still precedes it."""
+        recent = [e.features for e in self._since_checkpoint[-1:]]
+        problem = self.model.divergence(recent) if recent else None
+        if problem is None and recent and self._clock() >= self._next_walk:
+            started = self._clock()
+            problem = health(self.model, recent)
+            walked = self._clock()
+            self._next_walk = walked + (walked - started) / self.checkpoint_budget
+        if problem is not None:
             self._heal()
         outcome, self._outcome = self._outcome, BatchOutcome()
         return outcome
