@@ -280,7 +280,7 @@ def _admin(summary: str, body: Any = None) -> Operation:
             202: Reply(CommandAccepted, "sent; the learner has not answered yet"),
             404: Reply(Error, "not the serving model's name"),
             409: Reply(Error, "no such version, or nothing to roll back"),
-            503: Reply(Error, "no model loaded, or no learner reachable from this process"),
+            503: Reply(Error, "no model loaded, no learner reachable, or the registry could not be written"),
         },
     )
 
@@ -292,7 +292,7 @@ ROUTES = [
         readyz,
         "GET",
         Operation(
-            "Readiness: model loaded, partitions assigned, tables recovered",
+            "Readiness: a model held and the features caught up",
             {200: Reply(Readiness, "ready"), 503: Reply(Readiness, "not ready")},
         ),
     ),

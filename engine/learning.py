@@ -71,6 +71,10 @@ class Cadence:
     def done(self, samples: int) -> None:
         self.samples, self.at = samples, time.monotonic()
 
+    def retry(self) -> None:
+        """Due again at the next check (the last one failed)."""
+        self.samples, self.at = -1, float("-inf")
+
 
 class SnapshotRefused(EngineError):
     pass
@@ -300,7 +304,7 @@ class LearningService:
     def _snapshot_failed(self, exc: BaseException) -> None:
         metrics.LEARNER_ERRORS.labels("snapshot_" + type(exc).__name__).inc()
         log.error("snapshot failed (will retry): %r", exc)
-        self._snapshot_cadence.samples = -1  # due again at the next check
+        self._snapshot_cadence.retry()
 
     async def publish_all(self) -> None:
         """Publishes the champion, the challenger (or its absence) and the registry. The model
@@ -366,13 +370,21 @@ class LearningService:
         verdict = rollout.decision()
         if verdict is None:
             return
-        self.learner.rollout = None
         challenger = rollout.challenger
         log.warning("rollout of version %s: %s (%s)", challenger.version, verdict, rollout.status())
+        try:
+            if verdict == "promote":
+                self.registry.promote(challenger.version, self.learner.model)
+            self.registry.annotate(challenger.version, rollout_result=verdict, rollout=rollout.status())
+        except (OSError, RegistryError) as exc:
+            # Policy: the decision is not carried out without its record; the rollout goes on
+            # and the decision is taken again after the next batch.
+            metrics.LEARNER_ERRORS.labels("registry_" + type(exc).__name__).inc()
+            log.error("recording the rollout decision failed (will retry): %r", exc)
+            return
+        self.learner.rollout = None
         if verdict == "promote":
-            self.registry.promote(challenger.version, self.learner.model)
             self.learner.replace_model(challenger)  # it went on learning during the rollout
-        self.registry.annotate(challenger.version, rollout_result=verdict, rollout=rollout.status())
         metrics.ROLLOUT_DECISIONS.labels(verdict).inc()
         await self.publish_all()
         self.snapshot()
@@ -415,6 +427,9 @@ class LearningService:
                 return {"ok": False, "status": 422, "error": f"unknown action {action!r}"}
         except RegistryError as exc:
             return {"ok": False, "status": 409, "error": str(exc)}
+        except OSError as exc:  # the registry could not be written: nothing changed, try again
+            metrics.LEARNER_ERRORS.labels("registry_" + type(exc).__name__).inc()
+            return {"ok": False, "status": 503, "error": f"the model registry could not be written: {exc}"}
         except (ValueError, KeyError, TypeError) as exc:
             return {"ok": False, "status": 422, "error": str(exc)}
         served = self.learner.model

@@ -7,6 +7,7 @@ from starlette.testclient import TestClient
 from engine.api import create_api
 from engine.runtime import Runtime
 from engine.settings import Settings
+from models.examples import Example
 from models.online import OnlineModel
 from models.registry import ModelRegistry, RegistryError
 from tests.helpers import trained
@@ -218,3 +219,71 @@ def test_admin_bodies_get_422_naming_the_field(client, path, body, field):
     response = client.post(f"/models/logreg/{path}", json=body, headers=AUTH)
     assert response.status_code == 422 and response.json()["field"] == field
     assert client.runtime.command.sent == []
+
+
+def test_a_snapshot_that_cannot_be_written_is_counted_and_tried_again(service, monkeypatch):
+    def disk_full(meta, state):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(service.snapshots, "write", disk_full)
+    for x, y in ROWS[200:220]:
+        service.learner.learn(Example(str(id(x)), 0.0, x, y, service.learner.predict(x), 1, ("events", 0, 0)))
+    service.snapshot()  # logged and counted, the stream goes on
+    assert service._snapshot_cadence.due(service.learner.model.samples_learned)  # due again at the next check
+
+
+async def test_a_rollout_decision_waits_for_the_registry_to_record_it(service, monkeypatch):
+    candidate = service.registry.register(trained(ROWS[:1000]), "candidate", parent=1)
+    service.apply(
+        {
+            "action": "rollout",
+            "model": "logreg",
+            "version": candidate,
+            "mode": "shadow",
+            "share": 0.0,
+            "min_labels": 1,
+            "margin": -1.0,
+        }
+    )
+    rollout = service.learner.rollout
+    for x, y in ROWS[1000:1005]:
+        service.learner.learn(
+            Example(
+                str(id(x)),
+                0.0,
+                x,
+                y,
+                service.learner.predict(x),
+                1,
+                ("events", 0, 0),
+                challenger=rollout.challenger.predict(x),
+            )
+        )
+    assert rollout.decision() == "promote"
+
+    def unwritable(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(service.registry, "promote", unwritable)
+    await service._decide_rollout()
+    assert service.learner.rollout is rollout and service.learner.model.version == 1  # nothing half done
+    monkeypatch.undo()
+    service.producer = None  # no broker here: publishing is another test's business
+    monkeypatch.setattr(service, "publish_all", _nothing)
+    await service._decide_rollout()
+    assert service.learner.rollout is None and service.learner.model.version == candidate
+
+
+def test_an_admin_command_the_registry_cannot_record_is_a_503(service, monkeypatch):
+    candidate = service.registry.register(trained(ROWS[:300]), "candidate", parent=1)
+
+    def unwritable(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(service.registry, "promote", unwritable)
+    result = service.apply({"action": "promote", "model": "logreg", "version": candidate})
+    assert result["status"] == 503 and service.learner.model.version == 1
+
+
+async def _nothing():
+    return None
