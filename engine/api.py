@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from engine import metrics
+from engine import fast_predict, metrics
 from engine.auth import ADMIN_AUTH, ADMIN_SCOPE
 from engine.contract import (
     MAX_BATCH_ROWS,
@@ -52,7 +52,6 @@ from engine.serving import dumps_json
 from models.factory import MODELS
 from streams.feature_store import FeatureStore
 
-PREDICT_BODY = JsonBody(PredictRequest)
 PREDICT_BATCH_BODY = JsonBody(PredictBatchRequest)
 PROMOTE_BODY = JsonBody(PromoteRequest)
 ROLLOUT_BODY = JsonBody(RolloutRequest)
@@ -68,13 +67,6 @@ class JSONResponse(Response):
 async def request_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestError)
     return error_response(exc.status, exc.message, exc.field)
-
-
-async def predict(request: Request) -> Response:
-    runtime: Runtime = request.state.runtime
-    body = await PREDICT_BODY.read(request)
-    entity_id, features = predict_input(body, runtime.settings, runtime.feature_registry.ranges)
-    return JSONResponse(await runtime.predictor.predict(entity_id, features))
 
 
 async def predict_batch(request: Request) -> Response:
@@ -248,6 +240,12 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
+        if fast_predict.is_predict(scope):
+            try:
+                await fast_predict.predict(scope, receive, send_with_status)
+            finally:
+                metrics.REQUEST_SECONDS.labels("/predict", str(status)).observe(time.perf_counter() - started)
+            return
         try:
             await self.app(scope, receive, send_with_status)
         finally:
@@ -298,7 +296,7 @@ ROUTES = [
     ),
     ApiRoute(
         "/predict",
-        predict,
+        fast_predict.ENDPOINT,
         "POST",
         Operation(
             "Score one entity now",

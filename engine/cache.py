@@ -96,6 +96,12 @@ class RedisCache:
         )
         self._down_until = 0.0
         self._pending_writes: set[asyncio.Task] = set()
+        self.round_trip_seconds: float | None = None  # moving average of successful calls
+
+    def _timed(self, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        previous = self.round_trip_seconds
+        self.round_trip_seconds = elapsed if previous is None else 0.9 * previous + 0.1 * elapsed
 
     @property
     def available(self) -> bool:
@@ -111,8 +117,10 @@ class RedisCache:
         if not self.available:
             return None
         try:
+            started = time.perf_counter()
             # Without decode_responses Redis answers bytes; redis-py types `get` as bytes | str either way.
             value = await asyncio.wait_for(self._client.get(key), self.timeout_seconds)
+            self._timed(started)
             return cast(bytes | None, value)
         except (TimeoutError, RedisError, OSError) as exc:
             self._mark_down(exc)
@@ -134,7 +142,10 @@ class RedisCache:
 
     async def ping(self) -> bool:
         try:
-            return bool(await asyncio.wait_for(self._client.ping(), self.timeout_seconds))
+            started = time.perf_counter()
+            answered = bool(await asyncio.wait_for(self._client.ping(), self.timeout_seconds))
+            self._timed(started)
+            return answered
         except (TimeoutError, RedisError, OSError):
             return False
 
@@ -144,10 +155,35 @@ class RedisCache:
         await self._client.aclose()
 
 
+L2_MODES = ("auto", "always", "never")
+
+
 class PredictionCache:
-    def __init__(self, l1: L1Cache | None, l2: RedisCache | None) -> None:
+    """L1, then Redis (L2). In `auto` mode Redis is asked only when it pays: when the model
+    predicts slower than a Redis round trip (a forest: hundreds of µs; a linear model:
+    a few µs against ~130 µs, and a network call's tail on every request)."""
+
+    def __init__(self, l1: L1Cache | None, l2: RedisCache | None, l2_mode: str = "auto") -> None:
+        if l2_mode not in L2_MODES:
+            raise ValueError(f"l2_mode must be one of {L2_MODES}")
         self.l1 = l1
         self.l2 = l2
+        self.l2_mode = l2_mode
+        self.predict_seconds: float | None = None  # moving average, from the Predictor
+
+    def record_prediction(self, seconds: float) -> None:
+        previous = self.predict_seconds
+        self.predict_seconds = seconds if previous is None else 0.9 * previous + 0.1 * seconds
+
+    @property
+    def l2_pays(self) -> bool:
+        if self.l2 is None or self.l2_mode == "never":
+            return False
+        if self.l2_mode == "always":
+            return True
+        round_trip, predict = self.l2.round_trip_seconds, self.predict_seconds
+        # Until both are known, ask Redis: its answers measure its round trip.
+        return round_trip is None or predict is None or predict > round_trip
 
     async def get(self, key: str) -> tuple[bytes | None, str | None]:
         if self.l1 is not None:
@@ -156,7 +192,7 @@ class PredictionCache:
                 metrics.CACHE_LOOKUPS.labels("l1", "hit").inc()
                 return value, "l1"
             metrics.CACHE_LOOKUPS.labels("l1", "miss").inc()
-        if self.l2 is not None and self.l2.available:
+        if self.l2 is not None and self.l2.available and self.l2_pays:
             value = await self.l2.get(key)
             if value is not None:
                 metrics.CACHE_LOOKUPS.labels("l2", "hit").inc()
@@ -169,5 +205,5 @@ class PredictionCache:
     def put(self, key: str, value: bytes) -> None:
         if self.l1 is not None:
             self.l1.set(key, value)
-        if self.l2 is not None:
+        if self.l2 is not None and self.l2_pays:
             self.l2.set_soon(key, value)

@@ -206,7 +206,9 @@ class JsonBody(Generic[T]):
         self._decoder = msgspec.json.Decoder(declaration)
 
     async def read(self, request: Request) -> T:
-        raw = await read_body(request)
+        return self.decode(await read_body(request))
+
+    def decode(self, raw: bytes) -> T:
         try:
             return self._decoder.decode(raw)
         except (msgspec.DecodeError, RecursionError) as exc:
@@ -214,16 +216,19 @@ class JsonBody(Generic[T]):
 
 
 async def read_body(request: Request) -> bytes:
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise RequestError(415, BODY_NOT_JSON)
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise RequestError(413, BODY_TOO_LARGE)
+    check_body_headers(request.headers.get("content-type", ""), request.headers.get("content-length"))
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         raise RequestError(413, BODY_TOO_LARGE)
     return body
+
+
+def check_body_headers(content_type: str, length: str | None) -> None:
+    """415 unless the body is JSON; 413 when it says it is larger than MAX_BODY_BYTES."""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise RequestError(415, BODY_NOT_JSON)
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise RequestError(413, BODY_TOO_LARGE)
 
 
 def refusal(declaration: Any, raw: bytes, exc: Exception) -> RequestError:

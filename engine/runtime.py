@@ -56,7 +56,7 @@ def build_cache(settings: Settings) -> tuple[PredictionCache | None, RedisCache 
     )
     # `is not None`: an empty L1 is falsy (it has a length), and Redis off must not turn it off.
     has_tier = l1 is not None or redis is not None
-    return (PredictionCache(l1, redis) if has_tier else None), redis
+    return (PredictionCache(l1, redis, s.cache_l2) if has_tier else None), redis
 
 
 @dataclass
@@ -179,16 +179,20 @@ class Runtime:
 
 
 async def _probe_broker(producer: AIOKafkaProducer, started: asyncio.Task) -> None:
-    """Asks the broker for metadata every few seconds; /readyz reports the answer. Serving
-    goes on without the broker (from what it holds), so this is reported, not required."""
+    """Checks every few seconds that a broker accepts a connection; /readyz reports the
+    answer. Serving goes on without the broker (from what it holds), so this is reported,
+    not required. A connection, not metadata: metadata of every topic (thousands on a
+    shared cluster) is decoded in Python, and held this process's loop up for 100+ ms."""
     try:
         await started
     except Exception:  # noqa: BLE001 - the start failed: the broker is unreachable
         pass
+    client = producer.client
     while True:
         try:
-            await asyncio.wait_for(producer.client.fetch_all_metadata(), BROKER_PROBE_SECONDS)
-            producer.rtml_reachable = True
+            node = client.get_random_node()
+            reachable = node is not None and await asyncio.wait_for(client.ready(node), BROKER_PROBE_SECONDS)
         except Exception:  # noqa: BLE001 - any failure means: not reachable now
-            producer.rtml_reachable = False
+            reachable = False
+        producer.rtml_reachable = bool(reachable)
         await asyncio.sleep(BROKER_PROBE_SECONDS)

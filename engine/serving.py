@@ -224,6 +224,8 @@ class Predictor:
             elapsed = self.breaker.clock() - started
             metrics.PREDICTION_SECONDS.observe(elapsed)
             self.breaker.record(elapsed)
+            if self.cache is not None:
+                self.cache.record_prediction(elapsed)
         if prediction.value is None and not prediction.proba:
             return self._fallback("model_not_trained", x)
         if not is_sound(prediction, model.is_classifier):

@@ -70,6 +70,11 @@ class Settings:
     cache_l1_bytes: int = _env(
         "CACHE_L1_BYTES", 64 * 1024 * 1024, "in-process cache size in bytes (keys, values, bookkeeping)"
     )
+    cache_l2: str = _env(
+        "CACHE_L2",
+        "auto",
+        "when to ask Redis: auto (only when the model predicts slower than a Redis round trip), always, never",
+    )
     cache_ttl_seconds: float = _env("CACHE_TTL_SECONDS", 30.0, "how long a cached prediction may be served")
     redis_timeout_seconds: float = _env(
         "REDIS_TIMEOUT_SECONDS", 0.005, "longest wait on Redis before serving without it"
@@ -123,6 +128,8 @@ class Settings:
             raise SettingsError("STREAM_BATCH_SIZE must be at least 1")
         if self.topic_partitions < 1:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
+        if self.cache_l2 not in ("auto", "always", "never"):
+            raise SettingsError("CACHE_L2 must be auto, always or never")
         if self.serve_processes < 1:
             raise SettingsError("SERVE_PROCESSES must be at least 1")
         if self.model_publish_every_labels < 1 or not self.model_publish_every_seconds > 0:

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from engine.cache import L1_ENTRY_OVERHEAD_BYTES, L1Cache, RedisCache
+from engine.cache import L1_ENTRY_OVERHEAD_BYTES, L1Cache, PredictionCache, RedisCache
 from tests.conftest import REDIS_URL
 
 
@@ -121,3 +121,43 @@ def test_without_redis_the_in_process_cache_still_serves(tmp_path):
         Settings.from_env({"REDIS_URL": "", "CACHE_L1_ENTRIES": "1000", "STATE_DIR": str(tmp_path)})
     )
     assert redis is None and cache is not None and cache.l1 is not None
+
+
+class FakeRedis:
+    """Stands for RedisCache: records its use, answers misses, takes a known round trip."""
+
+    def __init__(self, round_trip_seconds):
+        self.round_trip_seconds = round_trip_seconds
+        self.available = True
+        self.asked = 0
+        self.written = 0
+
+    async def get(self, key):
+        self.asked += 1
+        return None
+
+    def set_soon(self, key, value):
+        self.written += 1
+
+
+async def test_redis_is_asked_only_when_it_answers_faster_than_the_model():
+    redis = FakeRedis(round_trip_seconds=130e-6)
+    cache = PredictionCache(None, redis)
+    cache.record_prediction(5e-6)  # a linear model: Redis would cost more than it saves
+    await cache.get("k")
+    cache.put("k", b"v")
+    assert (redis.asked, redis.written) == (0, 0)
+    for _ in range(50):
+        cache.record_prediction(400e-6)  # a forest
+    await cache.get("k")
+    cache.put("k", b"v")
+    assert (redis.asked, redis.written) == (1, 1)
+
+
+async def test_redis_always_or_never_when_told():
+    always, never = FakeRedis(1.0), FakeRedis(0.0)
+    for redis, mode in ((always, "always"), (never, "never")):
+        cache = PredictionCache(None, redis, mode)
+        cache.record_prediction(1e-6 if mode == "always" else 10.0)
+        await cache.get("k")
+    assert (always.asked, never.asked) == (1, 0)

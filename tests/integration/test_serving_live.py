@@ -81,7 +81,9 @@ def predict(engine, entity="u-1", amount=1.0):
 
 
 async def test_redis_is_the_shared_l2_and_its_outage_is_invisible_to_users(engine_factory, redis_server):
-    engine = engine_factory(REDIS_URL=redis_server.url, CACHE_L1_ENTRIES=0, REDIS_BACKOFF_SECONDS=0.5).start()
+    engine = engine_factory(
+        REDIS_URL=redis_server.url, CACHE_L1_ENTRIES=0, REDIS_BACKOFF_SECONDS=0.5, CACHE_L2="always"
+    ).start()
     assert engine.get("/readyz").json()["redis"] is True
     assert predict(engine)["cached"] is None
     engine.wait_until(lambda: predict(engine)["cached"] == "l2", timeout=5, what="an L2 hit")
