@@ -244,7 +244,7 @@ class RequestMetrics:
             try:
                 await fast_predict.predict(scope, receive, send_with_status)
             finally:
-                metrics.REQUEST_SECONDS.labels("/predict", str(status)).observe(time.perf_counter() - started)
+                metrics.REQUEST_SECONDS_OF("/predict", str(status)).observe(time.perf_counter() - started)
             return
         try:
             await self.app(scope, receive, send_with_status)
@@ -253,7 +253,7 @@ class RequestMetrics:
             # not be able to create unbounded series. The router records the route it matched.
             route = scope.get("route")
             template = getattr(route, "path", None) or "other"
-            metrics.REQUEST_SECONDS.labels(template, str(status)).observe(time.perf_counter() - started)
+            metrics.REQUEST_SECONDS_OF(template, str(status)).observe(time.perf_counter() - started)
 
 
 class ApiRoute(Route):

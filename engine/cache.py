@@ -189,17 +189,17 @@ class PredictionCache:
         if self.l1 is not None:
             value = self.l1.get(key)
             if value is not None:
-                metrics.CACHE_LOOKUPS.labels("l1", "hit").inc()
+                metrics.CACHE_LOOKUPS_OF("l1", "hit").inc()
                 return value, "l1"
-            metrics.CACHE_LOOKUPS.labels("l1", "miss").inc()
+            metrics.CACHE_LOOKUPS_OF("l1", "miss").inc()
         if self.l2 is not None and self.l2.available and self.l2_pays:
             value = await self.l2.get(key)
             if value is not None:
-                metrics.CACHE_LOOKUPS.labels("l2", "hit").inc()
+                metrics.CACHE_LOOKUPS_OF("l2", "hit").inc()
                 if self.l1 is not None:
                     self.l1.set(key, value)
                 return value, "l2"
-            metrics.CACHE_LOOKUPS.labels("l2", "miss").inc()
+            metrics.CACHE_LOOKUPS_OF("l2", "miss").inc()
         return None, None
 
     def put(self, key: str, value: bytes) -> None:

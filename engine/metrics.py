@@ -7,6 +7,10 @@ every process writes its metrics there and any serving process's /metrics shows 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # Sub-millisecond work needs buckets far below the client's 5 ms default floor.
@@ -126,3 +130,14 @@ REPLAYED_EVENTS = Counter(
     "rtml_replayed_events_total",
     "Events skipped because their entity row had applied them (restart or rebalance replay)",
 )
+
+
+def children(metric: Any) -> Callable[..., Any]:
+    """`metric.labels(...)`, memoized: labels() checks its arguments and takes a lock on every
+    call, about 5 µs, a tenth of a /predict. Only for label values from a small fixed set."""
+    return cache(metric.labels)
+
+
+REQUEST_SECONDS_OF = children(REQUEST_SECONDS)
+CACHE_LOOKUPS_OF = children(CACHE_LOOKUPS)
+FALLBACKS_OF = children(FALLBACKS)

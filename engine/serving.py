@@ -139,6 +139,7 @@ class Predictor:
         self.entities = entities
         self.cache = cache
         self.breaker = breaker
+        self._healthy: bool | None = None
         self._set_healthy(True)
 
     @property
@@ -148,11 +149,12 @@ class Predictor:
     @property
     def healthy(self) -> bool:
         """False from a primary prediction that raised or was not finite until the next sound one."""
-        return self._healthy
+        return self._healthy is True
 
     def _set_healthy(self, healthy: bool) -> None:
+        if healthy != self._healthy:  # a gauge write is a locked mmap write: only on a change
+            metrics.MODEL_HEALTHY.set(1 if healthy else 0)
         self._healthy = healthy
-        metrics.MODEL_HEALTHY.set(1 if healthy else 0)
 
     async def predict(self, entity_id: str, features: dict[str, Any]) -> dict[str, Any]:
         state = self.entities.get(entity_id)
@@ -165,7 +167,7 @@ class Predictor:
         }
         champion = self.models.champion()
         if champion is None:
-            metrics.FALLBACKS.labels("model_not_loaded").inc()
+            metrics.FALLBACKS_OF("model_not_loaded").inc()
             return {
                 "entity_id": entity_id,
                 "prediction": None,
@@ -235,7 +237,7 @@ class Predictor:
         return _answer(model, prediction), None
 
     def _fallback(self, reason: str, x: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-        metrics.FALLBACKS.labels(reason).inc()
+        metrics.FALLBACKS_OF(reason).inc()
         model = self.models.champion()
         assert model is not None  # a fallback is only asked for once a model answered or failed
         prediction = model.predict_fallback(x)
