@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import platform
+import sys
 import tempfile
 import time
 import uuid
@@ -157,6 +158,7 @@ def main() -> None:
         "--paths", default=",".join(PATHS), help="reference paths to run (comma-separated; empty: none)"
     )
     parser.add_argument("--learner", action="store_true", help="also the learner's own ceiling (engine learn alone)")
+    parser.add_argument("--output", default="throughput.json", help="file name under benchmarks/results/")
     args = parser.parse_args()
     models = args.model or ["logreg", "hoeffding"]
     workdir = RESULTS / "work"
@@ -180,6 +182,7 @@ def main() -> None:
     finally:
         asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic]))
     report = {
+        "command": " ".join(["python -m benchmarks.throughput", *sys.argv[1:]]),
         "events": args.events,
         "partitions": args.partitions,
         "results": results,
@@ -188,7 +191,7 @@ def main() -> None:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print(json.dumps(report["ratios"], indent=2))
-    (RESULTS / "throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / args.output).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def ratios(results: list[dict]) -> dict:
