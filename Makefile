@@ -51,7 +51,8 @@ unit: setup
 	$(PY) -m pytest -q -m "not integration"
 
 bench-throughput: setup up
-	$(PY) -m benchmarks.throughput
+	$(VENV)/bin/pip install -q -e ".[bench]"
+	$(PY) -m benchmarks.throughput --learner
 
 bench-latency: setup up
 	infra/bench-tools.sh
