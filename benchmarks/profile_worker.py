@@ -1,0 +1,178 @@
+"""Where a stream worker's CPU goes, sampled with py-spy over one backlog.
+
+    .venv/bin/python -m benchmarks.profile_worker [--events 100000] [--model logreg]
+
+Fills a fresh topic with N labelled Phishing events, starts `engine worker --embedded-learner`
+on it, attaches py-spy (on-CPU samples only) from its first example until every example is
+logged, and sorts the samples two ways:
+
+- by the file of the innermost frame (self time): River, our packages, Faust and aiokafka,
+  the event loop, everything else;
+- by what the stack passes through (inclusive): the River calls, the per-event path
+  (`EventProcessor.process` without the River calls inside it), the learner, the sends.
+
+Results: benchmarks/results/profile-worker.json. py-spy needs ptrace rights (root, or
+kernel.yama.ptrace_scope = 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from benchmarks.throughput import RESULTS, examples_rate
+from benchmarks.throughput_baselines import _delete_topics, produce_backlog
+from engine.harness import KAFKA_BOOTSTRAP, ROOT, EngineProcess, unique_env
+
+PY_SPY = Path(sys.executable).parent / "py-spy"
+
+# (bucket, substring of a frame's full file path), first match wins.
+SELF_BUCKETS = [
+    ("river", "/river/"),
+    ("faust and mode", "/faust/"),
+    ("faust and mode", "/mode/"),
+    ("aiokafka client", "/aiokafka/"),
+    ("asyncio", "/asyncio/"),
+    ("prometheus_client", "/prometheus_client/"),
+    ("ours: streams/", f"{ROOT}/streams/"),
+    ("ours: models/", f"{ROOT}/models/"),
+    ("ours: engine/", f"{ROOT}/engine/"),
+]
+PER_EVENT_PATH = f"process ({ROOT}/streams/events.py:"
+# (name, substrings of a raw frame "function (path:line)"), counted once per sample.
+INCLUSIVE = {
+    "river (all calls)": ("/river/",),
+    "per-event path: EventProcessor.process": (PER_EVENT_PATH,),
+    "learner: learn a batch of examples": (f"{ROOT}/models/learner.py:",),
+    "poisoned-model guard: checkpoints and state checks": ("_take_checkpoint (", f"{ROOT}/models/guard.py:"),
+    "snapshots and model publications": (f"{ROOT}/models/snapshots.py:", f"{ROOT}/models/offload.py:"),
+    "offline feature log (Parquet)": (f"{ROOT}/models/parquet_log.py:", f"{ROOT}/streams/offline_store.py:"),
+    "changelog writes": (f"{ROOT}/streams/changelog.py:",),
+    "sends (aiokafka producer)": ("/aiokafka/producer/",),
+    "fetch (aiokafka fetcher)": ("/aiokafka/consumer/fetcher.py:",),
+    "prometheus_client": ("/prometheus_client/",),
+}
+
+
+def frame_file(frame: str) -> str:
+    """py-spy's raw frames read "function (path:line)"."""
+    start = frame.rfind("(")
+    return frame[start + 1 :] if start >= 0 else frame
+
+
+def summarize(raw: str) -> dict:
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    process_with_river = 0
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        leaf = frame_file(frames[-1])
+        bucket = next((name for name, part in SELF_BUCKETS if part in leaf), "other")
+        self_time[bucket] += count
+        for name, parts in INCLUSIVE.items():
+            if any(part in frame for frame in frames for part in parts):
+                inclusive[name] += count
+        if any(PER_EVENT_PATH in f for f in frames) and any("/river/" in f for f in frames):
+            process_with_river += count
+
+    def share(n: int) -> float:
+        return round(100 * n / total, 1) if total else 0.0
+
+    per_event_own = inclusive["per-event path: EventProcessor.process"] - process_with_river
+    river = inclusive["river (all calls)"]
+    return {
+        "samples": total,
+        "self_percent": {name: share(n) for name, n in self_time.most_common()},
+        "inclusive_percent": {name: share(inclusive[name]) for name in INCLUSIVE},
+        "per_event_path_without_river_percent": share(per_event_own),
+        "engine_work_over_river": round((total - river) / river, 2) if river else None,
+    }
+
+
+async def first_record(topic: str, timeout: float) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA_BOOTSTRAP, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        tp = TopicPartition(topic, 0)
+        while not (consumer.partitions_for_topic(topic) and (await consumer.end_offsets([tp]))[tp] > 0):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no record on {topic} after {timeout} s")
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.05)
+    finally:
+        await consumer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--model", default="logreg")
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    args = parser.parse_args()
+    if not PY_SPY.exists():
+        sys.exit("py-spy is missing: .venv/bin/pip install -e '.[bench]'")
+    workdir = RESULTS / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    produce_backlog(KAFKA_BOOTSTRAP, topic, args.events)
+    env = unique_env(MODEL=args.model, EVENTS_TOPIC=topic, REDIS_URL="", LOG_LEVEL="warning")
+    folder = Path(tempfile.mkdtemp(prefix="profile-", dir=workdir))
+    worker = EngineProcess(env, folder, ("worker", "--embedded-learner")).launch()
+    raw_path = folder / "worker.raw"
+    spy = None
+    try:
+        # Sampling starts at the first example: the start-up (imports, connections) is not ingestion.
+        asyncio.run(first_record(worker.settings.examples_topic, timeout=120))
+        pid = str(worker.process.pid) if worker.process else ""
+        command = [str(PY_SPY), "record", "--format", "raw", "--full-filenames", "--nonblocking"]
+        spy = subprocess.Popen(
+            [*command, "--rate", str(args.rate), "-o", str(raw_path), "--pid", pid],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, worker.settings.examples_topic, args.events, timeout=900))
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            try:
+                spy.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+        worker.stop()
+        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic]))
+    if not raw_path.exists():
+        sys.exit(f"py-spy wrote no profile: {spy.stderr.read().decode(errors='replace') if spy.stderr else ''}")
+    report = {
+        "command": " ".join(["python -m benchmarks.profile_worker", *sys.argv[1:]]),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()} CPython {platform.python_version()}",
+        "model": args.model,
+        "events": args.events,
+        "events_per_second_while_profiled": rate["events_per_second"],
+        **summarize(raw_path.read_text()),
+    }
+    (RESULTS / "profile-worker.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
