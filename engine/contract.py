@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from engine.settings import Settings
+from models.errors import EngineError
 from models.rollout import MODES
 from streams.records import InvalidMessage, validate_features, validate_id
 
@@ -49,7 +50,7 @@ T = TypeVar("T")
 StructT = TypeVar("StructT", bound=Struct)
 
 
-class RequestError(Exception):
+class RequestError(EngineError):
     """A request the API refuses: answered with `status` and {"error": message, "field": field}."""
 
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
