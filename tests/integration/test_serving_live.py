@@ -81,8 +81,14 @@ def predict(engine, entity="u-1", amount=1.0):
 
 
 async def test_redis_is_the_shared_l2_and_its_outage_is_invisible_to_users(engine_factory, redis_server):
+    # A generous Redis deadline: the default 5 ms is sometimes missed on a loaded 2-core
+    # machine, which counts as an error by design; this test is about sharing and outages.
     engine = engine_factory(
-        REDIS_URL=redis_server.url, CACHE_L1_ENTRIES=0, REDIS_BACKOFF_SECONDS=0.5, CACHE_L2="always"
+        REDIS_URL=redis_server.url,
+        CACHE_L1_ENTRIES=0,
+        REDIS_BACKOFF_SECONDS=0.5,
+        CACHE_L2="always",
+        REDIS_TIMEOUT_SECONDS=1.0,
     ).start()
     assert engine.get("/readyz").json()["redis"] is True
     assert predict(engine)["cached"] is None
