@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.throughput_baselines import PATHS, _delete_topics, produce_backlog, run_path
 from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
+from streams.model_topic import decode_version
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -97,7 +98,39 @@ def run_engine(
         for process in processes:
             process.stop()
     name = f"engine {' '.join(command)}" if workers == 1 else f"engine, {workers} workers + learner"
-    return {"path": name, "model": model, "events": events, **rate}
+    result = {"path": name, "model": model, "events": events, **rate}
+    if workers > 1:
+        result["model_version_lag"] = asyncio.run(model_version_lag(KAFKA_BOOTSTRAP, settings.models_topic))
+    return result
+
+
+async def model_version_lag(bootstrap: str, topic: str) -> dict:
+    """With workers apart from the learner, each predicts with the latest model version it
+    holds: how many samples behind the learner's model that version was, over the run (every
+    publication on the models topic carries the lag of the predictions it scored)."""
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, 0)
+        means, peak, examples = [], 0, 0
+        position = 0
+        while position < end:
+            for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                position = record.offset + 1
+                if record.key != b"champion" or not record.value:
+                    continue
+                lag = decode_version(record.value).info.get("prediction_model_lag")
+                if lag:
+                    means.append((lag["mean_samples"], lag["examples"]))
+                    peak = max(peak, lag["max_samples"])
+                    examples += lag["examples"]
+        mean = sum(m * n for m, n in means) / examples if examples else None
+        return {"mean_samples": round(mean, 1) if mean is not None else None, "max_samples": peak, "examples": examples}
+    finally:
+        await consumer.stop()
 
 
 async def fill_examples(topic: str, events: int) -> None:
