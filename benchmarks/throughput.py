@@ -114,7 +114,7 @@ async def model_version_lag(bootstrap: str, topic: str) -> dict:
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        consumer.seek(tp, 0)
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
         means, peak, examples = [], 0, 0
         position = 0
         while position < end:
