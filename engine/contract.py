@@ -212,7 +212,8 @@ class JsonBody(Generic[T]):
     def decode(self, raw: bytes) -> T:
         try:
             return self._decoder.decode(raw)
-        except (msgspec.DecodeError, RecursionError) as exc:
+        except (msgspec.DecodeError, RecursionError, UnicodeError) as exc:
+            # msgspec checks UTF-8 only where it builds a str, and then raises UnicodeDecodeError.
             raise refusal(self.declaration, raw, exc) from None
 
 
@@ -239,6 +240,8 @@ def refusal(declaration: Any, raw: bytes, exc: Exception) -> RequestError:
     except (msgspec.DecodeError, RecursionError) as not_json:
         # Out-of-range numbers such as 1e400 are refused here too, as orjson did.
         return RequestError(400, f"{BODY_ERRORS[400]}: {not_json}")
+    except UnicodeError as not_utf8:
+        return RequestError(400, f"{BODY_ERRORS[400]}: not UTF-8: {not_utf8}")
     found = locate(declaration, data)
     # The walk and the decoder apply the same declaration; should they ever disagree, the
     # caller still gets a 422 with msgspec's own words rather than a 500.
