@@ -136,6 +136,11 @@ async def list_models(request: Request) -> Response:
             "model_age_seconds": runtime.predictor.models.age_seconds(),
             "predictions_awaiting_label": runtime.pending_predictions(),
             "prediction_model_lag": info.get("prediction_model_lag"),
+            "features": {
+                "names": len(live.feature_names),
+                "limit": live.max_features,
+                "dropped": live.features_dropped,
+            },
         }
     return JSONResponse(
         {

@@ -325,7 +325,12 @@ def predict_input(
     """The entity id and the usable features of a decoded request, by the stream's own rules."""
     try:
         entity_id = validate_id({"entity_id": request.entity_id}, "entity_id", settings.max_id_length)
-        features, _ = validate_features(request.features, ranges, max_magnitude=settings.max_feature_magnitude)
+        features, _ = validate_features(
+            request.features,
+            ranges,
+            max_magnitude=settings.max_feature_magnitude,
+            max_features=settings.max_features_per_event,
+        )
     except InvalidMessage as exc:
         raise RequestError(422, exc.detail, exc.field) from None
     return entity_id, features

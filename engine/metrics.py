@@ -35,6 +35,10 @@ FAST_BUCKETS = (
     2.5,
 )
 
+# Feature names come from producers: series per name are capped, or a flood of names would
+# grow every scrape without bound.
+NULL_SERIES_MAX = 200
+
 EVENTS_PROCESSED = Counter("rtml_events_processed_total", "Valid events processed by the stream")
 LABELS_LEARNED = Counter("rtml_labels_learned_total", "Labels the model learned from", ["source"])
 DLQ_MESSAGES = Counter("rtml_dlq_messages_total", "Messages sent to a dead-letter topic", ["topic", "reason"])
@@ -42,7 +46,16 @@ PENDING_EXPIRED = Counter(
     "rtml_pending_expired_total", "Predictions whose label never came (TTL) or were evicted (bound)", ["why"]
 )
 PENDING_SIZE = Gauge("rtml_pending_predictions", "Predictions waiting for their label", multiprocess_mode="livesum")
-FEATURE_NULLS = Counter("rtml_feature_nulls_total", "Null feature values received, by feature", ["feature"])
+FEATURE_NULLS = Counter(
+    "rtml_feature_nulls_total",
+    f'Null feature values received, by feature (the first {NULL_SERIES_MAX} names; the rest as feature="other")',
+    ["feature"],
+)
+FEATURES_DROPPED = Counter(
+    "rtml_features_dropped_total",
+    "Feature values left out of what a model learned: new names past MAX_MODEL_FEATURES",
+    ["model"],
+)
 EVENT_TIME_LAG = Histogram(
     "rtml_event_time_lag_seconds",
     "Processing time minus event time",

@@ -17,7 +17,9 @@ def retrain_once(settings: Settings, candidate: str | None, passes: int, holdout
     champion = latest.meta["model_name"] if latest else settings.model_name
     parent = latest.meta["model_version"] if latest else None
     examples = list(TrainingLog(settings.training_log_path).examples())
-    result = retrain(examples, champion, candidate, passes=passes, holdout_fraction=holdout)
+    result = retrain(
+        examples, champion, candidate, passes=passes, holdout_fraction=holdout, max_features=settings.max_model_features
+    )
     version = ModelRegistry(settings.registry_path).register(
         result.candidate, "candidate", parent=parent, comparison=result.report
     )

@@ -42,6 +42,17 @@ class Settings:
         "MAX_FEATURE_MAGNITUDE", 1e15, "numbers (features, targets) beyond this absolute value are out_of_range"
     )
     max_id_length: int = _env("MAX_ID_LENGTH", 256, "longest event id or entity id, in characters")
+    max_features_per_event: int = _env(
+        "MAX_FEATURES_PER_EVENT", 256, "an event (or a request) with more feature names is out_of_range"
+    )
+    max_model_features: int = _env(
+        "MAX_MODEL_FEATURES",
+        10_000,
+        "distinct feature names a model learns; past it, new names are left out of what the model sees",
+    )
+    max_event_time_ahead_seconds: float = _env(
+        "MAX_EVENT_TIME_AHEAD_SECONDS", 86_400.0, "an event whose ts is further ahead of the wall clock is out_of_range"
+    )
     dedupe_window: int = _env("DEDUPE_WINDOW", 100_000, "recent event ids remembered to reject duplicates")
     pending_ttl_seconds: float = _env("PENDING_TTL_SECONDS", 86_400.0, "how long a prediction waits for its label")
     pending_max: int = _env("PENDING_MAX", 1_000_000, "most predictions waiting for labels; oldest expire first")
@@ -139,6 +150,10 @@ class Settings:
             raise SettingsError("MAX_FEATURE_MAGNITUDE must be a positive number")
         if self.max_id_length < 1:
             raise SettingsError("MAX_ID_LENGTH must be at least 1")
+        if self.max_features_per_event < 1 or self.max_model_features < 1:
+            raise SettingsError("MAX_FEATURES_PER_EVENT and MAX_MODEL_FEATURES must be at least 1")
+        if not self.max_event_time_ahead_seconds >= 0:
+            raise SettingsError("MAX_EVENT_TIME_AHEAD_SECONDS must be a number of seconds, 0 or more")
         if self.cache_l1_bytes < 1:
             raise SettingsError("CACHE_L1_BYTES must be at least 1 (CACHE_L1_ENTRIES=0 turns L1 off)")
 

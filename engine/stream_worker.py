@@ -41,6 +41,7 @@ from engine.learning import LearningService
 from engine.settings import Settings
 from models.drift import DriftMonitor
 from models.examples import Example
+from models.factory import get_spec
 from models.guard import Refusal
 from models.learner import BatchOutcome, ModelError
 from models.online import Prediction
@@ -61,7 +62,15 @@ STOP_DEADLINE_SECONDS = 9.0
 
 
 def contract_for(settings: Settings, features: FeatureRegistry) -> Contract:
-    return Contract(settings.max_message_bytes, features.ranges, settings.max_feature_magnitude, settings.max_id_length)
+    return Contract(
+        settings.max_message_bytes,
+        features.ranges,
+        settings.max_feature_magnitude,
+        settings.max_id_length,
+        settings.max_features_per_event,
+        settings.max_event_time_ahead_seconds,
+        get_spec(settings.model_name).task,
+    )
 
 
 class LearnerModels:
@@ -185,6 +194,7 @@ class StreamWorker:
             early_label_grace_seconds=settings.early_label_grace_seconds,
         )
         self._processed_offsets: dict[tuple[str, int], int] = {}
+        self._null_series: set[str] = set()
 
     # -- the Faust app ----------------------------------------------------------------------
 
@@ -330,6 +340,11 @@ class StreamWorker:
         if outcome.replayed:
             metrics.REPLAYED_EVENTS.inc(outcome.replayed)
         for feature, count in outcome.nulls.items():
+            if feature not in self._null_series:
+                if len(self._null_series) >= metrics.NULL_SERIES_MAX:
+                    feature = "other"
+                else:
+                    self._null_series.add(feature)
             metrics.FEATURE_NULLS.labels(feature).inc(count)
         if outcome.processed:
             metrics.EVENT_TIME_LAG.observe(max(0.0, outcome.max_event_lag))

@@ -102,7 +102,7 @@ class Learner:
             self.model.learn(example.features, example.label, example.prediction)
         except Exception:  # noqa: BLE001 - a raising learner may leave partial state: heal
             self._heal(extra=[example])
-            return not any(refusal.example is example for refusal in self._outcome.refused)
+            return not any(refusal.example.source == example.source for refusal in self._outcome.refused)
         self._since_checkpoint.append(example)
         self._outcome.learned.append(example)
         if self.rollout is not None:
@@ -165,12 +165,14 @@ class Learner:
 
     def _heal(self, extra: list[Example] | None = None) -> None:
         healing = heal(self.model, self._checkpoint, self._since_checkpoint + (extra or []))
-        for refusal in healing.culprits:
-            self._outcome.refused.append(refusal)
-            self._outcome.learned = [e for e in self._outcome.learned if e is not refusal.example]
-        for example in extra or []:
-            if not any(refusal.example is example for refusal in healing.culprits):
-                self._outcome.learned.append(example)
+        # Matched by source, never by identity: healing hands back copies of the examples
+        # whose prediction it made again.
+        culprits = {refusal.example.source for refusal in healing.culprits}
+        relearned = {example.source: example for example in healing.kept}
+        self._outcome.refused.extend(healing.culprits)
+        # What is logged as learned is what the healed model learned: with the prediction made again.
+        self._outcome.learned = [relearned.get(e.source, e) for e in self._outcome.learned if e.source not in culprits]
+        self._outcome.learned.extend(relearned.get(e.source, e) for e in extra or () if e.source not in culprits)
         self._since_checkpoint = healing.kept
         self._take_checkpoint()
 

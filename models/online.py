@@ -82,12 +82,23 @@ def update_metrics(scores: dict[str, metrics.base.Metric], task: Task, y: Any, p
             metric.update(y, y_pred)
 
 
+DEFAULT_MAX_FEATURES = 10_000
+
+
 class OnlineModel:
-    def __init__(self, name: str, version: int = 1, fallback_name: str = "") -> None:
+    def __init__(
+        self, name: str, version: int = 1, fallback_name: str = "", max_features: int = DEFAULT_MAX_FEATURES
+    ) -> None:
         spec = get_spec(name)
         self.name = name
         self.version = version
         self.task = spec.task
+        # The feature names this model sees, at most `max_features`: River's models and scalers
+        # keep every name they are ever shown, even in predict_one, so a flood of new names (an
+        # id put into a name by mistake) would grow them without bound.
+        self.max_features = max_features
+        self.feature_names: set[str] = set()
+        self.features_dropped = 0  # feature values left out of examples learned, past the limit
         # Any: River's estimators are duck-typed (a Pipeline is a bare Estimator with its last
         # step's methods), and only classifiers have predict_proba_one.
         self.estimator: Any = spec.build()
@@ -111,7 +122,34 @@ class OnlineModel:
     def is_classifier(self) -> bool:
         return self.task is not Task.REGRESSION
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Snapshots and versions from before the feature-name limit load with the default one.
+        state.setdefault("max_features", DEFAULT_MAX_FEATURES)
+        state.setdefault("features_dropped", 0)
+        if "feature_names" not in state:
+            state["feature_names"] = set()
+        self.__dict__.update(state)
+
+    def admit(self, x: Features) -> tuple[Features, int]:
+        """x with only the names this model sees, and how many were left out. A new name is
+        admitted while the model knows fewer than `max_features`; past that, left out."""
+        names = self.feature_names
+        if names.issuperset(x):
+            return x, 0
+        seen: Features = {}
+        left_out = 0
+        for name, value in x.items():
+            if name in names:
+                seen[name] = value
+            elif len(names) < self.max_features:
+                names.add(name)
+                seen[name] = value
+            else:
+                left_out += 1
+        return seen, left_out
+
     def predict(self, x: Features) -> Prediction:
+        x, _ = self.admit(x)
         if not self.is_classifier:
             return Prediction(value=self.estimator.predict_one(x))
         proba = self.estimator.predict_proba_one(x)
@@ -120,6 +158,8 @@ class OnlineModel:
         return Prediction(value=value, proba=proba)
 
     def learn(self, x: Features, y: Any, prediction: Prediction) -> None:
+        x, left_out = self.admit(x)
+        self.features_dropped += left_out
         self._score(y, prediction)
         self.estimator.learn_one(x, y)
         self.prior.learn_one(x, y)
@@ -134,6 +174,7 @@ class OnlineModel:
         """The fallback model's answer, or None when there is none or it cannot answer."""
         if self.fallback is None:
             return None
+        x, _ = self.admit(x)
         try:
             if not self.is_classifier:
                 return Prediction(value=self.fallback.predict_one(x)) if self.samples_learned else None

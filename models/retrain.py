@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from models.errors import EngineError
 from models.factory import Task, get_spec
-from models.online import OnlineModel, metrics_for, update_metrics
+from models.online import DEFAULT_MAX_FEATURES, OnlineModel, metrics_for, update_metrics
 
 PRIMARY_METRIC = {Task.BINARY: "accuracy", Task.MULTICLASS: "accuracy", Task.REGRESSION: "mae"}
 LOWER_IS_BETTER = {"mae", "rmse", "log_loss", "cross_entropy"}
@@ -62,6 +62,7 @@ def retrain(
     passes: int = 3,
     holdout_fraction: float = 0.2,
     progress: bool = True,
+    max_features: int = DEFAULT_MAX_FEATURES,
 ) -> RetrainResult:
     candidate_name = candidate_name or champion_name
     if get_spec(candidate_name).task is not get_spec(champion_name).task:
@@ -74,9 +75,9 @@ def retrain(
     if len(train) < 20 or len(holdout) < 20:
         raise RetrainError(f"too few labelled examples to compare fairly ({len(ordered)}); need at least 100")
 
-    champion = OnlineModel(champion_name)
+    champion = OnlineModel(champion_name, max_features=max_features)
     _fit(champion, train, f"champion {champion_name} (1 pass)", progress)
-    candidate = OnlineModel(candidate_name)
+    candidate = OnlineModel(candidate_name, max_features=max_features)
     for n in range(passes):
         _fit(candidate, train, f"candidate {candidate_name} pass {n + 1}/{passes}", progress)
 

@@ -98,7 +98,7 @@ class EventProcessor:
         aggregates = self.registry.aggregates
         for record in records:
             try:
-                event = self.contract.event(record.value or b"")
+                event = self.contract.event(record.value or b"", now)
             except InvalidMessage as exc:
                 outcome.dead_letters.append(DeadLetter(record, exc.reason, exc.detail))
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from models.factory import Task
 from streams.dead_letters import DeadLetterReason as Reason
 from streams.dead_letters import InvalidMessage
 
@@ -25,6 +27,12 @@ from streams.dead_letters import InvalidMessage
 # arithmetic: 1e308 squared is infinite, and one infinite weight poisons a model for good.
 DEFAULT_MAX_MAGNITUDE = 1e15
 DEFAULT_MAX_ID_LENGTH = 256
+# Far more than any real feature set, far less than an id put into feature names by mistake
+# ("user_123_clicks"), which would otherwise grow every model by a name per event.
+DEFAULT_MAX_FEATURES = 256
+# Clocks disagree by seconds, time zones by hours: a day ahead is a broken producer. An event
+# from the year 2200 would become its entity's latest update and make every real event late.
+DEFAULT_MAX_AHEAD_SECONDS = 86_400.0
 
 NO_LABEL = object()
 _NON_FINITE_LITERAL = re.compile(rb"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
@@ -139,14 +147,39 @@ def _timestamp(value: Any, name: str) -> float:
     raise InvalidMessage(Reason.WRONG_TYPE, f"{name} must be epoch seconds or an ISO-8601 string", name)
 
 
-def _label(value: Any, max_magnitude: float) -> Any:
-    """A class or a target. Targets have the features' magnitude limit: a regression
-    model learning from a target of 1e308 overflows like one fed such a feature."""
+_TAKES = {
+    Task.BINARY: "true/false or 0/1",
+    Task.MULTICLASS: "a string, an integer or a boolean class",
+    Task.REGRESSION: "a finite number",
+}
+
+
+def _label(value: Any, max_magnitude: float, task: Task | None = None) -> Any:
+    """A class or a target that fits the model's task (any of them when `task` is None).
+
+    A binary model takes booleans, and 0/1 as booleans: River would learn 2 as true. Targets
+    have the features' magnitude limit: a regression model learning from a target of 1e308
+    overflows like one fed such a feature."""
     if value is None or isinstance(value, (dict, list)):
         raise InvalidMessage(Reason.WRONG_TYPE, "label must be a number, a string or a boolean", "label")
     if _is_number(value):
         _check_number(value, "label", max_magnitude)
-    return value
+    if task is None:
+        return value
+    kind = type(value)
+    if task is Task.BINARY:
+        if kind is bool:
+            return value
+        if (kind is int or kind is float) and value in (0, 1):
+            return value == 1
+    elif task is Task.MULTICLASS:
+        if kind is str or kind is int or kind is bool:
+            return value
+    elif kind is int or kind is float:
+        return value
+    raise InvalidMessage(
+        Reason.WRONG_TYPE, f"label {value!r} does not fit a {task} model, which takes {_TAKES[task]}", "label"
+    )
 
 
 def validate_features(
@@ -155,6 +188,7 @@ def validate_features(
     field: str = "features",
     *,
     max_magnitude: float = DEFAULT_MAX_MAGNITUDE,
+    max_features: int = DEFAULT_MAX_FEATURES,
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Checks feature values; returns the usable features and the names that were null.
 
@@ -166,6 +200,10 @@ def validate_features(
     """
     if type(features) is not dict:
         raise InvalidMessage(Reason.WRONG_TYPE, f"{field} must be an object of name -> number/string/boolean", field)
+    if len(features) > max_features:
+        raise InvalidMessage(
+            Reason.OUT_OF_RANGE, f"{field} has {len(features)} names, more than the limit {max_features}", field
+        )
     nulls: list[str] = []
     low, high = -max_magnitude, max_magnitude
     for name, value in features.items():
@@ -203,13 +241,23 @@ def parse_event(
     *,
     max_magnitude: float = DEFAULT_MAX_MAGNITUDE,
     max_id_length: int = DEFAULT_MAX_ID_LENGTH,
+    max_features: int = DEFAULT_MAX_FEATURES,
+    task: Task | None = None,
+    latest_ts: float = math.inf,
 ) -> Event:
+    """An event; `latest_ts` is the latest event time accepted (the wall clock plus a margin)."""
     data = _load_object(raw, max_bytes)
     event_id = validate_id(data, "event_id", max_id_length)
     entity_id = validate_id(data, "entity_id", max_id_length)
     ts = _timestamp(_require(data, "ts"), "ts")
-    features, nulls = validate_features(_require(data, "features"), ranges, max_magnitude=max_magnitude)
-    label = _label(data["label"], max_magnitude) if data.get("label") is not None else NO_LABEL
+    if ts > latest_ts:
+        raise InvalidMessage(
+            Reason.OUT_OF_RANGE, f"ts={ts} is in the future, past the latest time accepted now ({latest_ts:.3f})", "ts"
+        )
+    features, nulls = validate_features(
+        _require(data, "features"), ranges, max_magnitude=max_magnitude, max_features=max_features
+    )
+    label = _label(data["label"], max_magnitude, task) if data.get("label") is not None else NO_LABEL
     return Event(event_id, entity_id, ts, features, label, nulls)
 
 
@@ -219,10 +267,11 @@ def parse_label(
     *,
     max_magnitude: float = DEFAULT_MAX_MAGNITUDE,
     max_id_length: int = DEFAULT_MAX_ID_LENGTH,
+    task: Task | None = None,
 ) -> Label:
     data = _load_object(raw, max_bytes)
     event_id = validate_id(data, "event_id", max_id_length)
-    label = _label(_require(data, "label"), max_magnitude)
+    label = _label(_require(data, "label"), max_magnitude, task)
     ts = _timestamp(data["ts"], "ts") if data.get("ts") is not None else None
     return Label(event_id, label, ts)
 
@@ -235,11 +284,24 @@ class Contract:
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     max_magnitude: float = DEFAULT_MAX_MAGNITUDE
     max_id_length: int = DEFAULT_MAX_ID_LENGTH
+    max_features: int = DEFAULT_MAX_FEATURES
+    max_ahead_seconds: float = DEFAULT_MAX_AHEAD_SECONDS
+    task: Task | None = None  # labels must fit the model's task; None takes any class or target
 
-    def event(self, raw: bytes) -> Event:
+    def event(self, raw: bytes, now: float | None = None) -> Event:
+        """The event in `raw`, judged at wall-clock time `now` (default: the time of the call)."""
         return parse_event(
-            raw, self.max_bytes, self.ranges, max_magnitude=self.max_magnitude, max_id_length=self.max_id_length
+            raw,
+            self.max_bytes,
+            self.ranges,
+            max_magnitude=self.max_magnitude,
+            max_id_length=self.max_id_length,
+            max_features=self.max_features,
+            task=self.task,
+            latest_ts=(time.time() if now is None else now) + self.max_ahead_seconds,
         )
 
     def label(self, raw: bytes) -> Label:
-        return parse_label(raw, self.max_bytes, max_magnitude=self.max_magnitude, max_id_length=self.max_id_length)
+        return parse_label(
+            raw, self.max_bytes, max_magnitude=self.max_magnitude, max_id_length=self.max_id_length, task=self.task
+        )

@@ -84,7 +84,7 @@ class Pipeline:
         self.learner = Learner(OnlineModel(model_name))
         self.rows, self.pending = MemoryTable(), MemoryTable()
         models = LearnerModels(type("Service", (), {"learner": self.learner})())
-        contract = Contract(ranges=self.registry.ranges)
+        contract = Contract(ranges=self.registry.ranges, task=self.learner.model.task)
         self.events = EventProcessor(
             contract, self.registry, self.rows, models, self.learner.learn, fresh_predictions=True
         )

@@ -127,3 +127,27 @@ def test_an_example_the_model_cannot_learn_is_a_model_error_and_leaves_no_trace(
     assert [(r.example.event_id, r.reason) for r in outcome.refused] == [("e-20", "model_error")]
     clean = [row for i, row in enumerate(rows) if i != 20]
     assert learner.model.metric_values() == progressive_metrics("logreg", clean)
+
+
+def test_two_culprits_in_one_heal_window_are_both_refused_and_neither_is_learned():
+    # Both poisons show only in the model's state, and the batch ends after both: one heal
+    # finds them both. The second comes back from the heal as a copy, its prediction made
+    # again by the healed model; it must be matched as the example it copies.
+    rows = phishing(60)
+    culprits = {20: 1e308, 40: 1e200}
+    poisoned = [(dict(x, https=culprits[i]) if i in culprits else x, y) for i, (x, y) in enumerate(rows)]
+    learner = Learner(OnlineModel("logreg"))
+    shadow = OnlineModel("logreg")  # predicts what the model answers with the culprits left out
+    for i, (x, y) in enumerate(poisoned):
+        prediction = shadow.predict(x)
+        learner.learn(example(i, x, y, prediction))
+        if i not in culprits:
+            shadow.learn(x, y, prediction)
+    outcome = learner.end_batch()
+
+    refused = [r.example.event_id for r in outcome.refused]
+    learned = [e.event_id for e in outcome.learned]
+    assert refused == ["e-20", "e-40"]
+    assert learned == [f"e-{i}" for i in range(60) if i not in culprits]
+    clean = [row for i, row in enumerate(rows) if i not in culprits]
+    assert learner.model.metric_values() == progressive_metrics("logreg", clean)

@@ -110,3 +110,39 @@ def test_factory_builds_identical_fresh_models(name):
 def test_unknown_model_names_the_choices():
     with pytest.raises(UnknownModelError, match="logreg"):
         build_model("gpt")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_past_max_features_new_names_are_left_out_and_the_rest_is_learned_exactly(name):
+    rows = task_rows(MODELS[name].task, 200)
+    names = list(rows[0][0])
+    limit = len(names) + 5  # room for the dataset's names and the first few junk ones
+    bounded = OnlineModel(name, max_features=limit)
+    reference = OnlineModel(name)  # never shown a name past the limit
+    for i, (x, y) in enumerate(rows):
+        flooded = {**x, f"user_{i}_clicks": 1.0, f"user_{i}_spend": 2.0}  # an id in the name, twice
+        seen = {**x, **{f"user_{j}_{k}": v for j in range(3) for k, v in (("clicks", 1.0), ("spend", 2.0)) if j == i}}
+        if i == 2:
+            seen.pop("user_2_spend")  # the sixth junk name no longer fits
+        prediction = bounded.predict(flooded)
+        assert prediction == reference.predict(seen)
+        bounded.learn(flooded, y, prediction)
+        reference.learn(seen, y, prediction)
+    assert len(bounded.feature_names) == limit
+    assert bounded.features_dropped == 2 * len(rows) - 5
+    assert bounded.metric_values() == reference.metric_values()
+    # The River state knows only the admitted names: it stays the size of the reference's
+    # (within 1%: pickles of equal trees differ by memo order), where 390 more names grow it.
+    assert len(pickle.dumps(bounded.estimator)) <= 1.01 * len(pickle.dumps(reference.estimator))
+
+
+def test_a_model_pickled_before_the_feature_limit_loads_with_the_default():
+    model = OnlineModel("logreg")
+    state = model.__dict__.copy()
+    for added in ("max_features", "feature_names", "features_dropped"):
+        del state[added]
+    old = OnlineModel.__new__(OnlineModel)
+    old.__setstate__(state)
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.max_features == 10_000 and restored.feature_names == set() and restored.features_dropped == 0
+    assert restored.predict({"a": 1.0}) == model.predict({"a": 1.0})

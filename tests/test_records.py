@@ -4,8 +4,9 @@ import time
 import orjson
 import pytest
 
+from models.factory import Task
 from streams.dead_letters import DeadLetterReason
-from streams.records import InvalidMessage, parse_event, parse_label, validate_features
+from streams.records import Contract, InvalidMessage, parse_event, parse_label, validate_features
 
 RANGES = {"amount": (0.0, 100.0)}
 
@@ -152,3 +153,67 @@ def test_label_contract():
     for data in (b"[]", orjson.dumps({"label": 1}), orjson.dumps({"event_id": "e", "label": None})):
         with pytest.raises(InvalidMessage):
             parse_label(data, 1000)
+
+
+@pytest.mark.parametrize(
+    ("task", "label", "learned"),
+    [
+        (Task.BINARY, True, True),
+        (Task.BINARY, False, False),
+        (Task.BINARY, 1, True),
+        (Task.BINARY, 0, False),
+        (Task.BINARY, 1.0, True),
+        (Task.MULTICLASS, "cat", "cat"),
+        (Task.MULTICLASS, 3, 3),
+        (Task.MULTICLASS, True, True),
+        (Task.REGRESSION, 2.5, 2.5),
+        (Task.REGRESSION, -7, -7),
+    ],
+)
+def test_labels_that_fit_the_task_are_accepted_on_both_topics(task, label, learned):
+    event = parse_event(raw(label=label), 10_000, {}, task=task)
+    assert event.label == learned and type(event.label) is type(learned)
+    assert parse_label(orjson.dumps({"event_id": "e1", "label": label}), 10_000, task=task).label == learned
+
+
+@pytest.mark.parametrize(
+    ("task", "label"),
+    [
+        (Task.BINARY, 2),
+        (Task.BINARY, -1),
+        (Task.BINARY, 0.5),
+        (Task.BINARY, "true"),
+        (Task.MULTICLASS, 1.5),
+        (Task.MULTICLASS, 2.0),
+        (Task.REGRESSION, "3.5"),
+        (Task.REGRESSION, True),
+    ],
+)
+def test_labels_that_do_not_fit_the_task_are_wrong_type_naming_the_task(task, label):
+    for parse in (
+        lambda: parse_event(raw(label=label), 10_000, {}, task=task),
+        lambda: parse_label(orjson.dumps({"event_id": "e1", "label": label}), 10_000, task=task),
+    ):
+        with pytest.raises(InvalidMessage) as caught:
+            parse()
+        assert caught.value.reason == DeadLetterReason.WRONG_TYPE
+        assert caught.value.field == "label" and f"a {task} model" in caught.value.detail
+
+
+def test_an_event_too_far_ahead_of_the_wall_clock_is_out_of_range():
+    now = time.time()
+    contract = Contract(max_ahead_seconds=3600.0)
+    assert contract.event(raw(ts=now + 3000), now).ts == now + 3000  # clocks disagree: a little ahead is fine
+    for ts in (now + 3700, "2200-01-01T00:00:00Z", "9999-12-31T23:59:59"):
+        with pytest.raises(InvalidMessage) as caught:
+            contract.event(raw(ts=ts), now)
+        assert caught.value.reason == DeadLetterReason.OUT_OF_RANGE and caught.value.field == "ts"
+
+
+def test_too_many_feature_names_in_one_event_is_out_of_range():
+    contract = Contract(max_features=4)
+    assert len(contract.event(raw(features={f"f{i}": i for i in range(4)})).features) == 4
+    with pytest.raises(InvalidMessage) as caught:
+        contract.event(raw(features={f"f{i}": i for i in range(5)}))
+    assert caught.value.reason == DeadLetterReason.OUT_OF_RANGE and caught.value.field == "features"
+    assert "5 names, more than the limit 4" in caught.value.detail
