@@ -64,3 +64,54 @@ async def test_a_megabyte_entity_id_is_refused_on_both_paths(engine_factory):
     answer = engine.post("/predict", {"entity_id": huge, "features": {}})
     assert answer.status_code == 422 and answer.json()["field"] == "entity_id"
     assert engine.get("/readyz").status_code == 200
+
+
+async def test_labels_that_do_not_fit_times_ahead_and_floods_of_names_on_the_real_broker(engine_factory):
+    limit = 30  # Phishing has 9 names: room for 21 of the names the flood brings
+    engine = engine_factory(REDIS_URL="", MAX_MODEL_FEATURES=str(limit)).start()
+    rows, refused, known = [], {}, set()
+    expected = []  # what the model must learn: each kept event on the names it admits, in order
+    for i, (event, y) in enumerate(dataset_events("Phishing", limit=400, entities=30)):
+        # Every event carries two new names, as a producer that puts an id into a name would.
+        event = {**event, "features": {**event["features"], f"user_{i}_clicks": 1.0, f"user_{i}_spend": 2.0}}
+        if i % 50 == 3:
+            y, refused[event["event_id"]] = 2, b"wrong_type"  # a binary model would learn it as true
+        elif i % 50 == 11:
+            event["ts"], refused[event["event_id"]] = "2200-01-01T00:00:00Z", b"out_of_range"
+        elif i % 50 == 17:
+            event["features"] = {f"f{j}": 0.0 for j in range(300)}
+            refused[event["event_id"]] = b"out_of_range"
+        else:
+            seen = {}
+            for name, value in event["features"].items():
+                if name in known or len(known) < limit:
+                    known.add(name)
+                    seen[name] = value
+            expected.append((seen, y))
+        rows.append((event, y))
+    await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, dataset_messages(rows))
+
+    dead = await consume_all(KAFKA_BOOTSTRAP, engine.settings.dlq_events_topic, len(refused))
+    assert {orjson.loads(r.value)["event_id"]: dict(r.headers)["dlq.reason"] for r in dead} == refused
+    details = [dict(r.headers)["dlq.detail"].decode() for r in dead]
+    assert any("does not fit a binary model" in detail for detail in details)
+
+    engine.wait_until(lambda: engine.samples_learned() == len(expected), what="every valid event learned")
+    reference = progressive_metrics("logreg", expected)
+    engine.wait_until(
+        lambda: engine.get("/models").json()["serving"]["metrics"] == reference,
+        timeout=10,
+        what="River's metrics on the valid events, on the names the model admitted",
+    )
+    dropped = sum(len(event["features"]) for event, _ in rows if event["event_id"] not in refused) - sum(
+        len(x) for x, _ in expected
+    )
+    assert engine.get("/models").json()["serving"]["features"] == {"names": limit, "limit": limit, "dropped": dropped}
+    assert f'rtml_features_dropped_total{{model="logreg"}} {float(dropped)}' in engine.get("/metrics").text
+
+    # A label on its own topic is held to the same rule.
+    await produce(
+        KAFKA_BOOTSTRAP, engine.settings.labels_topic, [(b"e", orjson.dumps({"event_id": "e", "label": "yes"}))]
+    )
+    [letter] = await consume_all(KAFKA_BOOTSTRAP, engine.settings.dlq_labels_topic, 1)
+    assert dict(letter.headers)["dlq.reason"] == b"wrong_type"
