@@ -114,7 +114,6 @@ class LearningService:
         self._publish_cadence = Cadence(settings.model_publish_every_labels, settings.model_publish_every_seconds)
         self._tasks: list[asyncio.Task] = []
         self._lags: list[int] = []  # since the last publication
-        self._dropped_counted = learner.model.features_dropped
         self._snapshotting: asyncio.Future | None = None
         self._publishing: asyncio.Future | None = None
         self._control: AIOKafkaConsumer | None = None
@@ -224,20 +223,11 @@ class LearningService:
             metrics.LABELS_LEARNED.labels("inline").inc(inline)
         if len(outcome.learned) > inline:
             metrics.LABELS_LEARNED.labels("labels_topic").inc(len(outcome.learned) - inline)
-        self._count_dropped_features()
         if outcome.model_lags:
             self._lags.extend(outcome.model_lags)
             metrics.MODEL_VERSION_LAG.observe(sum(outcome.model_lags) / len(outcome.model_lags))
         await self._decide_rollout()
         await self._maybe_publish_and_snapshot()
-
-    def _count_dropped_features(self) -> None:
-        model = self.learner.model
-        dropped = model.features_dropped - self._dropped_counted
-        if dropped > 0:
-            metrics.FEATURES_DROPPED.labels(model.name).inc(dropped)
-        # A heal or a promotion can move the model's own count back: count from there.
-        self._dropped_counted = model.features_dropped
 
     async def _maybe_publish_and_snapshot(self) -> None:
         samples = self.learner.model.samples_learned

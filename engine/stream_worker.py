@@ -87,6 +87,9 @@ class LearnerModels:
     def samples(self) -> int:
         return self.learner.model.samples_learned
 
+    def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        return self.learner.model.admit(x)
+
     def predict(self, x: dict[str, Any]) -> Prediction:
         return self.learner.predict(x)
 
@@ -110,6 +113,12 @@ class PublishedModels:
     def samples(self) -> int:
         champion = self.replica.champion
         return champion.samples_learned if champion else 0
+
+    def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        # The published copy's names: the learner admits the same names in the same order,
+        # and leaves out again whatever a copy admitted past its own limit.
+        champion = self.replica.champion
+        return (x, 0) if champion is None else champion.model.admit(x)
 
     def predict(self, x: dict[str, Any]) -> Prediction:
         champion = self.replica.champion
@@ -337,6 +346,8 @@ class StreamWorker:
     def _record_events(self, outcome: EventOutcome, seconds: float) -> None:
         metrics.STREAM_BATCH_SECONDS.observe(seconds)
         metrics.EVENTS_PROCESSED.inc(outcome.processed)
+        if outcome.features_dropped:
+            metrics.FEATURES_DROPPED.labels(self.settings.model_name).inc(outcome.features_dropped)
         if outcome.replayed:
             metrics.REPLAYED_EVENTS.inc(outcome.replayed)
         for feature, count in outcome.nulls.items():

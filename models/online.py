@@ -98,7 +98,7 @@ class OnlineModel:
         # id put into a name by mistake) would grow them without bound.
         self.max_features = max_features
         self.feature_names: set[str] = set()
-        self.features_dropped = 0  # feature values left out of examples learned, past the limit
+        self.features_dropped = 0  # feature values left out, past the limit
         # Any: River's estimators are duck-typed (a Pipeline is a bare Estimator with its last
         # step's methods), and only classifiers have predict_proba_one.
         self.estimator: Any = spec.build()
@@ -131,21 +131,23 @@ class OnlineModel:
         self.__dict__.update(state)
 
     def admit(self, x: Features) -> tuple[Features, int]:
-        """x with only the names this model sees, and how many were left out. A new name is
-        admitted while the model knows fewer than `max_features`; past that, left out."""
+        """x with only the names this model sees, and how many were left out (also added to
+        `features_dropped`). A new name is admitted while the model knows fewer than
+        `max_features`; past that, it is left out. The stream admits each event's features
+        once and hands the result on, so a value left out is counted once."""
         names = self.feature_names
         if names.issuperset(x):
             return x, 0
-        seen: Features = {}
-        left_out = 0
-        for name, value in x.items():
-            if name in names:
-                seen[name] = value
-            elif len(names) < self.max_features:
-                names.add(name)
-                seen[name] = value
-            else:
-                left_out += 1
+        if len(names) >= self.max_features:
+            seen = {name: value for name, value in x.items() if name in names}
+        else:
+            seen = {}
+            for name, value in x.items():
+                if name in names or len(names) < self.max_features:
+                    names.add(name)
+                    seen[name] = value
+        left_out = len(x) - len(seen)
+        self.features_dropped += left_out
         return seen, left_out
 
     def predict(self, x: Features) -> Prediction:
@@ -158,8 +160,7 @@ class OnlineModel:
         return Prediction(value=value, proba=proba)
 
     def learn(self, x: Features, y: Any, prediction: Prediction) -> None:
-        x, left_out = self.admit(x)
-        self.features_dropped += left_out
+        x, _ = self.admit(x)
         self._score(y, prediction)
         self.estimator.learn_one(x, y)
         self.prior.learn_one(x, y)

@@ -39,6 +39,7 @@ class ServingModels(Protocol):
     def version(self) -> int: ...
     @property
     def samples(self) -> int: ...
+    def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]: ...  # the names the model sees
     def predict(self, x: dict[str, Any]) -> Prediction: ...  # raises ModelError
     def predict_challenger(self, x: dict[str, Any]) -> Prediction | None: ...
 
@@ -61,6 +62,7 @@ class EventOutcome:
     nulls: Counter = field(default_factory=Counter)
     max_event_lag: float = 0.0
     features: int = 0
+    features_dropped: int = 0  # values left out of what the model saw: new names past its limit
 
 
 class EventProcessor:
@@ -131,7 +133,10 @@ class EventProcessor:
         outcome: EventOutcome,
     ) -> None:
         state = apply_event(row, event.ts, event.features, aggregates)
-        x = model_features(event.features, state["values"])
+        # What the model sees, and what the example carries: a name past the model's limit
+        # is left out here once, not again at every step downstream.
+        x, dropped = self.models.admit(model_features(event.features, state["values"]))
+        outcome.features_dropped += dropped
         try:
             prediction = self.models.predict(x)
         except ModelError as exc:
