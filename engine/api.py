@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from engine import fast_predict, metrics
-from engine.auth import ADMIN_AUTH, ADMIN_SCOPE
+from engine.auth import ADMIN_AUTH, ADMIN_SCOPE, check_bearer
 from engine.contract import (
     MAX_BATCH_ROWS,
     CommandAccepted,
@@ -30,6 +30,8 @@ from engine.contract import (
     FeatureRows,
     FeaturesQuery,
     JsonBody,
+    LabelsAccepted,
+    LabelsRequest,
     Liveness,
     ModelsListing,
     OfflineFeaturesQuery,
@@ -42,6 +44,7 @@ from engine.contract import (
     RequestError,
     RolloutRequest,
     error_response,
+    labels_input,
     predict_input,
     read_query,
 )
@@ -49,11 +52,12 @@ from engine.learning import new_command
 from engine.openapi import Operation, Reply, document
 from engine.runtime import Runtime
 from engine.serving import dumps_json
-from models.factory import MODELS
+from models.factory import MODELS, get_spec
 from streams.feature_store import FeatureStore
 
 PREDICT_BATCH_BODY = JsonBody(PredictBatchRequest)
 PROMOTE_BODY = JsonBody(PromoteRequest)
+LABELS_BODY = JsonBody(LabelsRequest)
 ROLLOUT_BODY = JsonBody(RolloutRequest)
 
 
@@ -79,7 +83,16 @@ async def predict_batch(request: Request) -> Response:
             parsed.append(predict_input(row, runtime.settings, ranges))
         except RequestError as exc:
             raise RequestError(exc.status, exc.message, f"rows[{i}].{exc.field}") from None
-    return JSONResponse({"results": [await runtime.predictor.predict(e, f) for e, f in parsed]})
+    return JSONResponse({"results": [await runtime.predictor.predict(e, f, i) for e, f, i in parsed]})
+
+
+async def post_labels(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    check_bearer(request, runtime.settings.labels_token, "LABELS_TOKEN")
+    body = await LABELS_BODY.read(request)
+    labels = labels_input(body, runtime.settings, get_spec(runtime.settings.model_name).task)
+    accepted = await runtime.send_labels(labels)
+    return JSONResponse({"accepted": accepted}, status_code=202)
 
 
 async def online_features(request: Request) -> Response:
@@ -130,6 +143,9 @@ async def list_models(request: Request) -> Response:
             "task": live.task.value,
             "samples_learned": live.samples_learned,
             "metrics": live.metric_values(),
+            # What HTTP clients were answered (POST /predict with an event_id), scored on their labels.
+            "served_metrics": live.served_metric_values() if live.served_samples else None,
+            "served_samples": live.served_samples,
             "concept_drifts": live.drifts_detected,
             "revision": published.revision if published else None,
             "published_at": published.published_at if published else None,
@@ -317,6 +333,21 @@ ROUTES = [
             f"Score 1 to {MAX_BATCH_ROWS} entities in one call",
             {200: Reply(PredictionBatch, "one prediction per row")},
             body=PredictBatchRequest,
+        ),
+    ),
+    ApiRoute(
+        "/labels",
+        post_labels,
+        "POST",
+        Operation(
+            "Labels for events or served predictions (by event_id), sent to the labels topic",
+            {
+                202: Reply(LabelsAccepted, "on the labels topic, acknowledged by Kafka"),
+                401: Reply(Error, "LABELS_TOKEN is set and no bearer token was sent"),
+                403: Reply(Error, "wrong bearer token"),
+                503: Reply(Error, "Kafka did not acknowledge in time: send them again"),
+            },
+            body=LabelsRequest,
         ),
     ),
     ApiRoute(

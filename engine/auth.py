@@ -17,7 +17,7 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
-from engine.contract import error_response
+from engine.contract import RequestError, error_response
 
 ADMIN_SCOPE = "admin"
 
@@ -52,3 +52,15 @@ def refuse(conn: HTTPConnection, exc: AuthenticationError) -> Response:
 
 
 ADMIN_AUTH = [Middleware(AuthenticationMiddleware, backend=AdminTokenBackend(), on_error=refuse)]
+
+
+def check_bearer(conn: HTTPConnection, expected: str, setting: str) -> None:
+    """For a route open to all while `expected` is empty, and to its bearer once it is set."""
+    if not expected:
+        return
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise RequestError(401, f"send Authorization: Bearer <{setting}>")
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise RequestError(403, f"wrong bearer token ({setting})")

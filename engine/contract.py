@@ -28,12 +28,14 @@ from starlette.responses import Response
 
 from engine.settings import Settings
 from models.errors import EngineError
+from models.factory import Task
 from models.rollout import MODES
-from streams.records import InvalidMessage, validate_features, validate_id
+from streams.records import InvalidMessage, fit_label, validate_features, validate_id
 
 MAX_BODY_BYTES = 1 << 20
 MAX_BATCH_ROWS = 1000
 MAX_ENTITY_IDS = 1000
+MAX_LABELS = 1000
 
 # What each refusal of a JSON body means, for the responses and for /openapi.json alike.
 BODY_NOT_JSON = "Content-Type must be application/json"
@@ -71,6 +73,18 @@ class PredictRequest(Struct, forbid_unknown_fields=True):
     """One entity to score now."""
 
     entity_id: Annotated[str, Meta(min_length=1)] | int
+    event_id: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                description="logs this prediction to be learned from when a label with this event_id comes "
+                "(labels topic or POST /labels); the rules of event ids apply",
+            ),
+        ]
+        | int
+        | UnsetType
+    ) = UNSET
     # Any, not a union of the value types: validate_features judges the values, as on the stream,
     # and msgspec checking a union per value would cost 0.5 µs more for 50 features.
     features: Annotated[
@@ -84,6 +98,15 @@ class PredictRequest(Struct, forbid_unknown_fields=True):
 
 class PredictBatchRequest(Struct, forbid_unknown_fields=True):
     rows: Annotated[list[PredictRequest], Meta(min_length=1, max_length=MAX_BATCH_ROWS)]
+
+
+class LabelItem(Struct, forbid_unknown_fields=True):
+    event_id: Annotated[str, Meta(min_length=1)] | int
+    label: Annotated[Any, Meta(description="must fit the model's task, as on the labels topic")]
+
+
+class LabelsRequest(Struct, forbid_unknown_fields=True):
+    labels: Annotated[list[LabelItem], Meta(min_length=1, max_length=MAX_LABELS)]
 
 
 class PromoteRequest(Struct):
@@ -140,6 +163,15 @@ class Prediction(Struct):
     feature_version: int | None
     feature_age_seconds: Annotated[float, Meta(ge=0)] | None
     model_age_seconds: float | None
+    event_id: Annotated[str | None, Meta(description="the request's event_id, when it had one")] = None
+    logged: Annotated[
+        Literal["queued", "duplicate", "unlogged"] | None,
+        Meta(
+            description="with an event_id: queued to be learned from when its label comes; duplicate (this "
+            "id was logged before: the first answer is the one learned from); unlogged (Kafka unreachable or "
+            "the log's buffer full: answered all the same)"
+        ),
+    ] = None
 
 
 class PredictionBatch(Struct):
@@ -183,6 +215,10 @@ class ModelsListing(Struct):
     applied: list[dict[str, Any]]
     snapshots: list[Any]
     available: list[AvailableModel]
+
+
+class LabelsAccepted(Struct):
+    accepted: Annotated[int, Meta(description="labels acknowledged by Kafka on the labels topic")]
 
 
 class CommandDone(Struct):
@@ -321,10 +357,16 @@ def _join(path: str, name: str) -> str:
 
 def predict_input(
     request: PredictRequest, settings: Settings, ranges: Mapping[str, tuple[float, float]]
-) -> tuple[str, dict[str, Any]]:
-    """The entity id and the usable features of a decoded request, by the stream's own rules."""
+) -> tuple[str, dict[str, Any], str | None]:
+    """The entity id, the usable features and the event id (or None) of a decoded request,
+    by the stream's own rules."""
     try:
         entity_id = validate_id({"entity_id": request.entity_id}, "entity_id", settings.max_id_length)
+        event_id = (
+            None
+            if request.event_id is UNSET
+            else validate_id({"event_id": request.event_id}, "event_id", settings.max_id_length)
+        )
         features, _ = validate_features(
             request.features,
             ranges,
@@ -333,7 +375,20 @@ def predict_input(
         )
     except InvalidMessage as exc:
         raise RequestError(422, exc.detail, exc.field) from None
-    return entity_id, features
+    return entity_id, features, event_id
+
+
+def labels_input(request: LabelsRequest, settings: Settings, task: Task) -> list[tuple[str, Any]]:
+    """(event id, label) of each item, by the rules of the labels topic; 422 naming the item."""
+    labels = []
+    for i, item in enumerate(request.labels):
+        try:
+            event_id = validate_id({"event_id": item.event_id}, "event_id", settings.max_id_length)
+            label = fit_label(item.label, settings.max_feature_magnitude, task)
+        except InvalidMessage as exc:
+            raise RequestError(422, exc.detail, f"labels[{i}].{exc.field}") from None
+        labels.append((event_id, label))
+    return labels
 
 
 # -- answering --------------------------------------------------------------------------------

@@ -43,12 +43,12 @@ async def predict(scope: Scope, receive: Receive, send: Send) -> None:
         length = headers.get(b"content-length")
         check_body_headers(headers.get(b"content-type", b"").decode("latin-1"), length and length.decode("latin-1"))
         body = PREDICT_BODY.decode(await _read(receive))
-        entity_id, features = predict_input(body, runtime.settings, runtime.feature_registry.ranges)
+        entity_id, features, event_id = predict_input(body, runtime.settings, runtime.feature_registry.ranges)
     except RequestError as exc:
         payload = msgspec.json.encode(Error(exc.message, msgspec.UNSET if exc.field is None else exc.field))
         await _answer(send, exc.status, payload)
         return
-    await _answer(send, 200, dumps_json(await runtime.predictor.predict(entity_id, features)))
+    await _answer(send, 200, dumps_json(await runtime.predictor.predict(entity_id, features, event_id)))
 
 
 async def _read(receive: Receive) -> bytes:

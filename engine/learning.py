@@ -515,6 +515,9 @@ _info_labels: list[tuple[str, str, str]] = []
 def publish_model_gauges(model: OnlineModel) -> None:
     for name, value in model.metric_values().items():
         metrics.MODEL_METRIC.labels(model.name, name).set(value)
+    if model.served_samples:
+        for name, value in model.served_metric_values().items():
+            metrics.SERVED_METRIC.labels(model.name, name).set(value)
     metrics.MODEL_SAMPLES.labels(model.name).set(model.samples_learned)
     metrics.MODEL_DRIFTS.labels(model.name).set(model.drifts_detected)
     metrics.MODELS_PUBLISHED.inc()

@@ -72,6 +72,21 @@ STREAM_BATCH_SECONDS = Histogram(
 MODEL_METRIC = Gauge(
     "rtml_model_metric", "Progressive metric of the live model", ["model", "metric"], multiprocess_mode="livemostrecent"
 )
+SERVED_METRIC = Gauge(
+    "rtml_served_metric",
+    "Progressive metric of what HTTP clients were answered (POST /predict with an event_id), on the labels that came",
+    ["model", "metric"],
+    multiprocess_mode="livemostrecent",
+)
+SERVED_LOGGED = Counter(
+    "rtml_served_predictions_logged_total", "Served predictions with an event_id logged to the predictions topic"
+)
+SERVED_UNLOGGED = Counter(
+    "rtml_served_predictions_unlogged_total",
+    "Served predictions with an event_id that could not be logged (buffer full, Kafka unreachable)",
+    ["reason"],
+)
+LABELS_POSTED = Counter("rtml_labels_posted_total", "Labels accepted by POST /labels and acknowledged by Kafka")
 MODEL_SAMPLES = Gauge(
     "rtml_model_samples_learned", "Samples the live model learned from", ["model"], multiprocess_mode="livemostrecent"
 )

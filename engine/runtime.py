@@ -21,7 +21,10 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from engine import metrics
 from engine.cache import L1Cache, PredictionCache, RedisCache
+from engine.contract import RequestError
+from engine.prediction_log import ServedPredictionLog
 from engine.serving import DeadlineBreaker, ModelSource, Predictor, PublishedModels
 from engine.settings import Settings
 from models.snapshots import SnapshotStore
@@ -31,6 +34,7 @@ from streams.model_topic import ModelReplica
 from streams.offline_store import OfflineFeatureLog
 
 COMMAND_WAIT_SECONDS = 10.0
+LABELS_SEND_SECONDS = 10.0
 BROKER_PROBE_SECONDS = 2.0
 
 
@@ -85,12 +89,21 @@ class Runtime:
         starting.append(asyncio.create_task(_probe_broker(producer, starting[2])))
         cache, redis = build_cache(settings)
         breaker = DeadlineBreaker(settings.predict_deadline_seconds, settings.breaker_cooldown_seconds)
+        producer_started = starting[2]
+        served_log = ServedPredictionLog(
+            lambda: producer if _succeeded(producer_started) else None,
+            settings.predictions_topic,
+            settings.topic_partitions,
+            buffer=settings.served_log_buffer,
+            remember=settings.dedupe_window,
+        )
+        served_log.start()
         return cls(
             settings=settings,
             feature_registry=load_feature_registry(settings.feature_definitions),
             features=features,
             models=models,
-            predictor=Predictor(PublishedModels(models), features, cache, breaker),
+            predictor=Predictor(PublishedModels(models), features, cache, breaker, served_log),
             redis=redis,
             offline_log=OfflineFeatureLog(settings.state_path / "offline-features", read_only=True),
             snapshots=SnapshotStore(settings.snapshot_path, settings.snapshot_retention),
@@ -115,6 +128,8 @@ class Runtime:
         )
 
     async def stop(self) -> None:
+        if self.predictor.served_log is not None:
+            await self.predictor.served_log.stop()
         for task in self.starting or ():
             task.cancel()
         if isinstance(self.features, FeatureReplica):
@@ -167,6 +182,29 @@ class Runtime:
             except TimeoutError:
                 return None
 
+    async def send_labels(self, labels: list[tuple[str, Any]]) -> int:
+        """Sends (event id, label) pairs to the labels topic, keyed by event id; returns how
+        many Kafka acknowledged, or refuses with 503 when it did not in time."""
+        producer = self.producer
+        starting = self.starting[2] if self.starting else None
+        if producer is None or (starting is not None and not _succeeded(starting)):
+            raise RequestError(503, "Kafka is not reachable from this process: send the labels again")
+        now = time.time()
+        try:
+            futures = [
+                await producer.send(
+                    self.settings.labels_topic,
+                    orjson.dumps({"event_id": event_id, "label": label, "ts": now}),
+                    key=event_id.encode(),
+                )
+                for event_id, label in labels
+            ]
+            await asyncio.wait_for(asyncio.gather(*futures), LABELS_SEND_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - any failure: the caller sends them again
+            raise RequestError(503, f"Kafka did not acknowledge the labels: {exc!r}; send them again") from None
+        metrics.LABELS_POSTED.inc(len(labels))
+        return len(labels)
+
     def pending_predictions(self) -> int | None:
         """Predictions waiting for labels, summed over the stream workers' gauges (when
         `engine run` shares metrics between its processes)."""
@@ -176,6 +214,10 @@ class Runtime:
         MultiProcessCollector(registry)
         value = registry.get_sample_value("rtml_pending_predictions")
         return None if value is None else int(value)
+
+
+def _succeeded(task: asyncio.Task) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
 
 
 async def _probe_broker(producer: AIOKafkaProducer, started: asyncio.Task) -> None:

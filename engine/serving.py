@@ -22,6 +22,7 @@ import orjson
 
 from engine import metrics
 from engine.cache import PredictionCache, cache_key
+from engine.prediction_log import ServedPredictionLog
 from models.online import OnlineModel, Prediction
 from models.rollout import entity_share
 from streams.features import model_features
@@ -122,6 +123,14 @@ def _answer(model: OnlineModel, prediction: Prediction) -> dict[str, Any]:
     }
 
 
+def _classes_restored(proba: dict[Any, float], model: OnlineModel) -> dict[Any, float]:
+    """A cached answer's probabilities went through JSON, whose keys are strings: `true`
+    was the class True. Maps them back to the classes the model learned."""
+    known = model.predict_prior().proba or {}
+    by_key = {orjson.loads(dumps_json({label: 0})).popitem()[0]: label for label in known}
+    return {by_key.get(key, key): p for key, p in proba.items()}
+
+
 def dumps_json(value: Any) -> bytes:
     """Class labels can be booleans or numbers (JSON keys must be strings); River returns numpy floats."""
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
@@ -134,11 +143,13 @@ class Predictor:
         entities: Any,
         cache: PredictionCache | None,
         breaker: DeadlineBreaker,
+        served_log: ServedPredictionLog | None = None,
     ) -> None:
         self.models = FixedModel(models) if isinstance(models, OnlineModel) else models
         self.entities = entities
         self.cache = cache
         self.breaker = breaker
+        self.served_log = served_log
         self._healthy: bool | None = None
         self._set_healthy(True)
 
@@ -156,7 +167,45 @@ class Predictor:
             metrics.MODEL_HEALTHY.set(1 if healthy else 0)
         self._healthy = healthy
 
-    async def predict(self, entity_id: str, features: dict[str, Any]) -> dict[str, Any]:
+    async def predict(self, entity_id: str, features: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+        """The answer for the entity now; with an `event_id`, also logged for its label to
+        teach the model (the response says whether it was)."""
+        answer = await self._predict(entity_id, features)
+        if event_id is not None:
+            answer["event_id"] = event_id
+            answer["logged"] = self._log_served(event_id, entity_id, features, answer)
+        return answer
+
+    def _log_served(self, event_id: str, entity_id: str, features: dict[str, Any], answer: dict[str, Any]) -> str:
+        if self.served_log is None:
+            metrics.SERVED_UNLOGGED.labels("no_log").inc()
+            return "unlogged"
+        state = self.entities.get(entity_id)
+        x = model_features(features, state["values"] if state else {})
+        model = self.models.champion()
+        if model is not None:
+            x, _ = model.admit(x)  # the names the model saw
+        proba = answer["probabilities"]
+        if proba and answer["cached"] and model is not None:
+            proba = _classes_restored(proba, model)
+        now = time.time()
+        record = {
+            "event_id": event_id,
+            "entity_id": entity_id,
+            "ts": now,
+            "features": x,
+            "prediction": {
+                "value": answer["prediction"],
+                "proba": None if proba is None else [[label, p] for label, p in proba.items()],
+            },
+            "model_version": model.version if model is not None else 0,
+            "model_samples": model.samples_learned if model is not None else 0,
+            "predicted_at": now,
+            "served": {"cached": answer["cached"], "fallback": answer["fallback"], "rollout": answer["rollout"]},
+        }
+        return self.served_log.log(event_id, record)
+
+    async def _predict(self, entity_id: str, features: dict[str, Any]) -> dict[str, Any]:
         state = self.entities.get(entity_id)
         feature_version = state["version"] if state else None
         freshness = {

@@ -112,6 +112,12 @@ class Settings:
     )
     rollout_margin: float = _env("ROLLOUT_MARGIN", 0.0, "how much better the challenger's primary metric must be")
     admin_token: str = _env("ADMIN_TOKEN", "", "bearer token for promote/rollback; empty = admin routes off")
+    labels_token: str = _env("LABELS_TOKEN", "", "bearer token POST /labels requires; empty = open")
+    served_log_buffer: int = _env(
+        "SERVED_LOG_BUFFER",
+        10_000,
+        "served predictions with an event_id waiting to be sent to Kafka; past it they go unlogged",
+    )
     state_dir: str = _env("STATE_DIR", ".state/engine", "local state of the engine")
     log_level: str = _env("LOG_LEVEL", "info", "log level")
 
@@ -154,6 +160,8 @@ class Settings:
             raise SettingsError("MAX_FEATURES_PER_EVENT and MAX_MODEL_FEATURES must be at least 1")
         if not self.max_event_time_ahead_seconds >= 0:
             raise SettingsError("MAX_EVENT_TIME_AHEAD_SECONDS must be a number of seconds, 0 or more")
+        if self.served_log_buffer < 1:
+            raise SettingsError("SERVED_LOG_BUFFER must be at least 1")
         if self.cache_l1_bytes < 1:
             raise SettingsError("CACHE_L1_BYTES must be at least 1 (CACHE_L1_ENTRIES=0 turns L1 off)")
 

@@ -38,6 +38,9 @@ class Example:
     # How many samples the predicting model had learned: the learner's own count minus this
     # is how far behind the model that answered was (0 when the learner predicts itself).
     model_samples: int = 0
+    # The prediction is what an HTTP client was answered (POST /predict with an event_id),
+    # not one the stream made: it is scored in the served metrics, not the stream's.
+    served: bool = False
 
     def to_record(self) -> dict[str, Any]:
         record = {
@@ -57,6 +60,8 @@ class Example:
             record["fresh"] = True
         if self.model_samples:
             record["model_samples"] = self.model_samples
+        if self.served:
+            record["served"] = True
         return record
 
     @classmethod
@@ -76,4 +81,5 @@ class Example:
             challenger=None if challenger is None else Prediction.from_record(challenger),
             fresh=record.get("fresh", False),
             model_samples=record.get("model_samples", 0),
+            served=record.get("served", False),
         )

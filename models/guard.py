@@ -104,7 +104,7 @@ def learn_checked(
     if tainted and example.fresh:
         example = _predicted_again(model, example)
     try:
-        model.learn(example.features, example.label, example.prediction)
+        model.learn(example.features, example.label, example.prediction, served=example.served)
     except Exception as exc:  # noqa: BLE001 - that is the failure being looked for
         return example, (MODEL_ERROR, f"learning raised {type(exc).__name__}: {exc}")
     problem = health(model, [example.features]) if check_state else _answer_problem(model, example)

@@ -99,7 +99,7 @@ class Learner:
         if example.label_source == INLINE:
             self._outcome.model_lags.append(self.model.samples_learned - example.model_samples)
         try:
-            self.model.learn(example.features, example.label, example.prediction)
+            self.model.learn(example.features, example.label, example.prediction, served=example.served)
         except Exception:  # noqa: BLE001 - a raising learner may leave partial state: heal
             self._heal(extra=[example])
             return not any(refusal.example.source == example.source for refusal in self._outcome.refused)

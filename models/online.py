@@ -103,6 +103,10 @@ class OnlineModel:
         # step's methods), and only classifiers have predict_proba_one.
         self.estimator: Any = spec.build()
         self.metrics = metrics_for(spec.task)
+        # What HTTP clients were answered, scored on the labels that came back for it: the
+        # stream's metrics stay those of the stream alone (exact against River).
+        self.served_metrics = metrics_for(spec.task)
+        self.served_samples = 0
         self.samples_learned = 0
         self.drift_detector = drift.ADWIN()
         self.drifts_detected = 0
@@ -126,6 +130,9 @@ class OnlineModel:
         # Snapshots and versions from before the feature-name limit load with the default one.
         state.setdefault("max_features", DEFAULT_MAX_FEATURES)
         state.setdefault("features_dropped", 0)
+        state.setdefault("served_samples", 0)
+        if "served_metrics" not in state:
+            state["served_metrics"] = metrics_for(state["task"])
         if "feature_names" not in state:
             state["feature_names"] = set()
         self.__dict__.update(state)
@@ -159,9 +166,15 @@ class OnlineModel:
         value = max(proba, key=proba.get) if proba else None
         return Prediction(value=value, proba=proba)
 
-    def learn(self, x: Features, y: Any, prediction: Prediction) -> None:
+    def learn(self, x: Features, y: Any, prediction: Prediction, *, served: bool = False) -> None:
+        """Learns (x, y); `prediction` is what was answered for x before the label was known,
+        by the stream or (`served`) to an HTTP client."""
         x, _ = self.admit(x)
-        self._score(y, prediction)
+        if served:
+            update_metrics(self.served_metrics, self.task, y, prediction)
+            self.served_samples += 1
+        else:
+            self._score(y, prediction)
         self.estimator.learn_one(x, y)
         self.prior.learn_one(x, y)
         if self.fallback is not None:
@@ -203,6 +216,9 @@ class OnlineModel:
 
     def metric_values(self) -> dict[str, float]:
         return {name: float(metric.get()) for name, metric in self.metrics.items()}
+
+    def served_metric_values(self) -> dict[str, float]:
+        return {name: float(metric.get()) for name, metric in self.served_metrics.items()}
 
     def checkpoint(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)

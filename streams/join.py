@@ -135,6 +135,7 @@ class Join:
             predicted_at=prediction["predicted_at"],
             challenger=None if challenger is None else Prediction.from_record(challenger),
             model_samples=prediction.get("model_samples", 0),
+            served=bool(prediction.get("served")),
         )
         self.table.delete(partition, example.event_id)
         self._joined[example.event_id] = None

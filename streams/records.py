@@ -154,7 +154,7 @@ _TAKES = {
 }
 
 
-def _label(value: Any, max_magnitude: float, task: Task | None = None) -> Any:
+def fit_label(value: Any, max_magnitude: float, task: Task | None = None) -> Any:
     """A class or a target that fits the model's task (any of them when `task` is None).
 
     A binary model takes booleans, and 0/1 as booleans: River would learn 2 as true. Targets
@@ -257,7 +257,7 @@ def parse_event(
     features, nulls = validate_features(
         _require(data, "features"), ranges, max_magnitude=max_magnitude, max_features=max_features
     )
-    label = _label(data["label"], max_magnitude, task) if data.get("label") is not None else NO_LABEL
+    label = fit_label(data["label"], max_magnitude, task) if data.get("label") is not None else NO_LABEL
     return Event(event_id, entity_id, ts, features, label, nulls)
 
 
@@ -271,7 +271,7 @@ def parse_label(
 ) -> Label:
     data = _load_object(raw, max_bytes)
     event_id = validate_id(data, "event_id", max_id_length)
-    label = _label(_require(data, "label"), max_magnitude, task)
+    label = fit_label(_require(data, "label"), max_magnitude, task)
     ts = _timestamp(data["ts"], "ts") if data.get("ts") is not None else None
     return Label(event_id, label, ts)
 

@@ -69,7 +69,11 @@ def learner(request):
     async def command(cmd):
         return answer(cmd)
 
+    async def send_labels(labels):  # Kafka acknowledges (tests/integration/test_served_learning.py: the real one)
+        return len(labels)
+
     RUNTIME.command = command
+    RUNTIME.send_labels = send_labels
     return request.param
 
 

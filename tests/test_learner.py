@@ -151,3 +151,28 @@ def test_two_culprits_in_one_heal_window_are_both_refused_and_neither_is_learned
     assert learned == [f"e-{i}" for i in range(60) if i not in culprits]
     clean = [row for i, row in enumerate(rows) if i not in culprits]
     assert learner.model.metric_values() == progressive_metrics("logreg", clean)
+
+
+def test_a_served_example_is_learned_and_scored_apart_from_the_stream():
+    rows = phishing(40)
+    learner = Learner(OnlineModel("logreg"))
+    for i, (x, y) in enumerate(rows[:30]):
+        learner.learn(example(i, x, y, learner.predict(x)))
+    stream_metrics = learner.model.metric_values()
+    served = []
+    for i, (x, y) in enumerate(rows[30:], start=30):
+        answered = learner.predict(x)
+        served.append((y, answered))
+        learner.learn(
+            Example(f"s-{i}", float(i), x, y, answered, 1, ("predictions", 0, i), "labels_topic", served=True)
+        )
+    # The stream's metrics are those of the stream alone; what clients got is scored apart.
+    assert learner.model.metric_values() == stream_metrics
+    assert learner.model.served_samples == 10 and learner.model.samples_learned == 40
+    accuracy = sum(answer.value == y for y, answer in served) / len(served)
+    assert learner.model.served_metric_values()["accuracy"] == accuracy
+    # And the model learned them: it is the model that learned all 40 in order.
+    reference = OnlineModel("logreg")
+    for x, y in rows:
+        reference.learn(x, y, reference.predict(x))
+    assert learner.model.predict(rows[0][0]) == reference.predict(rows[0][0])

@@ -1,0 +1,125 @@
+"""Served predictions to the predictions topic, so that their labels teach the model.
+
+A `POST /predict` that carries an `event_id` is logged exactly as a prediction the stream
+worker made (keyed by event id, partitioned as labels are, the features as the model saw
+them), and the worker's join of predictions and labels does the rest.
+
+Serving never waits for it: `log` puts the record in a bounded buffer and returns; a task
+sends what the buffer holds, a batch per partition at a time. When the buffer is full or
+Kafka does not acknowledge, the prediction goes unlogged: counted, never an error to the
+client. An id is logged once per process (the first answer wins); across serving
+processes, the join keeps the first prediction of an id it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any, Literal
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from engine import metrics
+from streams.changelog import send_records
+
+log = logging.getLogger(__name__)
+
+Logged = Literal["queued", "duplicate", "unlogged"]
+SEND_TIMEOUT_SECONDS = 10.0
+
+
+class ServedPredictionLog:
+    def __init__(
+        self,
+        producer: Callable[[], AIOKafkaProducer | None],
+        topic: str,
+        partitions: int,
+        *,
+        buffer: int = 10_000,
+        remember: int = 100_000,
+    ) -> None:
+        self._producer = producer
+        self.topic = topic
+        self._partitions = list(range(partitions))
+        self._partitioner = DefaultPartitioner()
+        self._buffer: deque[tuple[str, dict[str, Any]]] = deque()
+        self._capacity = buffer
+        self._remember = remember
+        self._logged: OrderedDict[str, None] = OrderedDict()  # ids queued or sent, oldest first
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def log(self, event_id: str, record: dict[str, Any]) -> Logged:
+        """Queues the record of a served prediction; what became of it, for the response."""
+        if event_id in self._logged:
+            return "duplicate"
+        if len(self._buffer) >= self._capacity:
+            metrics.SERVED_UNLOGGED.labels("buffer_full").inc()
+            return "unlogged"
+        self._logged[event_id] = None
+        if len(self._logged) > self._remember:
+            self._logged.popitem(last=False)
+        self._buffer.append((event_id, record))
+        self._wake.set()
+        return "queued"
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._send_forever())
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Sends what is buffered (within `timeout`), then stops."""
+        if self._task is None:
+            return
+        if self._buffer:
+            try:
+                await asyncio.wait_for(self._send_buffered(), timeout)
+            except Exception:  # noqa: BLE001 - counted in _send_buffered; stopping goes on
+                pass
+        self._task.cancel()
+
+    async def _send_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._send_buffered()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - counted as unlogged; serving goes on
+                log.warning("served predictions not logged: %r", exc)
+
+    async def _send_buffered(self) -> None:
+        batch = list(self._buffer)
+        self._buffer.clear()
+        if not batch:
+            return
+        try:
+            await asyncio.wait_for(self._send(batch), SEND_TIMEOUT_SECONDS)
+        except BaseException:
+            metrics.SERVED_UNLOGGED.labels("kafka").inc(len(batch))
+            for event_id, _ in batch:  # a retry of the same id may be logged after all
+                self._logged.pop(event_id, None)
+            raise
+        metrics.SERVED_LOGGED.inc(len(batch))
+
+    async def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        producer = self._producer()
+        if producer is None:
+            raise ConnectionError("no Kafka producer in this process")
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for event_id, record in batch:
+            key = event_id.encode()
+            # The producers' default partitioner (murmur2, as Java's): the label keyed by the
+            # same id lands in the same partition, and both meet in one worker's join.
+            partition = self._partitioner(key, self._partitions, self._partitions)
+            by_partition.setdefault(partition, []).append(
+                (key, orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY))
+            )
+        futures: list[asyncio.Future] = []
+        for partition, records in by_partition.items():
+            futures.extend(future for future, _ in await send_records(producer, self.topic, partition, records))
+        await asyncio.gather(*futures)
