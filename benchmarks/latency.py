@@ -67,6 +67,26 @@ def targets_file(path: Path, url: str, bodies: list[dict]) -> Path:
     return path
 
 
+def with_event_ids(bodies: list[dict], tag: str) -> list[dict]:
+    """The same requests, each with an event_id of its own: served predictions to be logged."""
+    return [{**body, "event_id": f"{tag}-{i}"} for i, body in enumerate(bodies)]
+
+
+def served_log_cost(engine: EngineProcess, work: Path, rate: int, duration: float, n_requests: int) -> list[dict]:
+    """/predict with an event_id (logged for its label) against /predict without, cache miss,
+    alternated twice so that drift in the machine's load hits both alike."""
+    url = f"{engine.base_url}/predict"
+    results = []
+    for round_ in range(2):
+        start = (round_ + 1) * 100 * n_requests
+        plain = targets_file(work / "plain.jsonl", url, unique_bodies(n_requests, start=start))
+        bodies = with_event_ids(unique_bodies(n_requests, start=start + n_requests), f"s{round_}")
+        logged = targets_file(work / "logged.jsonl", url, bodies)
+        results.append(measure("engine cache miss, idle", plain, rate, duration))
+        results.append(measure("engine cache miss with event_id, idle", logged, rate, duration))
+    return results
+
+
 def unique_bodies(n: int, chantilly: bool = False, start: int = 0) -> list[dict]:
     """Phishing rows with a tiny per-request jitter, so no two requests share a cache key."""
     rows = [event for event, _ in dataset_events("Phishing", entities=500)]
@@ -380,6 +400,11 @@ def main() -> None:
     )
     parser.add_argument("--probes", type=int, default=200, help="freshness and staleness probes per scenario")
     parser.add_argument("--chantilly-rate", type=int, default=100)
+    parser.add_argument(
+        "--served-log-only",
+        action="store_true",
+        help="only /predict with and without an event_id, alternated twice (results/latency-served-log.json)",
+    )
     args = parser.parse_args()
     ingest_rates = args.ingest_rate or [5000]
     if not VEGETA.exists():
@@ -388,6 +413,25 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     n_requests = int(args.rate * (args.duration + 2) * 1.2)
     results, freshness_results = [], []
+    if args.served_log_only:
+        engine = engine_process(work).start()
+        try:
+            asyncio.run(_train(engine))
+            engine.wait_until(lambda: engine.samples_learned() >= 1250, what="the model trained")
+            results = served_log_cost(engine, work, args.rate, args.duration, n_requests)
+        finally:
+            engine.stop()
+        pairs = [(results[i]["p99_ms"], results[i + 1]["p99_ms"]) for i in range(0, len(results), 2)]
+        report = {
+            "command": " ".join(sys.argv),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
+            "results": results,
+            "p99_with_event_id_minus_without_ms": [round(logged - plain, 3) for plain, logged in pairs],
+        }
+        (RESULTS / "latency-served-log.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps({"p99_with_event_id_minus_without_ms": report["p99_with_event_id_minus_without_ms"]}))
+        return
 
     engine = engine_process(work).start()
     try:
@@ -397,6 +441,9 @@ def main() -> None:
         miss = targets_file(work / "miss.jsonl", url, unique_bodies(n_requests))
         hit = targets_file(work / "hit.jsonl", url, unique_bodies(1))
         results.append(measure("engine cache miss, idle", miss, args.rate, args.duration))
+        bodies = with_event_ids(unique_bodies(n_requests, start=n_requests), "s")
+        logged = targets_file(work / "logged.jsonl", url, bodies)
+        results.append(measure("engine cache miss with event_id, idle", logged, args.rate, args.duration))
         closed = targets_file(work / "closed.jsonl", url, unique_bodies(CLOSED_LOOP_BODIES, start=10 * n_requests))
         results.append(measure("engine cache miss, closed loop", closed, 0, CLOSED_LOOP_SECONDS))
         results.append(measure("engine cache hit, idle", hit, args.rate, args.duration))
@@ -474,6 +521,9 @@ def main() -> None:
     by_name = {r["scenario"]: r for r in results}
     bare_max = by_name["bare Starlette + River, closed loop"]["throughput_rps"]
     summary = {
+        "p99_with_event_id_minus_without_ms": round(
+            by_name["engine cache miss with event_id, idle"]["p99_ms"] - by_name["engine cache miss, idle"]["p99_ms"], 3
+        ),
         "engine_miss_p99_over_bare_p99": round(
             by_name["engine cache miss, idle"]["p99_ms"] / by_name["bare Starlette + River"]["p99_ms"], 2
         ),

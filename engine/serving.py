@@ -170,21 +170,31 @@ class Predictor:
     async def predict(self, entity_id: str, features: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
         """The answer for the entity now; with an `event_id`, also logged for its label to
         teach the model (the response says whether it was)."""
-        answer = await self._predict(entity_id, features)
+        answer, x = await self._predict(entity_id, features)
         if event_id is not None:
             answer["event_id"] = event_id
-            answer["logged"] = self._log_served(event_id, entity_id, features, answer)
+            answer["logged"] = self._log_served(event_id, entity_id, features, x, answer)
         return answer
 
-    def _log_served(self, event_id: str, entity_id: str, features: dict[str, Any], answer: dict[str, Any]) -> str:
+    def _log_served(
+        self,
+        event_id: str,
+        entity_id: str,
+        features: dict[str, Any],
+        x: dict[str, Any] | None,
+        answer: dict[str, Any],
+    ) -> str:
+        """Logs the served answer with `x`, the features the model saw (None when it did not
+        predict: a cached answer, or no model yet)."""
         if self.served_log is None:
             metrics.SERVED_UNLOGGED.labels("no_log").inc()
             return "unlogged"
-        state = self.entities.get(entity_id)
-        x = model_features(features, state["values"] if state else {})
         model = self.models.champion()
-        if model is not None:
-            x, _ = model.admit(x)  # the names the model saw
+        if x is None:
+            state = self.entities.get(entity_id)
+            x = model_features(features, state["values"] if state else {})
+            if model is not None:
+                x, _ = model.admit(x)  # the names the model would have seen
         proba = answer["probabilities"]
         if proba and answer["cached"] and model is not None:
             proba = _classes_restored(proba, model)
@@ -205,7 +215,8 @@ class Predictor:
         }
         return self.served_log.log(event_id, record)
 
-    async def _predict(self, entity_id: str, features: dict[str, Any]) -> dict[str, Any]:
+    async def _predict(self, entity_id: str, features: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The answer, and the features the model predicted from (None when it did not)."""
         state = self.entities.get(entity_id)
         feature_version = state["version"] if state else None
         freshness = {
@@ -226,7 +237,7 @@ class Predictor:
                 "fallback": {"reason": "model_not_loaded", "source": "default"},
                 "rollout": None,
                 **freshness,
-            }
+            }, None
         challenger = self.models.canary(entity_id)
         canary = challenger is not None
         model = challenger if challenger is not None else champion
@@ -244,9 +255,10 @@ class Predictor:
                     "fallback": None,
                     "rollout": "canary" if canary else None,
                     **freshness,
-                }
+                }, None
 
-        x = model_features(features, state["values"] if state else {})
+        # Left out once here: the model's own predict then finds nothing new to leave out.
+        x, _ = model.admit(model_features(features, state["values"] if state else {}))
         answer, fallback = self._primary_or_fallback(model, x)
         if key is not None and fallback is None:
             assert self.cache is not None  # a key is only made for a cache
@@ -258,7 +270,7 @@ class Predictor:
             "fallback": fallback,
             "rollout": "canary" if canary else None,
             **freshness,
-        }
+        }, x
 
     def _primary_or_fallback(
         self, model: OnlineModel, x: dict[str, Any]
