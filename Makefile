@@ -11,13 +11,18 @@ help:
 	@echo "make up      start the local Kafka broker and Redis;  make down  stop what we started"
 	@echo "make bench-throughput / bench-latency   run the benchmarks"
 
-setup: $(VENV)/.installed infra/kafka/lib/.complete
+PROTO := engine/oip/grpc_predict_v2
+setup: $(VENV)/.installed infra/kafka/lib/.complete $(PROTO)_pb2.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON_BIN) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e ".[test]"
 	touch $@
+
+# The Open Inference Protocol's gRPC messages, generated from our .proto (not committed).
+$(PROTO)_pb2.py: $(PROTO).proto $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. $(PROTO).proto
 
 infra/kafka/lib/.complete: infra/kafka/pom.xml
 	rm -rf infra/kafka/lib
@@ -60,7 +65,7 @@ bench-latency: setup up
 	$(PY) -m benchmarks.latency
 
 clean: down
-	rm -rf .state $(VENV) infra/kafka/lib
+	rm -rf .state $(VENV) infra/kafka/lib $(PROTO)_pb2.py $(PROTO)_pb2.pyi
 
 tools:
 	infra/tools.sh

@@ -49,6 +49,7 @@ from engine.contract import (
     read_query,
 )
 from engine.learning import new_command
+from engine.oip import rest as oip_rest
 from engine.openapi import Operation, Reply, document
 from engine.runtime import Runtime
 from engine.serving import dumps_json
@@ -443,5 +444,8 @@ def create_api(start_runtime: Callable[[], Awaitable[Runtime]]) -> Any:
         finally:
             await runtime.stop()
 
-    app = Starlette(routes=ROUTES, exception_handlers={RequestError: request_error}, lifespan=lifespan)
+    # The Open Inference Protocol's routes have their own specification: not in /openapi.json.
+    app = Starlette(
+        routes=[*ROUTES, *oip_rest.ROUTES], exception_handlers={RequestError: request_error}, lifespan=lifespan
+    )
     return RequestMetrics(app)

@@ -36,6 +36,7 @@ def unique_env(**overrides: Any) -> dict[str, str]:
         "EVENTS_TOPIC": f"events-{tag}",
         "LABELS_TOPIC": f"labels-{tag}",
         "API_PORT": "0",
+        "GRPC_PORT": "0",  # gRPC is asked for by the tests that use it: engines in one run must not share a port
         "LOG_LEVEL": "warning",
     }
     env.update({key: str(value) for key, value in overrides.items()})

@@ -75,6 +75,7 @@ class Runtime:
     snapshots: SnapshotStore
     producer: AIOKafkaProducer | None = None
     starting: list[asyncio.Task] | None = None
+    grpc: Any = None  # the Open Inference Protocol's gRPC server (grpc.aio.Server), when serving it
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -130,6 +131,8 @@ class Runtime:
         )
 
     async def stop(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(1.0)
         if self.predictor.served_log is not None:
             await self.predictor.served_log.stop()
         for task in self.starting or ():

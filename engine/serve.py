@@ -34,6 +34,17 @@ class DeadlineServer(uvicorn.Server):
         super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
 
+async def start_runtime(settings: Settings) -> Runtime:
+    """This process's runtime, serving the Open Inference Protocol over gRPC as well
+    (on the same event loop) unless GRPC_PORT is 0."""
+    runtime = await Runtime.start(settings)
+    if settings.grpc_port:
+        from engine.oip.grpc_server import start_grpc
+
+        runtime.grpc = await start_grpc(runtime, settings.api_host, settings.grpc_port)
+    return runtime
+
+
 def run_serve(settings: Settings) -> None:
     import asyncio
     import logging
@@ -47,7 +58,7 @@ def run_serve(settings: Settings) -> None:
     install_log_rate_limit()
     if not os.environ.get("RTML_LISTEN_FD"):  # under `engine run` the supervisor made them
         asyncio.run(ensure_topics(settings))
-    app = create_api(lambda: Runtime.start(settings))
+    app = create_api(lambda: start_runtime(settings))
     config = uvicorn.Config(
         app,
         log_level=settings.log_level.lower() if settings.log_level.lower() != "info" else "warning",

@@ -30,6 +30,7 @@ class Settings:
     )
     api_host: str = _env("API_HOST", "127.0.0.1", "address the HTTP API binds")
     api_port: int = _env("API_PORT", 8000, "port of the HTTP API")
+    grpc_port: int = _env("GRPC_PORT", 8001, "port of the Open Inference Protocol over gRPC; 0 = off")
     app_id: str = _env("APP_ID", "rtml", "Faust app id: consumer group and changelog topic prefix")
     events_topic: str = _env("EVENTS_TOPIC", "events", "topic of events (key = entity id)")
     labels_topic: str = _env("LABELS_TOPIC", "labels", "topic of delayed labels")

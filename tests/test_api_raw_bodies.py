@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from engine.api import ROUTES, create_api
+from engine.oip import rest as oip_rest
 from engine.runtime import Runtime
 from engine.serving import FixedModel
 from engine.settings import Settings
@@ -20,7 +21,11 @@ from models.online import OnlineModel
 
 TOKEN = "s3cret"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-BODY_ROUTES = [(route.path.replace("{name}", "logreg"), method) for route in ROUTES for method in route.methods or ()]
+BODY_ROUTES = [
+    (route.path.replace("{name}", "logreg"), method)
+    for route in [*ROUTES, *oip_rest.ROUTES]
+    for method in route.methods or ()
+]
 
 # Bytes that are not UTF-8, in the places a user's bug or an attacker would put them.
 NOT_UTF8 = [

@@ -1,0 +1,194 @@
+"""The Open Inference Protocol over HTTP (KServe v2 REST), on the API's port.
+
+JSON tensors and the binary tensor data extension (tritonclient's default): a body whose
+JSON header is `Inference-Header-Content-Length` bytes long, followed by the inputs'
+binary data in the order of the inputs that declare `binary_data_size`. Outputs are
+binary when the request asks (`binary_data` on an output, or `binary_data_output`).
+Errors are the protocol's `{"error": "..."}` with 400 or 404; bad input never gets a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from engine.oip import inference
+from engine.oip.tensors import ProtocolError, Tensor, decode_binary, decode_json, encode_binary, json_data
+from engine.runtime import Runtime
+
+HEADER_LENGTH = "inference-header-content-length"
+MAX_INFER_BYTES = 64 << 20  # a few hundred thousand rows of a few features
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def _error(exc: ProtocolError) -> Response:
+    return _json({"error": exc.message}, exc.status)
+
+
+async def server_metadata(request: Request) -> Response:
+    return _json(inference.server_metadata())
+
+
+async def live(request: Request) -> Response:
+    return Response(status_code=200)
+
+
+async def ready(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    # The protocol's answer is the status: 200 for true, a 4xx for false.
+    return Response(status_code=200 if all(runtime.checks().values()) else 400)
+
+
+async def model_metadata(request: Request) -> Response:
+    try:
+        model = inference.serving_model(request.state.runtime, request.path_params["name"])
+    except ProtocolError as exc:
+        return _error(exc)
+    return _json(inference.metadata(model))
+
+
+async def model_ready(request: Request) -> Response:
+    try:
+        ready = inference.model_ready(request.state.runtime, request.path_params["name"])
+    except ProtocolError as exc:
+        return _error(exc)
+    return Response(status_code=200 if ready else 400)
+
+
+async def model_config(request: Request) -> Response:
+    try:
+        model = inference.serving_model(request.state.runtime, request.path_params["name"])
+    except ProtocolError as exc:
+        return _error(exc)
+    return _json(inference.config(model))
+
+
+async def infer(request: Request) -> Response:
+    runtime: Runtime = request.state.runtime
+    try:
+        body = await request.body()
+        if len(body) > MAX_INFER_BYTES:
+            raise ProtocolError(400, f"body larger than {MAX_INFER_BYTES} bytes")
+        header, binary = _split(body, request.headers.get(HEADER_LENGTH))
+        tensors = _inputs(header, binary)
+        outputs = header.get("outputs")
+        if outputs is not None and not (isinstance(outputs, list) and all(isinstance(o, dict) for o in outputs)):
+            raise ProtocolError(400, "outputs must be a list of objects")
+        requested = None if outputs is None else [str(o.get("name")) for o in outputs]
+        result = await inference.infer(runtime, request.path_params["name"], tensors, requested)
+    except ProtocolError as exc:
+        return _error(exc)
+    return _answer(header, result)
+
+
+def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    if header_length is None:
+        json_part, binary = body, b""
+    else:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise ProtocolError(400, f"Inference-Header-Content-Length {header_length!r} does not fit the body")
+        json_part, binary = body[: int(header_length)], body[int(header_length) :]
+    try:
+        header = orjson.loads(json_part)
+    except orjson.JSONDecodeError as exc:
+        header = _json_with_nan(json_part, exc)
+    if not isinstance(header, dict):
+        raise ProtocolError(400, "the request must be a JSON object")
+    return header, binary
+
+
+def _json_with_nan(raw: bytes, error: Exception) -> Any:
+    """Python's reading, which takes NaN: clients built on Python's json (tritonclient) write
+    a missing value of a float tensor as NaN, which JSON proper does not have."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ProtocolError(400, f"the request is not valid JSON: {error}") from None
+
+
+def _inputs(header: dict[str, Any], binary: bytes) -> list[Tensor]:
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ProtocolError(400, "inputs must be a non-empty list")
+    tensors, offset = [], 0
+    for i, spec in enumerate(inputs):
+        if not isinstance(spec, dict):
+            raise ProtocolError(400, f"inputs[{i}] must be an object")
+        name, datatype, shape = spec.get("name"), spec.get("datatype"), spec.get("shape")
+        if not isinstance(name, str) or not isinstance(datatype, str):
+            raise ProtocolError(400, f"inputs[{i}] needs a name and a datatype")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise ProtocolError(400, f"input {name!r} needs a shape, a list of integers")
+        size = _parameters(spec).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise ProtocolError(400, f"input {name!r}: binary_data_size {size!r} runs past the binary data")
+            tensors.append(decode_binary(name, datatype, shape, binary[offset : offset + size]))
+            offset += size
+        elif "data" in spec:
+            tensors.append(decode_json(name, datatype, shape, spec["data"]))
+        else:
+            raise ProtocolError(400, f"input {name!r} has neither data nor binary_data_size")
+    return tensors
+
+
+def _parameters(spec: dict[str, Any]) -> dict[str, Any]:
+    parameters = spec.get("parameters")
+    return parameters if isinstance(parameters, dict) else {}
+
+
+def _answer(header: dict[str, Any], result: inference.Inference) -> Response:
+    binary_all = bool(_parameters(header).get("binary_data_output", False))
+    wanted = {
+        str(o.get("name")): bool(_parameters(o).get("binary_data", binary_all)) for o in header.get("outputs") or []
+    }
+    outputs, blobs = [], []
+    for output in result.outputs:
+        tensor: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": output.shape}
+        if wanted.get(output.name, binary_all):
+            blob = encode_binary(output.datatype, output.values)
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = json_data(output.datatype, output.values)
+        outputs.append(tensor)
+    body: dict[str, Any] = {
+        "model_name": result.model_name,
+        "model_version": result.model_version,
+        "parameters": result.parameters,
+        "outputs": outputs,
+    }
+    if isinstance(header.get("id"), str):
+        body["id"] = header["id"]
+    encoded = orjson.dumps(body)
+    if not blobs:
+        return Response(encoded, media_type="application/json")
+    return Response(
+        b"".join([encoded, *blobs]),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(encoded))},
+    )
+
+
+ROUTES = [
+    Route("/v2", server_metadata, methods=["GET"]),
+    Route("/v2/health/live", live, methods=["GET"]),
+    Route("/v2/health/ready", ready, methods=["GET"]),
+    Route("/v2/models/{name}", model_metadata, methods=["GET"]),
+    Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
+    Route("/v2/models/{name}/config", model_config, methods=["GET"]),
+    Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+]

@@ -1,0 +1,153 @@
+"""Tensors of the Open Inference Protocol: decoding inputs and encoding outputs, in JSON
+and in the binary layout shared by the REST binary-data extension and gRPC's raw contents
+(little-endian, row-major; BYTES elements each prefixed with their length in 4 bytes)."""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.errors import EngineError
+
+NUMPY_TYPES: dict[str, Any] = {
+    "BOOL": np.bool_,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+DATATYPES = (*NUMPY_TYPES, "BYTES")
+
+
+class ProtocolError(EngineError):
+    """A request the protocol refuses: 400 (INVALID_ARGUMENT) or 404 (NOT_FOUND)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Tensor:
+    name: str
+    datatype: str
+    shape: list[int]
+    values: list[Any] = field(default_factory=list)  # flattened, row-major: Python values
+
+    @property
+    def rows(self) -> int:
+        """N of a [N] or [N, 1] tensor: one value per row."""
+        if len(self.shape) == 1 or (len(self.shape) == 2 and self.shape[1] == 1):
+            return self.shape[0]
+        raise ProtocolError(400, f"input {self.name!r} has shape {self.shape}: expected [N] or [N, 1]")
+
+
+def element_count(name: str, shape: list[int]) -> int:
+    if any(d < 0 for d in shape):
+        raise ProtocolError(400, f"input {name!r} has a negative dimension in its shape {shape}")
+    return math.prod(shape)
+
+
+def check_datatype(name: str, datatype: str) -> None:
+    if datatype not in DATATYPES:
+        raise ProtocolError(400, f"input {name!r} has datatype {datatype!r}: expected one of {', '.join(DATATYPES)}")
+
+
+def decode_binary(name: str, datatype: str, shape: list[int], raw: bytes) -> Tensor:
+    """A tensor from its binary form."""
+    check_datatype(name, datatype)
+    count = element_count(name, shape)
+    if datatype == "BYTES":
+        values = _split_bytes(name, raw)
+    else:
+        dtype = np.dtype(NUMPY_TYPES[datatype]).newbyteorder("<")
+        if len(raw) != count * dtype.itemsize:
+            raise ProtocolError(
+                400, f"input {name!r}: {len(raw)} bytes of data for {count} elements of {datatype} ({shape})"
+            )
+        values = np.frombuffer(raw, dtype=dtype).tolist()
+    if len(values) != count:
+        raise ProtocolError(400, f"input {name!r}: {len(values)} elements for shape {shape}")
+    return Tensor(name, datatype, shape, values)
+
+
+def _split_bytes(name: str, raw: bytes) -> list[bytes]:
+    values, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise ProtocolError(400, f"input {name!r}: BYTES data ends inside an element's length")
+        (size,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + size > len(raw):
+            raise ProtocolError(400, f"input {name!r}: BYTES element of {size} bytes runs past the data")
+        values.append(raw[offset : offset + size])
+        offset += size
+    return values
+
+
+def decode_json(name: str, datatype: str, shape: list[int], data: Any) -> Tensor:
+    """A tensor from the JSON `data` of a REST request: nested as its shape, or flat."""
+    check_datatype(name, datatype)
+    count = element_count(name, shape)
+    values = _flatten(data) if isinstance(data, list) else [data]
+    if len(values) != count:
+        raise ProtocolError(400, f"input {name!r}: {len(values)} elements of data for shape {shape}")
+    for value in values:
+        _check_json_value(name, datatype, value)
+    if datatype == "BYTES":
+        values = [v.encode() if isinstance(v, str) else v for v in values]
+    return Tensor(name, datatype, shape, values)
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def _check_json_value(name: str, datatype: str, value: Any) -> None:
+    if datatype == "BYTES":
+        ok = isinstance(value, str)
+    elif datatype == "BOOL":
+        ok = isinstance(value, bool)
+    elif datatype.startswith(("INT", "UINT")):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:  # JSON has no NaN: a missing value in a float input is null
+        ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not ok:
+        raise ProtocolError(400, f"input {name!r}: {value!r} is not a {datatype} value")
+
+
+def encode_binary(datatype: str, values: list[Any]) -> bytes:
+    if datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(v)) + v for v in values)
+    return np.asarray(values, dtype=np.dtype(NUMPY_TYPES[datatype]).newbyteorder("<")).tobytes()
+
+
+def json_data(datatype: str, values: list[Any]) -> list[Any]:
+    """Output values as REST JSON `data` (flat, row-major). BYTES as text; NaN as null."""
+    if datatype == "BYTES":
+        return [v.decode("utf-8", "replace") for v in values]
+    if datatype.startswith("FP"):
+        return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+    return values
