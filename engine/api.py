@@ -445,7 +445,8 @@ def create_api(start_runtime: Callable[[], Awaitable[Runtime]]) -> Any:
             await runtime.stop()
 
     # The Open Inference Protocol's routes have their own specification: not in /openapi.json.
+    # First, so that an inference request is matched without trying every other route.
     app = Starlette(
-        routes=[*ROUTES, *oip_rest.ROUTES], exception_handlers={RequestError: request_error}, lifespan=lifespan
+        routes=[*oip_rest.ROUTES, *ROUTES], exception_handlers={RequestError: request_error}, lifespan=lifespan
     )
     return RequestMetrics(app)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tools the latency benchmark needs: vegeta (open-loop HTTP load, from the Go module proxy)
+# Tools the latency benchmarks need: vegeta (open-loop HTTP load) and ghz (gRPC load), from the Go module proxy,
 # in .state/bin, and chantilly (River's deployment tool) in its own virtualenv, since it
 # pins an older Flask stack than ours.
 set -euo pipefail
@@ -9,6 +9,10 @@ mkdir -p "$bin"
 if [[ ! -x "$bin/vegeta" ]]; then
   echo "[bench-tools] building vegeta"
   GOBIN="$bin" go install github.com/tsenart/vegeta/v12@v12.13.0
+fi
+if [[ ! -x "$bin/ghz" ]]; then
+  echo "[bench-tools] building ghz (gRPC load generator)"
+  GOBIN="$bin" go install github.com/bojand/ghz/cmd/ghz@v0.120.0
 fi
 venv="$root/.state/chantilly-venv"
 if [[ ! -x "$venv/bin/chantilly" ]]; then

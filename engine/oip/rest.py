@@ -130,7 +130,7 @@ def _inputs(header: dict[str, Any], binary: bytes) -> list[Tensor]:
         name, datatype, shape = spec.get("name"), spec.get("datatype"), spec.get("shape")
         if not isinstance(name, str) or not isinstance(datatype, str):
             raise ProtocolError(400, f"inputs[{i}] needs a name and a datatype")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        if type(shape) is not list or not all(type(d) is int for d in shape):
             raise ProtocolError(400, f"input {name!r} needs a shape, a list of integers")
         size = _parameters(spec).get("binary_data_size")
         if size is not None:
