@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from engine import fast_predict, metrics
+from engine.admin_commands import new_command
 from engine.auth import ADMIN_AUTH, ADMIN_SCOPE, check_bearer
 from engine.contract import (
     MAX_BATCH_ROWS,
@@ -48,7 +49,6 @@ from engine.contract import (
     predict_input,
     read_query,
 )
-from engine.learning import new_command
 from engine.oip import rest as oip_rest
 from engine.openapi import Operation, Reply, document
 from engine.runtime import Runtime
@@ -137,7 +137,6 @@ async def list_models(request: Request) -> Response:
     registry = runtime.registry_record()
     serving = None
     if live is not None:
-        info = published.info if published is not None else {}
         serving = {
             "name": live.name,
             "version": live.version,
@@ -152,7 +151,7 @@ async def list_models(request: Request) -> Response:
             "published_at": published.published_at if published else None,
             "model_age_seconds": runtime.predictor.models.age_seconds(),
             "predictions_awaiting_label": runtime.pending_predictions(),
-            "prediction_model_lag": info.get("prediction_model_lag"),
+            "prediction_model_lag": published.info.prediction_model_lag if published is not None else None,
             "features": {
                 "names": len(live.feature_names),
                 "limit": live.max_features,
@@ -164,7 +163,7 @@ async def list_models(request: Request) -> Response:
             "serving": serving,
             "versions": registry.get("versions", []),
             "serving_version": registry.get("serving"),
-            "rollout": published.info.get("rollout") if published is not None else None,
+            "rollout": published.info.rollout if published is not None else None,
             "applied": registry.get("applied", []),
             "snapshots": runtime.snapshots.listing(),
             "available": [
@@ -196,11 +195,16 @@ async def run_command(request: Request, action: str, **args: Any) -> Response:
             },
             status_code=202,
         )
-    body = {k: v for k, v in result.items() if k not in ("ok", "status", "id")}
-    if not result["ok"]:
-        return error_response(result["status"], body.get("error", "refused"))
+    if result.get("outcome") != "done":
+        status = REFUSAL_STATUS.get(result.get("refusal", ""), 409)
+        return error_response(status, result.get("error", "refused"))
+    body = {k: v for k, v in result.items() if k not in ("outcome", "id")}
     # The learner has published the outcome; this process may still be reading it.
     return JSONResponse({"id": command["id"], **body})
+
+
+# The learner's refusals of an admin command, as HTTP says them.
+REFUSAL_STATUS = {"not_found": 404, "conflict": 409, "invalid": 422, "unavailable": 503}
 
 
 async def promote(request: Request) -> Response:

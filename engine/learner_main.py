@@ -11,13 +11,11 @@ import asyncio
 import logging
 import signal
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine.dead_letter_sink import DeadLetterSink, refused_letter
-from engine.learning import LearningService
+from engine.learning import LearningService, learn_records
 from engine.settings import Settings
-from models.examples import Example
 from streams.features import FeatureRegistry
 from streams.model_topic import MAX_MODEL_BYTES
 
@@ -53,15 +51,10 @@ async def learn_forever(settings: Settings, features: FeatureRegistry, stopping:
             if not batch:
                 continue
             async with service.lock:
-                raw: dict[int, bytes] = {}
-                for record in batch:
-                    example = Example.from_record(orjson.loads(record.value))
-                    raw[id(example)] = record.value
-                    service.learner.learn(example)
-                outcome = service.learner.end_batch()
+                outcome, values = learn_records(service.learner, batch)
                 if outcome.refused:
                     await asyncio.gather(*await sink.send([refused_letter(r) for r in outcome.refused]))
-                await service.batch_done(outcome, batch[-1].offset + 1, [raw[id(e)] for e in outcome.learned])
+                await service.batch_done(outcome, batch[-1].offset + 1, values)
     finally:
         await consumer.stop()
         await service.stop()

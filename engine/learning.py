@@ -15,8 +15,7 @@ import asyncio
 import logging
 import pickle
 import time
-import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import river
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine import metrics
+from engine.admin_commands import APPLIED_KEPT, ControlFollower, apply
+from engine.publisher import ModelPublisher
 from engine.settings import Settings
 from models.errors import EngineError
 from models.examples import INLINE, Example
@@ -33,25 +34,13 @@ from models.learner import BatchOutcome, Learner
 from models.offload import OFFLOAD_ABOVE_SECONDS, Child
 from models.online import OnlineModel
 from models.registry import ModelRegistry, RegistryError
-from models.rollout import Rollout
 from models.snapshots import Snapshot, SnapshotStore
 from models.training_log import TrainingLog
 from streams.features import FeatureRegistry
-from streams.model_topic import (
-    CHALLENGER,
-    CHAMPION,
-    HEARTBEAT,
-    REGISTRY,
-    ModelVersion,
-    encode_version,
-    heartbeat_value,
-    publish,
-)
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
-APPLIED_KEPT = 50
 
 
 @dataclass
@@ -80,19 +69,43 @@ class SnapshotRefused(EngineError):
     pass
 
 
-def check_snapshot(snapshot: Snapshot, settings: Settings, features: FeatureRegistry) -> None:
-    """Raises SnapshotRefused with the reason when this engine must not resume from it."""
-    meta = snapshot.meta
-    expected = {
+def snapshot_identity(settings: Settings, features: FeatureRegistry) -> dict[str, Any]:
+    """What a snapshot must have been taken by for this engine to resume from it."""
+    return {
         "app_id": settings.app_id,
         "examples_topic": settings.examples_topic,
         "model_name": settings.model_name,
         "river_version": river.__version__,
         "feature_definitions": [vars(d) for d in features.definitions],
     }
-    for key, value in expected.items():
+
+
+def check_snapshot(snapshot: Snapshot, settings: Settings, features: FeatureRegistry) -> None:
+    """Raises SnapshotRefused with the reason when this engine must not resume from it."""
+    meta = snapshot.meta
+    for key, value in snapshot_identity(settings, features).items():
         if meta.get(key) != value:
             raise SnapshotRefused(f"its {key} is {meta.get(key)!r}, this engine's is {value!r}")
+
+
+def learn_records(learner: Learner, records: Sequence[Any]) -> tuple[BatchOutcome, list[bytes]]:
+    """Learns examples-topic records in their order and ends the batch: the outcome, and the
+    bytes of each example learned as the examples topic holds it (encoded again when healing
+    made its prediction again). The one loop of the embedded learner's replay and of
+    `engine learn`."""
+    read: dict[tuple[str, int, int], tuple[Example, bytes]] = {}
+    for record in records:
+        example = Example.from_record(orjson.loads(record.value))
+        read[example.source] = (example, record.value)
+        learner.learn(example)
+    outcome = learner.end_batch()
+    values = []
+    for example in outcome.learned:
+        original, value = read.get(example.source, (None, b""))
+        values.append(
+            value if original is example else orjson.dumps(example.to_record(), option=orjson.OPT_SERIALIZE_NUMPY)
+        )
+    return outcome, values
 
 
 class LearningService:
@@ -107,16 +120,13 @@ class LearningService:
         self.registry = ModelRegistry(settings.registry_path)
         self.training_log = TrainingLog(settings.training_log_path)
         self.lock = asyncio.Lock()  # batches, commands and timers take turns
-        self.producer: AIOKafkaProducer | None = None
-        self.revision = 0
-        self.applied: list[dict[str, Any]] = []
+        self.publisher: ModelPublisher | None = None  # from start(), with the producer
+        self.applied: list[dict[str, Any]] = []  # the latest admin commands' outcomes, by id
         self._snapshot_cadence = Cadence(settings.snapshot_every_labels, settings.snapshot_every_seconds)
         self._publish_cadence = Cadence(settings.model_publish_every_labels, settings.model_publish_every_seconds)
         self._tasks: list[asyncio.Task] = []
-        self._lags: list[int] = []  # since the last publication
         self._snapshotting: asyncio.Future | None = None
         self._publishing: asyncio.Future | None = None
-        self._control: AIOKafkaConsumer | None = None
 
     # -- start ----------------------------------------------------------------------------
 
@@ -152,7 +162,7 @@ class LearningService:
         return service
 
     async def start(self, producer: AIOKafkaProducer, *, follow_control: bool = True) -> None:
-        self.producer = producer
+        self.publisher = ModelPublisher(producer, self.settings.models_topic)
         started = time.perf_counter()
         replayed = await self.replay()
         if replayed:
@@ -166,7 +176,7 @@ class LearningService:
         await self.publish_all()
         self._tasks.append(asyncio.create_task(self._tick_forever()))
         if follow_control:
-            self._tasks.append(asyncio.create_task(self._follow_control()))
+            self._tasks.append(asyncio.create_task(ControlFollower(self.settings, self.run_command).follow()))
 
     async def replay(self) -> int:
         """Learns the examples on the examples topic from the snapshot's offset to its end."""
@@ -194,18 +204,14 @@ class LearningService:
                 return 0
             consumer.seek(tp, self.examples_offset)
             while self.examples_offset < end:
-                batch = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
-                raw: dict[int, bytes] = {}
-                for record in batch:
-                    if record.offset >= end:
-                        break
-                    example = Example.from_record(orjson.loads(record.value))
-                    raw[id(example)] = record.value
-                    learned += self.learner.learn(example)
-                    self.examples_offset = record.offset + 1
-                outcome = self.learner.end_batch()
-                for example in outcome.learned:
-                    self.training_log.append(example.ts, raw[id(example)])
+                batch = [r for r in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []) if r.offset < end]
+                if not batch:
+                    continue
+                outcome, values = learn_records(self.learner, batch)
+                learned += len(outcome.learned)
+                self.examples_offset = batch[-1].offset + 1
+                for example, value in zip(outcome.learned, values):
+                    self.training_log.append(example.ts, value)
         finally:
             await consumer.stop()
         return learned
@@ -223,8 +229,8 @@ class LearningService:
             metrics.LABELS_LEARNED.labels("inline").inc(inline)
         if len(outcome.learned) > inline:
             metrics.LABELS_LEARNED.labels("labels_topic").inc(len(outcome.learned) - inline)
-        if outcome.model_lags:
-            self._lags.extend(outcome.model_lags)
+        if outcome.model_lags and self.publisher is not None:
+            self.publisher.lags.extend(outcome.model_lags)
             metrics.MODEL_VERSION_LAG.observe(sum(outcome.model_lags) / len(outcome.model_lags))
         await self._decide_rollout()
         await self._maybe_publish_and_snapshot()
@@ -247,10 +253,8 @@ class LearningService:
             try:
                 async with self.lock:
                     await self._maybe_publish_and_snapshot()
-                    if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
-                        await publish(
-                            self.producer, self.settings.models_topic, HEARTBEAT, heartbeat_value(self.revision)
-                        )
+                    if self.publisher is not None and time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                        await self.publisher.heartbeat()
                         last_beat = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - policy: a failed publication or snapshot is retried next tick
                 metrics.LEARNER_ERRORS.labels(type(exc).__name__).inc()
@@ -271,14 +275,11 @@ class LearningService:
             return
         model = self.learner.model
         meta = {
-            "app_id": self.settings.app_id,
-            "examples_topic": self.settings.examples_topic,
+            **snapshot_identity(self.settings, self.features),
+            "model_name": model.name,  # the model promoted, which may differ from MODEL's
             "examples_offset": self.examples_offset,
-            "model_name": model.name,
             "model_version": model.version,
             "samples_learned": model.samples_learned,
-            "feature_definitions": [vars(d) for d in self.features.definitions],
-            "river_version": river.__version__,
             "created_at": time.time(),
             "metrics": model.metric_values(),
         }
@@ -312,59 +313,13 @@ class LearningService:
         self._snapshot_cadence.retry()
 
     async def publish_all(self) -> None:
-        """Publishes the champion, the challenger (or its absence) and the registry. The model
-        is encoded as it is now; a large one in a forked child, while the stream goes on."""
-        assert self.producer is not None
+        """Publishes the verified model (see ModelPublisher.publish)."""
+        assert self.publisher is not None
         if not self.learner.verified():
             log.error("not publishing: the model stays unhealthy after healing")
             return
-        self.revision += 1
-        model = self.learner.model
-        rollout = self.learner.rollout
-        lags, self._lags = self._lags, []
-        info = {
-            "name": model.name,
-            "task": model.task.value,
-            "metrics": model.metric_values(),
-            "concept_drifts": model.drifts_detected,
-            "rollout": rollout.status() if rollout else None,
-            "prediction_model_lag": {
-                "mean_samples": sum(lags) / len(lags),
-                "max_samples": max(lags),
-                "examples": len(lags),
-            }
-            if lags
-            else None,
-        }
-        versions = [ModelVersion(model, model.version, self.revision, model.samples_learned, time.time(), info)]
-        if rollout is not None:
-            challenger = rollout.challenger
-            challenger_info = {"name": challenger.name, "mode": rollout.mode, "share": rollout.share}
-            versions.append(
-                ModelVersion(
-                    challenger,
-                    challenger.version,
-                    self.revision,
-                    challenger.samples_learned,
-                    time.time(),
-                    challenger_info,
-                )
-            )
-        self._publish_cadence.done(model.samples_learned)
-        publish_model_gauges(model)
-        if self.learner.pickle_seconds > OFFLOAD_ABOVE_SECONDS:
-            encoded = pickle.loads(await Child(lambda: pickle.dumps([encode_version(v) for v in versions])).result())
-        else:
-            encoded = [encode_version(v) for v in versions]
-        topic = self.settings.models_topic
-        await publish(self.producer, topic, CHAMPION, encoded[0])
-        await publish(self.producer, topic, CHALLENGER, encoded[1] if len(encoded) > 1 else None)
-        await self.publish_registry()
-
-    async def publish_registry(self) -> None:
-        assert self.producer is not None
-        record = {"versions": self.registry.versions(), "serving": self.registry.serving, "applied": self.applied}
-        await publish(self.producer, self.settings.models_topic, REGISTRY, orjson.dumps(record, default=str))
+        self._publish_cadence.done(self.learner.model.samples_learned)
+        await self.publisher.publish(self.learner, self.registry, self.applied)
 
     # -- rollouts and admin commands ------------------------------------------------------
 
@@ -394,92 +349,16 @@ class LearningService:
         await self.publish_all()
         self.snapshot()
 
-    def apply(self, command: dict[str, Any]) -> dict[str, Any]:
-        """Carries out one admin command; returns {"ok", "status", ...} for the caller."""
-        action, name = command.get("action"), command.get("model")
-        model = self.learner.model
-        if name != model.name:
-            return {"ok": False, "status": 404, "error": f"the serving model is {model.name!r}, not {name!r}"}
-        try:
-            if action == "promote":
-                self.learner.replace_model(self.registry.promote(int(command["version"]), model))
-            elif action == "rollback":
-                self.learner.replace_model(self.registry.rollback(model))
-            elif action == "rollout":
-                challenger = self.registry.load(int(command["version"]))
-                if challenger.task is not model.task:
-                    return {
-                        "ok": False,
-                        "status": 422,
-                        "error": f"version {command['version']} is a {challenger.task.value} model",
-                    }
-                self.learner.rollout = Rollout(
-                    challenger,
-                    mode=command["mode"],
-                    share=command["share"],
-                    min_labels=command["min_labels"],
-                    margin=command["margin"],
-                )
-                return {"ok": True, "status": 200, "rollout": self.learner.rollout.status()}
-            elif action == "rollout_stop":
-                rollout = self.learner.rollout
-                if rollout is None:
-                    return {"ok": False, "status": 409, "error": "no rollout is running"}
-                self.learner.rollout = None
-                self.registry.annotate(rollout.challenger.version, rollout_result="stopped", rollout=rollout.status())
-                return {"ok": True, "status": 200, "stopped": rollout.status()}
-            else:
-                return {"ok": False, "status": 422, "error": f"unknown action {action!r}"}
-        except RegistryError as exc:
-            return {"ok": False, "status": 409, "error": str(exc)}
-        except OSError as exc:  # the registry could not be written: nothing changed, try again
-            metrics.LEARNER_ERRORS.labels("registry_" + type(exc).__name__).inc()
-            return {"ok": False, "status": 503, "error": f"the model registry could not be written: {exc}"}
-        except (ValueError, KeyError, TypeError) as exc:
-            return {"ok": False, "status": 422, "error": str(exc)}
-        served = self.learner.model
-        return {
-            "ok": True,
-            "status": 200,
-            "serving": {"name": served.name, "version": served.version, "samples_learned": served.samples_learned},
-        }
-
-    async def _follow_control(self) -> None:
-        """Commands from every serving process, applied one at a time, between batches.
-        A command's result is published in the registry record under its id."""
-        consumer = AIOKafkaConsumer(
-            self.settings.control_topic,
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=f"{self.settings.app_id}-control",
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-        )
-        self._control = consumer
-        await consumer.start()
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=1000)
-                for records in batch.values():
-                    for record in records:
-                        await self._run_command(record.value)
-                if batch:
-                    await consumer.commit()
-        finally:
-            await consumer.stop()
-
-    async def _run_command(self, raw: bytes) -> None:
-        try:
-            command = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            log.warning("ignoring an unreadable control command: %r", raw[:200])
+    async def run_command(self, command: dict[str, Any]) -> None:
+        """Carries out an admin command between batches, once (a redelivery after a restart
+        is known by its id), and publishes its outcome with the model it leaves serving."""
+        if any(applied.get("id") == command.get("id") for applied in self.applied):
             return
-        if any(done.get("id") == command.get("id") for done in self.applied):
-            return  # redelivered after a restart: already carried out
         async with self.lock:
-            result = self.apply(command)
+            result = apply(command, self.learner, self.registry)
             self.applied = [*self.applied[-(APPLIED_KEPT - 1) :], {"id": command.get("id"), **result}]
             await self.publish_all()
-            if result["ok"]:
+            if result["outcome"] == "done":
                 self.snapshot()
         log.warning("admin command %s: %s", command, result)
 
@@ -498,33 +377,8 @@ class LearningService:
                 self.snapshot()
             if self._snapshotting is not None:
                 await asyncio.gather(self._snapshotting, return_exceptions=True)
-            if self.producer is not None and self.learner.model.samples_learned != self._publish_cadence.samples:
+            if self.publisher is not None and self.learner.model.samples_learned != self._publish_cadence.samples:
                 try:
                     await asyncio.wait_for(self.publish_all(), 5.0)
                 except Exception as exc:  # noqa: BLE001 - stopping; the snapshot already holds everything
                     log.warning("last publication failed: %r", exc)
-
-
-def new_command(action: str, model: str, **args: Any) -> dict[str, Any]:
-    return {"id": uuid.uuid4().hex, "action": action, "model": model, **args}
-
-
-_info_labels: list[tuple[str, str, str]] = []
-
-
-def publish_model_gauges(model: OnlineModel) -> None:
-    for name, value in model.metric_values().items():
-        metrics.MODEL_METRIC.labels(model.name, name).set(value)
-    if model.served_samples:
-        for name, value in model.served_metric_values().items():
-            metrics.SERVED_METRIC.labels(model.name, name).set(value)
-    metrics.MODEL_SAMPLES.labels(model.name).set(model.samples_learned)
-    metrics.MODEL_DRIFTS.labels(model.name).set(model.drifts_detected)
-    metrics.MODELS_PUBLISHED.inc()
-    # Series cannot be removed across processes: the one a model replaced goes to 0.
-    labels = (model.name, str(model.version), model.task.value)
-    for old in _info_labels:
-        if old != labels:
-            metrics.MODEL_INFO.labels(*old).set(0)
-    metrics.MODEL_INFO.labels(*labels).set(1)
-    _info_labels[:] = [labels]

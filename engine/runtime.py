@@ -172,7 +172,7 @@ class Runtime:
         """Sends an admin command to the learner and waits for its result to come back on the
         models topic; None when it has not come within COMMAND_WAIT_SECONDS."""
         if self.producer is None or self.models is None:
-            return {"ok": False, "status": 503, "error": "no learner reachable from this process"}
+            return {"outcome": "refused", "refusal": "unavailable", "error": "no learner reachable from this process"}
         await self.producer.send_and_wait(self.settings.control_topic, orjson.dumps(command))
         deadline = time.monotonic() + COMMAND_WAIT_SECONDS
         while True:

@@ -24,7 +24,7 @@ from engine import metrics
 from engine.cache import PredictionCache, cache_key
 from engine.prediction_log import ServedPredictionLog
 from models.online import OnlineModel, Prediction
-from models.rollout import entity_share
+from models.rollout import canary_answers
 from streams.features import model_features
 from streams.model_topic import ModelReplica
 
@@ -66,9 +66,9 @@ class PublishedModels:
 
     def canary(self, entity_id: str) -> OnlineModel | None:
         challenger = self.replica.challenger
-        if challenger is None or challenger.info.get("mode") != "canary":
+        if challenger is None or not canary_answers(challenger.info.mode, challenger.info.share, entity_id):
             return None
-        return challenger.model if entity_share(entity_id) < challenger.info.get("share", 0.0) else None
+        return challenger.model
 
     def age_seconds(self) -> float | None:
         confirmed = self.replica.confirmed_at

@@ -25,6 +25,12 @@ def entity_share(entity_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def canary_answers(mode: str | None, share: float, entity_id: str) -> bool:
+    """Whether a rollout's challenger answers this entity: a canary, for the entities whose
+    hash falls below its share (the same entities in every process)."""
+    return mode == "canary" and entity_share(entity_id) < share
+
+
 @dataclass
 class Rollout:
     challenger: OnlineModel
@@ -47,7 +53,7 @@ class Rollout:
         self.challenger_scores = metrics_for(self.challenger.task)
 
     def answers(self, entity_id: str) -> bool:
-        return self.mode == "canary" and entity_share(entity_id) < self.share
+        return canary_answers(self.mode, self.share, entity_id)
 
     def predict(self, x: dict[str, Any]) -> Prediction | None:
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -37,13 +37,34 @@ DECODE_IN_THREAD_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
+class VersionInfo:
+    """What a published version says of itself, beyond the model: a champion its metrics,
+    drifts, running rollout and how far behind the learner the predictions it scored were;
+    a challenger its rollout's mode and share."""
+
+    name: str = ""
+    task: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    concept_drifts: int = 0
+    rollout: dict[str, Any] | None = None
+    prediction_model_lag: dict[str, float] | None = None
+    mode: str | None = None  # a challenger's: shadow or canary
+    share: float = 0.0  # a canary's share of the entities
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> VersionInfo:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+
+@dataclass(frozen=True)
 class ModelVersion:
     model: OnlineModel
     version: int  # the registry's version number
     revision: int  # how many times the learner has published; grows with every publication
     samples_learned: int
     published_at: float
-    info: dict[str, Any] = field(default_factory=dict)
+    info: VersionInfo = field(default_factory=VersionInfo)
 
 
 def encode_version(v: ModelVersion) -> bytes:
@@ -52,7 +73,7 @@ def encode_version(v: ModelVersion) -> bytes:
         "revision": v.revision,
         "samples_learned": v.samples_learned,
         "published_at": v.published_at,
-        "info": v.info,
+        "info": asdict(v.info),
     }
     return encode_snapshot(meta, {"model": v.model})
 
@@ -66,7 +87,7 @@ def decode_version(data: bytes) -> ModelVersion:
         meta["revision"],
         meta["samples_learned"],
         meta["published_at"],
-        meta.get("info", {}),
+        VersionInfo.from_record(meta.get("info", {})),
     )
 
 

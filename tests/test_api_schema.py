@@ -39,8 +39,13 @@ def _runtime() -> Runtime:
 
 RUNTIME = _runtime()
 ANSWERS = {
-    "answers": lambda command: {"id": command["id"], "ok": True, "status": 200, "serving": {"version": 1}},
-    "refuses": lambda command: {"id": command["id"], "ok": False, "status": 409, "error": "no model version 7"},
+    "answers": lambda command: {"id": command["id"], "outcome": "done", "serving": {"version": 1}},
+    "refuses": lambda command: {
+        "id": command["id"],
+        "outcome": "refused",
+        "refusal": "conflict",
+        "error": "no model version 7",
+    },
     "is silent": lambda command: None,  # the learner is down or busy: 202
 }
 

@@ -4,6 +4,7 @@ import pytest
 from river import datasets
 from starlette.testclient import TestClient
 
+from engine.admin_commands import apply
 from engine.api import create_api
 from engine.runtime import Runtime
 from engine.settings import Settings
@@ -54,23 +55,28 @@ def service(tmp_path):
     return service
 
 
+def run(service, command):
+    return apply(command, service.learner, service.registry)
+
+
 def test_promote_and_rollback_commands(service):
     body = ROWS[1100][0]
     before = service.learner.predict(body)
     candidate = service.registry.register(trained(ROWS[:1000]), "candidate", parent=1)
-    result = service.apply({"action": "promote", "model": "logreg", "version": candidate})
-    assert result["ok"] and result["serving"]["version"] == candidate
+    result = run(service, {"action": "promote", "model": "logreg", "version": candidate})
+    assert result["outcome"] == "done" and result["serving"]["version"] == candidate
     assert service.learner.model.version == candidate and service.learner.predict(body) != before
     assert service.registry.serving == candidate
-    assert service.apply({"action": "rollback", "model": "logreg"})["ok"]
+    assert run(service, {"action": "rollback", "model": "logreg"})["outcome"] == "done"
     assert service.learner.model.version == 1 and service.learner.predict(body) == before
-    assert service.apply({"action": "promote", "model": "logreg", "version": 99})["status"] == 409
-    assert service.apply({"action": "rollback", "model": "arf"})["status"] == 404
+    assert run(service, {"action": "promote", "model": "logreg", "version": 99})["refusal"] == "conflict"
+    assert run(service, {"action": "rollback", "model": "arf"})["refusal"] == "not_found"
 
 
 def test_rollout_commands(service):
     candidate = service.registry.register(trained(ROWS[:500], "hoeffding"), "candidate", parent=1)
-    started = service.apply(
+    started = run(
+        service,
         {
             "action": "rollout",
             "model": "logreg",
@@ -79,12 +85,12 @@ def test_rollout_commands(service):
             "share": 0.1,
             "min_labels": 10,
             "margin": 0.0,
-        }
+        },
     )
-    assert started["ok"] and service.learner.rollout.mode == "canary"
-    assert service.apply({"action": "rollout_stop", "model": "logreg"})["ok"]
+    assert started["outcome"] == "done" and service.learner.rollout.mode == "canary"
+    assert run(service, {"action": "rollout_stop", "model": "logreg"})["outcome"] == "done"
     assert service.learner.rollout is None
-    assert service.apply({"action": "rollout_stop", "model": "logreg"})["status"] == 409
+    assert run(service, {"action": "rollout_stop", "model": "logreg"})["refusal"] == "conflict"
 
 
 class RecordedCommands:
@@ -123,11 +129,13 @@ def test_admin_routes_need_the_token(client):
 
 
 def test_admin_routes_hand_commands_to_the_learner_and_relay_its_answer(client):
-    client.runtime.command = RecordedCommands({"ok": True, "status": 200, "serving": {"version": 2}})
+    client.runtime.command = RecordedCommands({"outcome": "done", "serving": {"version": 2}})
     promoted = client.post("/models/logreg/promote", json={"version": 2}, headers=AUTH)
     assert promoted.status_code == 200 and promoted.json()["serving"] == {"version": 2}
     assert client.runtime.command.sent[0]["action"] == "promote" and client.runtime.command.sent[0]["version"] == 2
-    client.runtime.command = RecordedCommands({"ok": False, "status": 409, "error": "no model version 99"})
+    client.runtime.command = RecordedCommands(
+        {"outcome": "refused", "refusal": "conflict", "error": "no model version 99"}
+    )
     refused = client.post("/models/logreg/promote", json={"version": 99}, headers=AUTH)
     assert refused.status_code == 409 and refused.json()["error"] == "no model version 99"
 
@@ -140,7 +148,7 @@ def test_a_command_the_learner_has_not_answered_yet_is_accepted_with_its_id(clie
 
 
 def test_admin_requests_are_checked_before_they_reach_the_learner(client):
-    client.runtime.command = RecordedCommands({"ok": True, "status": 200})
+    client.runtime.command = RecordedCommands({"outcome": "done"})
     assert client.post("/models/logreg/promote", json={"version": "1"}, headers=AUTH).status_code == 422
     assert client.post("/models/arf/rollback", headers=AUTH).status_code == 404
     bad_share = {"version": 2, "mode": "canary", "share": 1.5}
@@ -156,7 +164,7 @@ def test_admin_refusals_are_json_with_the_statuses_users_know(client):
         assert client.post("/models/logreg/rollback", headers={"Authorization": malformed}).status_code == 401
     wrong = client.post("/models/logreg/rollout/stop", headers={"Authorization": "Bearer s3cret2"})
     assert wrong.status_code == 403 and wrong.json() == {"error": "wrong admin token"}
-    client.runtime.command = RecordedCommands({"ok": True, "status": 200})
+    client.runtime.command = RecordedCommands({"outcome": "done"})
     assert client.post("/models/logreg/rollback", headers={"Authorization": "bearer s3cret"}).status_code == 200
 
 
@@ -165,7 +173,7 @@ def test_admin_routes_are_off_without_a_token(tmp_path):
 
     settings = Settings.from_env({"REDIS_URL": "", "ADMIN_TOKEN": "", "STATE_DIR": str(tmp_path)})
     runtime = Runtime.in_process(settings, FixedModel(trained(ROWS[:50])), {})
-    runtime.command = RecordedCommands({"ok": True, "status": 200})
+    runtime.command = RecordedCommands({"outcome": "done"})
 
     async def start():
         return runtime
@@ -190,7 +198,7 @@ def test_refused_admin_requests_are_counted_under_their_route_template(client):
 
 
 def test_rollout_defaults_come_from_the_settings(client):
-    client.runtime.command = RecordedCommands({"ok": True, "status": 200, "rollout": {}})
+    client.runtime.command = RecordedCommands({"outcome": "done", "rollout": {}})
     assert client.post("/models/logreg/rollout", json={"version": 2}, headers=AUTH).status_code == 200
     (sent,) = client.runtime.command.sent
     settings = client.runtime.settings
@@ -215,7 +223,7 @@ def test_rollout_defaults_come_from_the_settings(client):
     ],
 )
 def test_admin_bodies_get_422_naming_the_field(client, path, body, field):
-    client.runtime.command = RecordedCommands({"ok": True, "status": 200})
+    client.runtime.command = RecordedCommands({"outcome": "done"})
     response = client.post(f"/models/logreg/{path}", json=body, headers=AUTH)
     assert response.status_code == 422 and response.json()["field"] == field
     assert client.runtime.command.sent == []
@@ -234,7 +242,8 @@ def test_a_snapshot_that_cannot_be_written_is_counted_and_tried_again(service, m
 
 async def test_a_rollout_decision_waits_for_the_registry_to_record_it(service, monkeypatch):
     candidate = service.registry.register(trained(ROWS[:1000]), "candidate", parent=1)
-    service.apply(
+    run(
+        service,
         {
             "action": "rollout",
             "model": "logreg",
@@ -243,7 +252,7 @@ async def test_a_rollout_decision_waits_for_the_registry_to_record_it(service, m
             "share": 0.0,
             "min_labels": 1,
             "margin": -1.0,
-        }
+        },
     )
     rollout = service.learner.rollout
     for x, y in ROWS[1000:1005]:
@@ -268,21 +277,21 @@ async def test_a_rollout_decision_waits_for_the_registry_to_record_it(service, m
     await service._decide_rollout()
     assert service.learner.rollout is rollout and service.learner.model.version == 1  # nothing half done
     monkeypatch.undo()
-    service.producer = None  # no broker here: publishing is another test's business
+    # No broker here: publishing is another test's business.
     monkeypatch.setattr(service, "publish_all", _nothing)
     await service._decide_rollout()
     assert service.learner.rollout is None and service.learner.model.version == candidate
 
 
-def test_an_admin_command_the_registry_cannot_record_is_a_503(service, monkeypatch):
+def test_an_admin_command_the_registry_cannot_record_is_refused_as_unavailable(service, monkeypatch):
     candidate = service.registry.register(trained(ROWS[:300]), "candidate", parent=1)
 
     def unwritable(*args, **kwargs):
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(service.registry, "promote", unwritable)
-    result = service.apply({"action": "promote", "model": "logreg", "version": candidate})
-    assert result["status"] == 503 and service.learner.model.version == 1
+    result = run(service, {"action": "promote", "model": "logreg", "version": candidate})
+    assert result["refusal"] == "unavailable" and service.learner.model.version == 1
 
 
 async def _nothing():

@@ -1,0 +1,99 @@
+"""Model versions to the models topic (champion, challenger, registry, heartbeat), and the
+model gauges that go with each publication."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from engine import metrics
+from models.learner import Learner
+from models.offload import OFFLOAD_ABOVE_SECONDS, Child
+from models.online import OnlineModel
+from models.registry import ModelRegistry
+from streams.model_topic import (
+    CHALLENGER,
+    CHAMPION,
+    HEARTBEAT,
+    REGISTRY,
+    ModelVersion,
+    VersionInfo,
+    encode_version,
+    heartbeat_value,
+    publish,
+)
+
+
+class ModelPublisher:
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.revision = 0
+        self.lags: list[int] = []  # of the predictions scored since the last publication
+        # Series cannot be removed across processes: the info series a model replaced goes to 0.
+        self._info_labels: tuple[str, str, str] | None = None
+
+    async def publish(self, learner: Learner, registry: ModelRegistry, applied: list[dict[str, Any]]) -> None:
+        """The champion, the challenger (or its absence) and the registry, as they are now; a
+        large model is encoded in a forked child while the stream goes on."""
+        self.revision += 1
+        model = learner.model
+        rollout = learner.rollout
+        lags, self.lags = self.lags, []
+        lag = {"mean_samples": sum(lags) / len(lags), "max_samples": max(lags), "examples": len(lags)} if lags else None
+        info = VersionInfo(
+            name=model.name,
+            task=model.task.value,
+            metrics=model.metric_values(),
+            concept_drifts=model.drifts_detected,
+            rollout=rollout.status() if rollout else None,
+            prediction_model_lag=lag,
+        )
+        versions = [ModelVersion(model, model.version, self.revision, model.samples_learned, time.time(), info)]
+        if rollout is not None:
+            challenger = rollout.challenger
+            challenger_info = VersionInfo(name=challenger.name, mode=rollout.mode, share=rollout.share)
+            versions.append(
+                ModelVersion(
+                    challenger,
+                    challenger.version,
+                    self.revision,
+                    challenger.samples_learned,
+                    time.time(),
+                    challenger_info,
+                )
+            )
+        self.record_gauges(model)
+        if learner.pickle_seconds > OFFLOAD_ABOVE_SECONDS:
+            encoded = pickle.loads(await Child(lambda: pickle.dumps([encode_version(v) for v in versions])).result())
+        else:
+            encoded = [encode_version(v) for v in versions]
+        await publish(self.producer, self.topic, CHAMPION, encoded[0])
+        await publish(self.producer, self.topic, CHALLENGER, encoded[1] if len(encoded) > 1 else None)
+        await self.publish_registry(registry, applied)
+
+    async def publish_registry(self, registry: ModelRegistry, applied: list[dict[str, Any]]) -> None:
+        record = {"versions": registry.versions(), "serving": registry.serving, "applied": applied}
+        await publish(self.producer, self.topic, REGISTRY, orjson.dumps(record, default=str))
+
+    async def heartbeat(self) -> None:
+        await publish(self.producer, self.topic, HEARTBEAT, heartbeat_value(self.revision))
+
+    def record_gauges(self, model: OnlineModel) -> None:
+        for name, value in model.metric_values().items():
+            metrics.MODEL_METRIC.labels(model.name, name).set(value)
+        if model.served_samples:
+            for name, value in model.served_metric_values().items():
+                metrics.SERVED_METRIC.labels(model.name, name).set(value)
+        metrics.MODEL_SAMPLES.labels(model.name).set(model.samples_learned)
+        metrics.MODEL_DRIFTS.labels(model.name).set(model.drifts_detected)
+        metrics.MODELS_PUBLISHED.inc()
+        labels = (model.name, str(model.version), model.task.value)
+        if self._info_labels is not None and self._info_labels != labels:
+            metrics.MODEL_INFO.labels(*self._info_labels).set(0)
+        metrics.MODEL_INFO.labels(*labels).set(1)
+        self._info_labels = labels
