@@ -15,13 +15,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine.dead_letter_sink import DeadLetterSink, refused_letter
 from engine.learning import LearningService, learn_records
+from engine.process import arm_stop_deadline, configure_logging
 from engine.settings import Settings
 from streams.features import FeatureRegistry
 from streams.model_topic import MAX_MODEL_BYTES
 
 log = logging.getLogger(__name__)
-
-STOP_DEADLINE_SECONDS = 9.0
 
 
 async def learn_forever(settings: Settings, features: FeatureRegistry, stopping: asyncio.Event) -> None:
@@ -64,23 +63,15 @@ async def learn_forever(settings: Settings, features: FeatureRegistry, stopping:
 def run_learner(settings: Settings, features: FeatureRegistry) -> None:
     import uvloop
 
-    from engine.logs import install_log_rate_limit
-
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
-    )
-    install_log_rate_limit()
+    configure_logging(settings.log_level)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     stopping = asyncio.Event()
 
     def stop() -> None:
         stopping.set()
-        loop.call_later(STOP_DEADLINE_SECONDS, loop.stop)
+        arm_stop_deadline()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    try:
-        loop.run_until_complete(learn_forever(settings, features, stopping))
-    except RuntimeError as exc:  # the deadline stopped the loop
-        log.warning("stopped at the deadline: %r", exc)
+    loop.run_until_complete(learn_forever(settings, features, stopping))

@@ -8,29 +8,24 @@ feature table's changelog, models from the models topic.
 
 from __future__ import annotations
 
-import gc
 import os
 import socket
-import threading
 
 import uvicorn
 
 from engine.api import create_api
+from engine.process import arm_stop_deadline, configure_logging, freeze_heap
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.sockets import shared_socket
 
-STOP_DEADLINE_SECONDS = 9.0
-
 
 class DeadlineServer(uvicorn.Server):
-    """uvicorn's server, but a signal to stop ends the process within a deadline in any
-    state (its Kafka clients can wait long on a broker that is down)."""
+    """uvicorn's server, but a signal to stop ends the process within the stop deadline in
+    any state (its Kafka clients can wait long on a broker that is down)."""
 
     def handle_exit(self, sig: int, frame: object) -> None:
-        timer = threading.Timer(STOP_DEADLINE_SECONDS, os._exit, (0,))
-        timer.daemon = True
-        timer.start()
+        arm_stop_deadline()
         super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
 
@@ -47,15 +42,10 @@ async def start_runtime(settings: Settings) -> Runtime:
 
 def run_serve(settings: Settings) -> None:
     import asyncio
-    import logging
 
-    from engine.logs import install_log_rate_limit
     from engine.topics import ensure_topics
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
-    )
-    install_log_rate_limit()
+    configure_logging(settings.log_level)
     if not os.environ.get("RTML_LISTEN_FD"):  # under `engine run` the supervisor made them
         asyncio.run(ensure_topics(settings))
     app = create_api(lambda: start_runtime(settings))
@@ -69,11 +59,7 @@ def run_serve(settings: Settings) -> None:
         timeout_graceful_shutdown=5,
     )
     server = DeadlineServer(config)
-    # Everything imported and built so far (River, NumPy, SciPy: over 100,000 objects)
-    # lives as long as the process: out of the collector's way. Full collections over it
-    # paused every serving process for 100-250 ms (the p99 of an idle /predict).
-    gc.collect()
-    gc.freeze()
+    freeze_heap()
     inherited = os.environ.get("RTML_LISTEN_FD")
     if inherited:
         sock = socket.socket(fileno=int(inherited))

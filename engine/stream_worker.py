@@ -17,11 +17,8 @@ a prediction already joined or waiting is not replaced: replays change nothing.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -38,6 +35,7 @@ from mode.types.signals import SignalHandlerT
 from engine import metrics
 from engine.dead_letter_sink import DeadLetterSink, refused_letter
 from engine.learning import LearningService
+from engine.process import arm_stop_deadline, freeze_heap
 from engine.settings import Settings
 from models.drift import DriftMonitor
 from models.examples import Example
@@ -58,7 +56,6 @@ log = logging.getLogger(__name__)
 
 EXPIRY_SECONDS = 10.0
 GAUGE_SECONDS = 1.0
-STOP_DEADLINE_SECONDS = 9.0
 
 
 def contract_for(settings: Settings, features: FeatureRegistry) -> Contract:
@@ -479,28 +476,16 @@ class WorkerService(Service):
 
 
 class DeadlineWorker(faust.Worker):
-    """Faust's worker, but SIGTERM or SIGINT end the process within a deadline in any state
-    (a broker outage can leave Faust's shutdown waiting for minutes); what must survive is
-    on Kafka or in the last snapshot before it."""
-
-    def _arm_deadline(self) -> None:
-        timer = threading.Timer(STOP_DEADLINE_SECONDS, _exit_now)
-        timer.daemon = True
-        timer.start()
+    """Faust's worker, but SIGTERM or SIGINT end the process within the stop deadline in any
+    state (a broker outage can leave Faust's shutdown waiting for minutes)."""
 
     def _on_sigterm(self) -> None:
-        self._arm_deadline()
+        arm_stop_deadline()
         super()._on_sigterm()
 
     def _on_sigint(self) -> None:
-        self._arm_deadline()
+        arm_stop_deadline()
         super()._on_sigint()
-
-
-def _exit_now() -> None:
-    logging.getLogger(__name__).warning("stopping took longer than %.0f s: exiting now", STOP_DEADLINE_SECONDS)
-    logging.shutdown()
-    os._exit(0)
 
 
 def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learner: bool) -> None:
@@ -516,10 +501,7 @@ def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learne
     service = LearningService.restore(settings, features) if embedded_learner else None
     worker = StreamWorker(settings, features, service)
     loop.run_until_complete(worker.start())
-    # Everything built so far (modules, Faust, the model) lives as long as the process: out of
-    # the collector's way. Full collections over it took a tenth of ingestion time.
-    gc.collect()
-    gc.freeze()
+    freeze_heap()
     faust_worker = DeadlineWorker(
         worker.app, WorkerService(worker, loop=loop), loop=loop, loglevel=settings.log_level.upper()
     )

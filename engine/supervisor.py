@@ -21,12 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.process import SUPERVISOR_DEADLINE_SECONDS, configure_logging
 from engine.settings import Settings
 from engine.sockets import shared_socket
 
 log = logging.getLogger(__name__)
 
-STOP_DEADLINE_SECONDS = 9.5
 RESTART_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0)
 PR_SET_PDEATHSIG = 1
 
@@ -51,7 +51,7 @@ def _worker_child() -> None:
 
 
 @dataclass
-class Child:
+class ChildProcess:
     name: str
     args: list[str]
     process: subprocess.Popen | None = None
@@ -74,7 +74,7 @@ class Child:
 @dataclass
 class Supervisor:
     settings: Settings
-    children: list[Child] = field(default_factory=list)
+    children: list[ChildProcess] = field(default_factory=list)
     stopping: bool = False
     metrics_dir: str = ""
 
@@ -91,8 +91,9 @@ class Supervisor:
         env["RTML_LISTEN_FD"] = str(listener.fileno())
         port_file = self.settings.state_path / "api.port"
         port_file.write_text(f"{port}\n")
-        self.children = [Child("worker", ["worker", "--embedded-learner"], preexec=_worker_child)] + [
-            Child(f"serve-{i}", ["serve"], pass_fds=(listener.fileno(),)) for i in range(self.settings.serve_processes)
+        self.children = [ChildProcess("worker", ["worker", "--embedded-learner"], preexec=_worker_child)] + [
+            ChildProcess(f"serve-{i}", ["serve"], pass_fds=(listener.fileno(),))
+            for i in range(self.settings.serve_processes)
         ]
         for child in self.children:
             child.start(env, pid_dir)
@@ -155,7 +156,7 @@ class Supervisor:
         running = [c.process for c in self.children if c.process is not None and c.process.poll() is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_DEADLINE_SECONDS
+        deadline = time.monotonic() + SUPERVISOR_DEADLINE_SECONDS
         for process in running:
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))
@@ -172,5 +173,5 @@ class Supervisor:
 
 
 def run_all(settings: Settings) -> int:
-    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [supervisor] %(message)s")
+    configure_logging(settings.log_level, "[%(asctime)s] [supervisor] %(message)s")
     return Supervisor(settings).run()
