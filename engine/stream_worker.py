@@ -20,7 +20,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import faust
@@ -37,18 +37,17 @@ from engine.dead_letter_sink import DeadLetterSink, refused_letter
 from engine.learning import LearningService
 from engine.process import arm_stop_deadline, freeze_heap
 from engine.settings import Settings
+from engine.worker_modes import EmbeddedLearner, LearnerApart, WorkerMode
 from models.drift import DriftMonitor
 from models.examples import Example
 from models.factory import get_spec
 from models.guard import Refusal
-from models.learner import BatchOutcome, ModelError
-from models.online import Prediction
 from streams.batch_consumer import BatchApp, BatchConsumer, Record
 from streams.changelog import TableWriter, send_records
 from streams.events import DeadLetter, EventOutcome, EventProcessor
 from streams.features import FeatureRegistry
 from streams.join import Join, JoinOutcome
-from streams.model_topic import MAX_MODEL_BYTES, ModelReplica
+from streams.model_topic import MAX_MODEL_BYTES
 from streams.offline_store import OfflineFeatureLog
 from streams.records import Contract
 
@@ -70,110 +69,14 @@ def contract_for(settings: Settings, features: FeatureRegistry) -> Contract:
     )
 
 
-class LearnerModels:
-    """Predictions from the live learner (embedded default): exact, the model of this instant."""
-
-    def __init__(self, service: LearningService) -> None:
-        self.learner = service.learner
-
-    @property
-    def version(self) -> int:
-        return self.learner.model.version
-
-    @property
-    def samples(self) -> int:
-        return self.learner.model.samples_learned
-
-    def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        return self.learner.model.admit(x)
-
-    def predict(self, x: dict[str, Any]) -> Prediction:
-        return self.learner.predict(x)
-
-    def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
-        rollout = self.learner.rollout
-        return rollout.predict(x) if rollout is not None else None
-
-
-class PublishedModels:
-    """Predictions from the latest model version the learner published (scale-out)."""
-
-    def __init__(self, replica: ModelReplica) -> None:
-        self.replica = replica
-
-    @property
-    def version(self) -> int:
-        champion = self.replica.champion
-        return champion.version if champion else 0
-
-    @property
-    def samples(self) -> int:
-        champion = self.replica.champion
-        return champion.samples_learned if champion else 0
-
-    def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        # The published copy's names: the learner admits the same names in the same order,
-        # and leaves out again whatever a copy admitted past its own limit.
-        champion = self.replica.champion
-        return (x, 0) if champion is None else champion.model.admit(x)
-
-    def predict(self, x: dict[str, Any]) -> Prediction:
-        champion = self.replica.champion
-        if champion is None:
-            raise ModelError("no model published yet")
-        try:
-            prediction = champion.model.predict(x)
-        except Exception as exc:
-            raise ModelError(f"predicting raised {type(exc).__name__}: {exc}") from exc
-        problem = prediction.non_finite()
-        if problem is not None:
-            raise ModelError(problem)
-        return prediction
-
-    def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
-        challenger = self.replica.challenger
-        if challenger is None:
-            return None
-        try:
-            prediction = challenger.model.predict(x)
-        except Exception:  # noqa: BLE001 - the learner counts a challenger's failures
-            return None
-        return prediction if prediction.non_finite() is None else None
-
-
-class ExampleCollector:
-    """Scale-out: labelled examples go to the examples topic for the learner process."""
-
-    def __init__(self) -> None:
-        self.examples: list[Example] = []
-
-    def __call__(self, example: Example) -> bool:
-        self.examples.append(example)
-        return True
-
-    def drain(self) -> BatchOutcome:
-        examples, self.examples = self.examples, []
-        return BatchOutcome(learned=examples)
-
-
 class StreamWorker:
-    def __init__(self, settings: Settings, features: FeatureRegistry, service: LearningService | None) -> None:
+    def __init__(self, settings: Settings, features: FeatureRegistry, mode: WorkerMode) -> None:
         self.settings = settings
         self.features = features
-        self.service = service  # the embedded learner, or None when `engine learn` runs apart
-        # Set exactly when there is no embedded learner.
-        self.replica: ModelReplica | None = None
-        self.collector: ExampleCollector | None = None
-        models: LearnerModels | PublishedModels
-        learn: Callable[[Example], bool]
-        if service is not None:
-            models, learn = LearnerModels(service), service.learner.learn
-        else:
-            self.replica = ModelReplica(settings.kafka_bootstrap, settings.models_topic)
-            self.collector = ExampleCollector()
-            models, learn = PublishedModels(self.replica), self.collector
+        self.mode = mode
         self.app = self._build_app()
-        self.producer: AIOKafkaProducer | None = None
+        self.producer: AIOKafkaProducer | None = None  # from start(), with the dead-letter sink
+        self.dead_letters: DeadLetterSink | None = None
         self.drift = DriftMonitor()
         self.offline_log = OfflineFeatureLog(settings.state_path / "offline-features")
         self._partitioner = DefaultPartitioner()
@@ -184,17 +87,17 @@ class StreamWorker:
             contract,
             features,
             self.rows,
-            models,
-            learn,
+            mode,
+            mode.learn,
             dedupe_window=settings.dedupe_window,
             drift=self.drift,
             on_row=self.offline_log.append,
-            fresh_predictions=service is not None,
+            fresh_predictions=mode.fresh_predictions,
         )
         self.join = Join(
             contract,
             self.pending,
-            learn,
+            mode.learn,
             pending_ttl_seconds=settings.pending_ttl_seconds,
             pending_max=settings.pending_max,
             early_label_grace_seconds=settings.early_label_grace_seconds,
@@ -260,40 +163,32 @@ class StreamWorker:
 
     async def _on_events(self, topic: str, partition: int, records: list[Record]) -> None:
         started = time.perf_counter()
-        async with self._turn():
+        async with self.mode.turn():
             outcome = self.events.process(partition, records)
             await self._flush(outcome.predictions, outcome.dead_letters, records)
         self._processed_offsets[(topic, partition)] = records[-1].offset + 1
         self._record_events(outcome, time.perf_counter() - started)
 
     async def _on_labels(self, topic: str, partition: int, records: list[Record]) -> None:
-        async with self._turn():
+        async with self.mode.turn():
             outcome = self.join.on_labels(partition, records)
             await self._flush([], outcome.dead_letters, records)
         self._processed_offsets[(topic, partition)] = records[-1].offset + 1
         self._record_join(outcome)
 
     async def _on_predictions(self, topic: str, partition: int, records: list[Record]) -> None:
-        async with self._turn():
+        async with self.mode.turn():
             outcome = self.join.on_predictions(partition, records)
             await self._flush([], outcome.dead_letters)
         self._processed_offsets[(topic, partition)] = records[-1].offset + 1
         self._record_join(outcome)
 
-    def _turn(self) -> Any:
-        # With the learner inside, its timers and admin commands run between batches.
-        return self.service.lock if self.service else _NO_LOCK
-
     async def _flush(
         self, predictions: list[tuple[str, dict]], dead_letters: list[DeadLetter], records: Sequence[Record] = ()
     ) -> None:
         """Sends a batch's output in the order that makes a replay harmless (see the module doc)."""
-        assert self.producer is not None
-        if self.service is not None:
-            learned = self.service.learner.end_batch()
-        else:
-            assert self.collector is not None
-            learned = self.collector.drain()
+        assert self.producer is not None and self.dead_letters is not None
+        learned = self.mode.end_batch()
         if learned.refused:
             dead_letters = sorted(
                 dead_letters + [_refused_in_batch(r, records) for r in learned.refused],
@@ -303,9 +198,7 @@ class StreamWorker:
         examples = [orjson.dumps(e.to_record(), option=orjson.OPT_SERIALIZE_NUMPY) for e in learned.learned]
         examples_end = await self._send_examples(learned.learned, examples)
         await self._wait(await self.rows.flush(self.producer) + await self.pending.flush(self.producer))
-        if self.service is not None:
-            offset = examples_end if examples_end is not None else self.service.examples_offset
-            await self.service.batch_done(learned, offset, examples)
+        await self.mode.batch_sent(learned, examples_end, examples)
 
     @staticmethod
     async def _wait(futures: list[asyncio.Future]) -> None:
@@ -366,7 +259,7 @@ class StreamWorker:
     async def _expire(self) -> None:
         if not self._tables_ready():
             return
-        async with self._turn():
+        async with self.mode.turn():
             expiry = self.join.expire()
             await self._flush([], expiry.dead_letters)
         metrics.PENDING_EXPIRED.labels("ttl").inc(expiry.predictions)
@@ -415,28 +308,14 @@ class StreamWorker:
         )
         await self.producer.start()
         self.dead_letters = DeadLetterSink(self.producer, self.settings)
-        if self.service is not None:
-            await self.service.start(self.producer)
-        else:
-            assert self.replica is not None
-            await self.replica.start()
-            if self.replica.champion is None:
-                log.warning(
-                    "waiting for the learner (python -m engine learn) to publish a model on %s",
-                    self.settings.models_topic,
-                )
-            await self.replica.wait_for_champion()
+        await self.mode.start(self.producer)
 
     async def stop(self) -> None:
         """Lets the batch in hand finish, then a last snapshot; Faust commits after this."""
         consumer = cast(BatchConsumer, self.app.consumer)  # BatchApp's transport builds it
         consumer.stop_flow()
         await consumer._batch_idle.wait()
-        if self.service is not None:
-            await self.service.stop()
-        else:
-            assert self.replica is not None
-            await self.replica.stop()
+        await self.mode.stop()
         await asyncio.to_thread(self.offline_log.write, self.offline_log.take())
         if self.producer is not None:
             await self.producer.stop()
@@ -451,17 +330,6 @@ def _refused_in_batch(refusal: Refusal, records: Sequence[Record]) -> DeadLetter
         if (record.topic, record.partition, record.offset) == (topic, partition, offset):
             return DeadLetter(record, letter.reason, letter.detail)
     return letter
-
-
-class _NoLock:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: Any) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 class WorkerService(Service):
@@ -498,8 +366,10 @@ def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learne
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
-    service = LearningService.restore(settings, features) if embedded_learner else None
-    worker = StreamWorker(settings, features, service)
+    mode: WorkerMode = (
+        EmbeddedLearner(LearningService.restore(settings, features)) if embedded_learner else LearnerApart(settings)
+    )
+    worker = StreamWorker(settings, features, mode)
     loop.run_until_complete(worker.start())
     freeze_heap()
     faust_worker = DeadlineWorker(

@@ -8,3 +8,8 @@ A leaf module (it imports nothing of ours) so that every layer can derive from i
 class EngineError(Exception):
     """Every error the engine raises on purpose derives from this, so one `except EngineError`
     catches them all; anything else that escapes is a bug (or a library's own error)."""
+
+
+class ModelError(EngineError):
+    """The model cannot answer for this input: predicting raised, or answered a NaN or an
+    infinite number (see models.online.checked_predict, the one rule for a usable answer)."""

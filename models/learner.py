@@ -30,15 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.errors import EngineError
+from models.errors import ModelError
 from models.examples import INLINE, Example
 from models.guard import Refusal, heal, health
-from models.online import Features, OnlineModel, Prediction
+from models.online import Features, OnlineModel, Prediction, checked_predict
 from models.rollout import Rollout
-
-
-class ModelError(EngineError):
-    """The model cannot answer for this input (it raised, or answered NaN or infinity)."""
 
 
 @dataclass
@@ -155,10 +151,9 @@ class Learner:
 
     def _predict(self, x: Features) -> tuple[str | None, Prediction]:
         try:
-            prediction = self.model.predict(x)
-        except Exception as exc:  # noqa: BLE001 - reported to the caller as a model error
-            return f"predicting raised {type(exc).__name__}: {exc}", Prediction(None)
-        return prediction.non_finite(), prediction
+            return None, checked_predict(self.model, x)
+        except ModelError as exc:
+            return str(exc), Prediction(None)
 
     def _unhealthy(self, inputs: int = 1) -> str | None:
         return health(self.model, [e.features for e in self._since_checkpoint[-inputs:]])

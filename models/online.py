@@ -9,6 +9,7 @@ None or {} is not scored, and the model learns from the features as they were th
 from __future__ import annotations
 
 import math
+import numbers
 import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from river import drift, dummy, metrics, stats
 
+from models.errors import ModelError
 from models.factory import Task, get_spec
 from models.fast_metrics import FastROCAUC
 
@@ -44,7 +46,8 @@ class Prediction:
     def non_finite(self) -> str | None:
         """Why this answer is unusable (NaN or infinite numbers), or None when it is fine."""
         value = self.value
-        if isinstance(value, float) and not math.isfinite(value):
+        # numbers.Real: River answers NumPy floats too, and not all of them derive from float.
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
             return f"prediction {value}"
         if self.proba:
             bad = {label: p for label, p in self.proba.items() if p is None or not math.isfinite(p)}
@@ -232,10 +235,30 @@ class OnlineModel:
         """Why the model is unusable on these inputs (an error or a non-finite answer), or None."""
         for x in inputs:
             try:
-                prediction = self.predict(x)
-            except Exception as exc:  # noqa: BLE001 - a model that raises on a known input is broken
-                return f"predicting raised {type(exc).__name__}: {exc}"
-            problem = prediction.non_finite()
-            if problem is not None:
-                return problem
+                checked_predict(self, x)
+            except ModelError as exc:
+                return str(exc)
         return None
+
+
+def checked_predict(model: OnlineModel, x: Features) -> Prediction:
+    """The model's answer for x; ModelError when predicting raised or answered a NaN or an
+    infinite number. The one rule for a usable answer, wherever a model answers."""
+    try:
+        prediction = model.predict(x)
+    except Exception as exc:
+        raise ModelError(f"predicting raised {type(exc).__name__}: {exc}") from exc
+    problem = prediction.non_finite()
+    if problem is not None:
+        raise ModelError(problem)
+    return prediction
+
+
+PRIMARY_METRIC = {Task.BINARY: "accuracy", Task.MULTICLASS: "accuracy", Task.REGRESSION: "mae"}
+LOWER_IS_BETTER = {"mae", "rmse", "log_loss", "cross_entropy"}
+
+
+def improvement(metric: str, candidate: float, incumbent: float) -> float:
+    """How much better `candidate` scores than `incumbent` on `metric` (negative: worse).
+    The one rule rollouts and retraining decide by."""
+    return incumbent - candidate if metric in LOWER_IS_BETTER else candidate - incumbent

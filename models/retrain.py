@@ -24,11 +24,15 @@ from typing import Any
 from tqdm import tqdm
 
 from models.errors import EngineError
-from models.factory import Task, get_spec
-from models.online import DEFAULT_MAX_FEATURES, OnlineModel, metrics_for, update_metrics
-
-PRIMARY_METRIC = {Task.BINARY: "accuracy", Task.MULTICLASS: "accuracy", Task.REGRESSION: "mae"}
-LOWER_IS_BETTER = {"mae", "rmse", "log_loss", "cross_entropy"}
+from models.factory import get_spec
+from models.online import (
+    DEFAULT_MAX_FEATURES,
+    PRIMARY_METRIC,
+    OnlineModel,
+    improvement,
+    metrics_for,
+    update_metrics,
+)
 
 
 class RetrainError(EngineError, ValueError):
@@ -84,8 +88,7 @@ def retrain(
     champion_metrics = _score_on_holdout(champion, holdout, progress)
     candidate_metrics = _score_on_holdout(candidate, holdout, progress)
     primary = PRIMARY_METRIC[get_spec(champion_name).task]
-    sign = -1 if primary in LOWER_IS_BETTER else 1
-    improvement = sign * (candidate_metrics[primary] - champion_metrics[primary])
+    gain = improvement(primary, candidate_metrics[primary], champion_metrics[primary])
     report = {
         "champion": champion_name,
         "candidate": candidate_name,
@@ -95,7 +98,7 @@ def retrain(
         "primary_metric": primary,
         "champion_metrics": champion_metrics,
         "candidate_metrics": candidate_metrics,
-        "improvement": improvement,
-        "candidate_is_better": improvement > 0,
+        "improvement": gain,
+        "candidate_is_better": gain > 0,
     }
     return RetrainResult(candidate, report)

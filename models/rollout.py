@@ -13,8 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.online import OnlineModel, Prediction, metrics_for, update_metrics
-from models.retrain import LOWER_IS_BETTER, PRIMARY_METRIC
+from models.online import PRIMARY_METRIC, OnlineModel, Prediction, improvement, metrics_for, update_metrics
 
 MODES = ("shadow", "canary")
 
@@ -85,8 +84,7 @@ class Rollout:
         if self.labels < self.min_labels:
             return None
         name = self.primary_metric
-        sign = -1 if name in LOWER_IS_BETTER else 1
-        gain = sign * (self.challenger_scores[name].get() - self.champion_scores[name].get())
+        gain = improvement(name, self.challenger_scores[name].get(), self.champion_scores[name].get())
         return "promote" if gain > self.margin else "rollback"
 
     def status(self) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from models.drift import DriftMonitor
+from models.errors import ModelError
 from models.examples import INLINE, Example
-from models.learner import ModelError
 from models.online import Prediction
 from streams.batch_consumer import Record
 from streams.dead_letters import DeadLetterReason, InvalidMessage

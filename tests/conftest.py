@@ -72,7 +72,10 @@ class Pipeline:
     in, the learner learning as the worker would make it."""
 
     def __init__(self, model_name: str = "logreg", definitions: list | None = None, **join_options: Any) -> None:
-        from engine.stream_worker import LearnerModels
+        import tempfile
+
+        from engine.learning import LearningService
+        from engine.worker_modes import EmbeddedLearner
         from models.learner import Learner
         from models.online import OnlineModel
         from streams.events import EventProcessor
@@ -83,12 +86,13 @@ class Pipeline:
         self.registry = FeatureRegistry(definitions or [])
         self.learner = Learner(OnlineModel(model_name))
         self.rows, self.pending = MemoryTable(), MemoryTable()
-        models = LearnerModels(type("Service", (), {"learner": self.learner})())
+        settings = Settings.from_env({"REDIS_URL": "", "STATE_DIR": tempfile.mkdtemp(prefix="pipeline-")})
+        mode = EmbeddedLearner(LearningService(settings, self.learner, self.registry))
         contract = Contract(ranges=self.registry.ranges, task=self.learner.model.task)
         self.events = EventProcessor(
-            contract, self.registry, self.rows, models, self.learner.learn, fresh_predictions=True
+            contract, self.registry, self.rows, mode, mode.learn, fresh_predictions=mode.fresh_predictions
         )
-        self.join = Join(contract, self.pending, self.learner.learn, **join_options)
+        self.join = Join(contract, self.pending, mode.learn, **join_options)
         self.offsets = {"events": 0, "labels": 0, "predictions": 0}
         self.dead_letters: list[Any] = []
 

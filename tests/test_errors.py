@@ -4,9 +4,8 @@ import pytest
 
 from engine.learning import SnapshotRefused
 from engine.settings import SettingsError
-from models.errors import EngineError
+from models.errors import EngineError, ModelError
 from models.factory import UnknownModelError
-from models.learner import ModelError
 from models.registry import RegistryError
 from models.retrain import RetrainError
 from models.snapshots import SnapshotError

@@ -5,8 +5,9 @@ import itertools
 import pytest
 from river import datasets
 
+from models.errors import ModelError
 from models.examples import Example
-from models.learner import Learner, ModelError
+from models.learner import Learner
 from models.online import OnlineModel
 from tests.helpers import progressive_metrics
 

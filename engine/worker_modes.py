@@ -1,0 +1,160 @@
+"""What a stream worker predicts with and hands its examples to: one interface, two modes.
+
+- `EmbeddedLearner` (the embedded default): the learner lives in the worker. It predicts
+  with the live model (exact against River's progressive_val_score), learns each example as
+  the batch goes, and after the batch's sends logs, snapshots and publishes.
+- `LearnerApart` (scale-out): `engine learn` runs elsewhere. The worker predicts with the
+  latest model version published on the models topic, and the batch's examples go to the
+  examples topic for the learner.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+
+from engine.learning import LearningService
+from engine.settings import Settings
+from models.errors import ModelError
+from models.examples import Example
+from models.learner import BatchOutcome
+from models.online import Prediction, checked_predict
+from streams.model_topic import ModelReplica
+
+log = logging.getLogger(__name__)
+
+
+class WorkerMode(Protocol):
+    """The learner's half of a stream worker (streams.events.ServingModels is its model)."""
+
+    fresh_predictions: bool  # the predictions are the learner's own, made again exactly on a heal
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def samples(self) -> int: ...
+    def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]: ...
+    def predict(self, x: dict[str, Any]) -> Prediction: ...  # raises ModelError
+    def predict_challenger(self, x: dict[str, Any]) -> Prediction | None: ...
+    def learn(self, example: Example) -> bool: ...
+    def turn(self) -> AbstractAsyncContextManager[Any]: ...
+    def end_batch(self) -> BatchOutcome: ...
+    async def batch_sent(self, outcome: BatchOutcome, examples_end: int | None, encoded: list[bytes]) -> None: ...
+    async def start(self, producer: AIOKafkaProducer) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class EmbeddedLearner:
+    """The learner inside the worker: predictions from the model of this instant."""
+
+    fresh_predictions = True
+
+    def __init__(self, service: LearningService) -> None:
+        self.service = service
+        self.learner = service.learner
+
+    @property
+    def version(self) -> int:
+        return self.learner.model.version
+
+    @property
+    def samples(self) -> int:
+        return self.learner.model.samples_learned
+
+    def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        return self.learner.model.admit(x)
+
+    def predict(self, x: dict[str, Any]) -> Prediction:
+        return self.learner.predict(x)
+
+    def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
+        rollout = self.learner.rollout
+        return rollout.predict(x) if rollout is not None else None
+
+    def learn(self, example: Example) -> bool:
+        return self.learner.learn(example)
+
+    def turn(self) -> AbstractAsyncContextManager[Any]:
+        # The learner's timers and admin commands run between batches.
+        return self.service.lock
+
+    def end_batch(self) -> BatchOutcome:
+        return self.learner.end_batch()
+
+    async def batch_sent(self, outcome: BatchOutcome, examples_end: int | None, encoded: list[bytes]) -> None:
+        offset = examples_end if examples_end is not None else self.service.examples_offset
+        await self.service.batch_done(outcome, offset, encoded)
+
+    async def start(self, producer: AIOKafkaProducer) -> None:
+        await self.service.start(producer)
+
+    async def stop(self) -> None:
+        await self.service.stop()
+
+
+class LearnerApart:
+    """`engine learn` runs apart: predictions from the latest published version."""
+
+    fresh_predictions = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.replica = ModelReplica(settings.kafka_bootstrap, settings.models_topic)
+        self._examples: list[Example] = []
+
+    @property
+    def version(self) -> int:
+        champion = self.replica.champion
+        return champion.version if champion else 0
+
+    @property
+    def samples(self) -> int:
+        champion = self.replica.champion
+        return champion.samples_learned if champion else 0
+
+    def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        # The published copy's names: the learner admits the same names in the same order,
+        # and leaves out again whatever a copy admitted past its own limit.
+        champion = self.replica.champion
+        return (x, 0) if champion is None else champion.model.admit(x)
+
+    def predict(self, x: dict[str, Any]) -> Prediction:
+        champion = self.replica.champion
+        if champion is None:
+            raise ModelError("no model published yet")
+        return checked_predict(champion.model, x)
+
+    def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
+        challenger = self.replica.challenger
+        if challenger is None:
+            return None
+        try:
+            return checked_predict(challenger.model, x)
+        except ModelError:  # the learner counts a challenger's failures
+            return None
+
+    def learn(self, example: Example) -> bool:
+        self._examples.append(example)
+        return True
+
+    def turn(self) -> AbstractAsyncContextManager[Any]:
+        return nullcontext()
+
+    def end_batch(self) -> BatchOutcome:
+        examples, self._examples = self._examples, []
+        return BatchOutcome(learned=examples)
+
+    async def batch_sent(self, outcome: BatchOutcome, examples_end: int | None, encoded: list[bytes]) -> None:
+        return None  # the learner takes them from the examples topic
+
+    async def start(self, producer: AIOKafkaProducer) -> None:
+        await self.replica.start()
+        if self.replica.champion is None:
+            log.warning("waiting for the learner (python -m engine learn) to publish a model on %s", self.replica.topic)
+        await self.replica.wait_for_champion()
+
+    async def stop(self) -> None:
+        await self.replica.stop()
