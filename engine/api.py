@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from msgspec import UNSET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
@@ -18,10 +16,9 @@ from starlette.authentication import requires
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
 
-from engine import fast_predict, metrics
-from engine.admin_commands import new_command
+from engine import admin_api, fast_predict
+from engine.asgi_layers import FastPaths, RequestMetrics
 from engine.auth import ADMIN_AUTH, ADMIN_SCOPE, check_bearer
 from engine.contract import (
     MAX_BATCH_ROWS,
@@ -37,7 +34,7 @@ from engine.contract import (
     ModelsListing,
     OfflineFeaturesQuery,
     PredictBatchRequest,
-    Prediction,
+    PredictionAnswer,
     PredictionBatch,
     PredictRequest,
     PromoteRequest,
@@ -45,21 +42,18 @@ from engine.contract import (
     RequestError,
     RolloutRequest,
     error_response,
-    labels_input,
-    predict_input,
     read_query,
 )
 from engine.oip import rest as oip_rest
 from engine.openapi import Operation, Reply, document
+from engine.request_rules import labels_input, predict_input
 from engine.runtime import Runtime
 from engine.serving import dumps_json
 from models.factory import MODELS, get_spec
 from streams.feature_store import FeatureStore
 
 PREDICT_BATCH_BODY = JsonBody(PredictBatchRequest)
-PROMOTE_BODY = JsonBody(PromoteRequest)
 LABELS_BODY = JsonBody(LabelsRequest)
-ROLLOUT_BODY = JsonBody(RolloutRequest)
 
 
 class JSONResponse(Response):
@@ -174,66 +168,6 @@ async def list_models(request: Request) -> Response:
     )
 
 
-async def run_command(request: Request, action: str, **args: Any) -> Response:
-    """Hands the command to the learner and answers with its result; 202 with how to follow
-    it when the learner has not answered in time (it is down, or busy)."""
-    runtime: Runtime = request.state.runtime
-    name = request.path_params["name"]
-    live = runtime.predictor.model
-    if live is None:
-        return error_response(503, "no model is loaded yet")
-    if name != live.name:
-        return error_response(404, f"the serving model is {live.name!r}, not {name!r}", "name")
-    command = new_command(action, name, **args)
-    result = await runtime.command(command)
-    if result is None:
-        return JSONResponse(
-            {
-                "accepted": command["id"],
-                "detail": "the learner has not answered yet; GET /models lists "
-                "each command it carried out under `applied`, by this id",
-            },
-            status_code=202,
-        )
-    if result.get("outcome") != "done":
-        status = REFUSAL_STATUS.get(result.get("refusal", ""), 409)
-        return error_response(status, result.get("error", "refused"))
-    body = {k: v for k, v in result.items() if k not in ("outcome", "id")}
-    # The learner has published the outcome; this process may still be reading it.
-    return JSONResponse({"id": command["id"], **body})
-
-
-# The learner's refusals of an admin command, as HTTP says them.
-REFUSAL_STATUS = {"not_found": 404, "conflict": 409, "invalid": 422, "unavailable": 503}
-
-
-async def promote(request: Request) -> Response:
-    body = await PROMOTE_BODY.read(request)
-    return await run_command(request, "promote", version=body.version)
-
-
-async def rollback(request: Request) -> Response:
-    return await run_command(request, "rollback")
-
-
-async def start_rollout(request: Request) -> Response:
-    settings = request.state.runtime.settings
-    body = await ROLLOUT_BODY.read(request)
-    return await run_command(
-        request,
-        "rollout",
-        version=body.version,
-        mode=body.mode,
-        share=body.share,
-        min_labels=settings.rollout_min_labels if body.min_labels is UNSET else body.min_labels,
-        margin=settings.rollout_margin if body.margin is UNSET else body.margin,
-    )
-
-
-async def stop_rollout(request: Request) -> Response:
-    return await run_command(request, "rollout_stop")
-
-
 async def openapi_document(request: Request) -> Response:
     return Response(OPENAPI_JSON, media_type="application/json")
 
@@ -245,41 +179,6 @@ async def prometheus_metrics(request: Request) -> Response:
         MultiProcessCollector(registry)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-class RequestMetrics:
-    """Pure ASGI middleware: request latency by route and status, in seconds."""
-
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        if fast_predict.is_predict(scope):
-            try:
-                await fast_predict.predict(scope, receive, send_with_status)
-            finally:
-                metrics.REQUEST_SECONDS_OF("/predict", str(status)).observe(time.perf_counter() - started)
-            return
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            # The route's template (/models/{name}/promote), never the raw path: clients must
-            # not be able to create unbounded series. The router records the route it matched.
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "other"
-            metrics.REQUEST_SECONDS_OF(template, str(status)).observe(time.perf_counter() - started)
 
 
 class ApiRoute(Route):
@@ -326,7 +225,7 @@ ROUTES = [
         "POST",
         Operation(
             "Score one entity now",
-            {200: Reply(Prediction, "the prediction")},
+            {200: Reply(PredictionAnswer, "the prediction")},
             body=PredictRequest,
         ),
     ),
@@ -375,7 +274,7 @@ ROUTES = [
     ),
     ApiRoute(
         "/models/{name}/promote",
-        promote,
+        admin_api.promote,
         "POST",
         _admin(
             "Serve a registered version (the outgoing model's state is kept for rollback)",
@@ -383,11 +282,14 @@ ROUTES = [
         ),
     ),
     ApiRoute(
-        "/models/{name}/rollback", rollback, "POST", _admin("Serve the version that served before the current one")
+        "/models/{name}/rollback",
+        admin_api.rollback,
+        "POST",
+        _admin("Serve the version that served before the current one"),
     ),
     ApiRoute(
         "/models/{name}/rollout",
-        start_rollout,
+        admin_api.start_rollout,
         "POST",
         _admin(
             "Start a shadow or canary rollout of a registered version",
@@ -395,7 +297,10 @@ ROUTES = [
         ),
     ),
     ApiRoute(
-        "/models/{name}/rollout/stop", stop_rollout, "POST", _admin("Stop the running rollout without a decision")
+        "/models/{name}/rollout/stop",
+        admin_api.stop_rollout,
+        "POST",
+        _admin("Stop the running rollout without a decision"),
     ),
     ApiRoute(
         "/features",
@@ -428,6 +333,9 @@ ROUTES = [
     ),
 ]
 
+# Served by a plain ASGI handler before Starlette's router (the same callable as the route).
+FAST_PATHS = {("POST", "/predict"): fast_predict.predict}
+
 OPENAPI = document(
     ROUTES,
     title="rtml engine",
@@ -453,4 +361,4 @@ def create_api(start_runtime: Callable[[], Awaitable[Runtime]]) -> Any:
     app = Starlette(
         routes=[*oip_rest.ROUTES, *ROUTES], exception_handlers={RequestError: request_error}, lifespan=lifespan
     )
-    return RequestMetrics(app)
+    return RequestMetrics(FastPaths(app, FAST_PATHS, ROUTES))

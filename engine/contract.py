@@ -18,7 +18,6 @@ declaration to name the field: that costs only on the error path.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
 import msgspec
@@ -26,11 +25,8 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 from starlette.requests import Request
 from starlette.responses import Response
 
-from engine.settings import Settings
 from models.errors import EngineError
-from models.factory import Task
 from models.rollout import MODES
-from streams.records import InvalidMessage, fit_label, validate_features, validate_id
 
 MAX_BODY_BYTES = 1 << 20
 MAX_BATCH_ROWS = 1000
@@ -151,7 +147,7 @@ class Fallback(Struct):
     source: Literal["fallback_model", "prior", "default"]
 
 
-class Prediction(Struct):
+class PredictionAnswer(Struct):
     entity_id: str
     prediction: float | int | str | bool | None
     probabilities: dict[str, float] | None
@@ -175,7 +171,7 @@ class Prediction(Struct):
 
 
 class PredictionBatch(Struct):
-    results: list[Prediction]
+    results: list[PredictionAnswer]
 
 
 class FeatureRow(Struct):
@@ -353,42 +349,6 @@ def _bare(declaration: Any) -> Any:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
-
-
-def predict_input(
-    request: PredictRequest, settings: Settings, ranges: Mapping[str, tuple[float, float]]
-) -> tuple[str, dict[str, Any], str | None]:
-    """The entity id, the usable features and the event id (or None) of a decoded request,
-    by the stream's own rules."""
-    try:
-        entity_id = validate_id({"entity_id": request.entity_id}, "entity_id", settings.max_id_length)
-        event_id = (
-            None
-            if request.event_id is UNSET
-            else validate_id({"event_id": request.event_id}, "event_id", settings.max_id_length)
-        )
-        features, _ = validate_features(
-            request.features,
-            ranges,
-            max_magnitude=settings.max_feature_magnitude,
-            max_features=settings.max_features_per_event,
-        )
-    except InvalidMessage as exc:
-        raise RequestError(422, exc.detail, exc.field) from None
-    return entity_id, features, event_id
-
-
-def labels_input(request: LabelsRequest, settings: Settings, task: Task) -> list[tuple[str, Any]]:
-    """(event id, label) of each item, by the rules of the labels topic; 422 naming the item."""
-    labels = []
-    for i, item in enumerate(request.labels):
-        try:
-            event_id = validate_id({"event_id": item.event_id}, "event_id", settings.max_id_length)
-            label = fit_label(item.label, settings.max_feature_magnitude, task)
-        except InvalidMessage as exc:
-            raise RequestError(422, exc.detail, f"labels[{i}].{exc.field}") from None
-        labels.append((event_id, label))
-    return labels
 
 
 # -- answering --------------------------------------------------------------------------------

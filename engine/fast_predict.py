@@ -3,9 +3,9 @@ router and middleware stack.
 
 Those cost about as much as the prediction itself (measured: 103 µs a request in process
 through Starlette, most of it not ours). This path reads the body from `receive`, applies
-the same declaration and checks as every other JSON route. engine/api.py sends POST /predict
-here before Starlette sees it, and mounts the same callable as the documented route, so there
-is one implementation of the endpoint.
+the same declaration and checks as every other JSON route. engine/api.py lists it in
+FAST_PATHS (served before Starlette's router, engine/asgi_layers.py) and mounts the same
+callable as the documented route, so there is one implementation of the endpoint.
 """
 
 from __future__ import annotations
@@ -23,17 +23,13 @@ from engine.contract import (
     PredictRequest,
     RequestError,
     check_body_headers,
-    predict_input,
 )
+from engine.request_rules import predict_input
 from engine.runtime import Runtime
 from engine.serving import dumps_json
 
 PREDICT_BODY = JsonBody(PredictRequest)
 JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-def is_predict(scope: Scope) -> bool:
-    return scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST"
 
 
 async def predict(scope: Scope, receive: Receive, send: Send) -> None:

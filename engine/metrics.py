@@ -86,6 +86,9 @@ SERVED_UNLOGGED = Counter(
     "Served predictions with an event_id that could not be logged (buffer full, Kafka unreachable)",
     ["reason"],
 )
+OFFLINE_LOG_MERGE_ERRORS = Counter(
+    "rtml_offline_log_merge_errors_total", "Merges of the offline feature log's files that failed (retried)"
+)
 LABELS_POSTED = Counter("rtml_labels_posted_total", "Labels accepted by POST /labels and acknowledged by Kafka")
 MODEL_SAMPLES = Gauge(
     "rtml_model_samples_learned", "Samples the live model learned from", ["model"], multiprocess_mode="livemostrecent"

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -63,17 +63,68 @@ def build_cache(settings: Settings) -> tuple[PredictionCache | None, RedisCache 
     return (PredictionCache(l1, redis, s.cache_l2) if has_tier else None), redis
 
 
+class Features(Protocol):
+    """Entity states by id, and whether they have caught up: a read replica of the feature
+    table's changelog, or states held in this process (tests, benchmarks)."""
+
+    ready: asyncio.Event
+
+    def get(self, entity_id: str, /) -> Any: ...
+    async def stop(self) -> None: ...
+
+
+class HeldFeatures:
+    """Entity states given to this process: always caught up."""
+
+    def __init__(self, states: Mapping[str, Any]) -> None:
+        self.states = states
+        self.ready = asyncio.Event()
+        self.ready.set()
+
+    def get(self, entity_id: str, /) -> Any:
+        return self.states.get(entity_id)
+
+    async def stop(self) -> None:
+        return None
+
+
+class BrokerProbe:
+    """Whether a broker accepted a connection lately (/readyz reports it; serving goes on
+    without the broker, from what it holds, so it is reported, not required)."""
+
+    def __init__(self) -> None:
+        self.reachable = False
+
+    async def follow(self, producer: AIOKafkaProducer, started: asyncio.Task) -> None:
+        """Every few seconds, a connection (not metadata: metadata of every topic, thousands
+        on a shared cluster, is decoded in Python and held this loop up for 100+ ms)."""
+        try:
+            await started
+        except Exception:  # noqa: BLE001 - the start failed: the broker is unreachable
+            pass
+        client = producer.client
+        while True:
+            try:
+                node = client.get_random_node()
+                reachable = node is not None and await asyncio.wait_for(client.ready(node), BROKER_PROBE_SECONDS)
+            except Exception:  # noqa: BLE001 - any failure means: not reachable now
+                reachable = False
+            self.reachable = bool(reachable)
+            await asyncio.sleep(BROKER_PROBE_SECONDS)
+
+
 @dataclass
 class Runtime:
     settings: Settings
     feature_registry: FeatureRegistry
-    features: FeatureReplica | Mapping[str, Any]
+    features: Features
     models: ModelReplica | None
     predictor: Predictor
     redis: RedisCache | None
     offline_log: OfflineFeatureLog
     snapshots: SnapshotStore
     producer: AIOKafkaProducer | None = None
+    broker: BrokerProbe | None = None  # with a producer
     starting: list[asyncio.Task] | None = None
     grpc: Any = None  # the Open Inference Protocol's gRPC server (grpc.aio.Server), when serving it
 
@@ -89,7 +140,8 @@ class Runtime:
         starting = [
             asyncio.create_task(c) for c in (features.start(wait_for_topic=3600.0), models.start(), producer.start())
         ]
-        starting.append(asyncio.create_task(_probe_broker(producer, starting[2])))
+        broker = BrokerProbe()
+        starting.append(asyncio.create_task(broker.follow(producer, starting[2])))
         cache, redis = build_cache(settings)
         breaker = DeadlineBreaker(settings.predict_deadline_seconds, settings.breaker_cooldown_seconds)
         producer_started = starting[2]
@@ -111,6 +163,7 @@ class Runtime:
             offline_log=OfflineFeatureLog(settings.state_path / "offline-features", read_only=True),
             snapshots=SnapshotStore(settings.snapshot_path, settings.snapshot_retention),
             producer=producer,
+            broker=broker,
             starting=starting,
         )
 
@@ -122,7 +175,7 @@ class Runtime:
         return cls(
             settings=settings,
             feature_registry=load_feature_registry(settings.feature_definitions),
-            features=features,
+            features=HeldFeatures(features),
             models=None,
             predictor=Predictor(models, features, cache, breaker),
             redis=redis,
@@ -137,8 +190,7 @@ class Runtime:
             await self.predictor.served_log.stop()
         for task in self.starting or ():
             task.cancel()
-        if isinstance(self.features, FeatureReplica):
-            await self.features.stop()
+        await self.features.stop()
         if self.models is not None:
             await self.models.stop()
         if self.producer is not None:
@@ -150,7 +202,7 @@ class Runtime:
 
     def checks(self) -> dict[str, bool]:
         """Ready: the features are caught up and a model is held."""
-        features_ready = not isinstance(self.features, FeatureReplica) or self.features.ready.is_set()
+        features_ready = self.features.ready.is_set()
         models_ready = self.models is None or self.models.ready.is_set()
         return {
             "model_loaded": models_ready and self.predictor.model is not None,
@@ -163,7 +215,7 @@ class Runtime:
         """Whether the broker answered the last metadata request (None without Kafka)."""
         if self.producer is None:
             return None
-        return getattr(self.producer, "rtml_reachable", False)
+        return self.broker is not None and self.broker.reachable
 
     def registry_record(self) -> dict[str, Any]:
         return self.models.registry if self.models is not None else {}
@@ -223,23 +275,3 @@ class Runtime:
 
 def _succeeded(task: asyncio.Task) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
-
-
-async def _probe_broker(producer: AIOKafkaProducer, started: asyncio.Task) -> None:
-    """Checks every few seconds that a broker accepts a connection; /readyz reports the
-    answer. Serving goes on without the broker (from what it holds), so this is reported,
-    not required. A connection, not metadata: metadata of every topic (thousands on a
-    shared cluster) is decoded in Python, and held this process's loop up for 100+ ms."""
-    try:
-        await started
-    except Exception:  # noqa: BLE001 - the start failed: the broker is unreachable
-        pass
-    client = producer.client
-    while True:
-        try:
-            node = client.get_random_node()
-            reachable = node is not None and await asyncio.wait_for(client.ready(node), BROKER_PROBE_SECONDS)
-        except Exception:  # noqa: BLE001 - any failure means: not reachable now
-            reachable = False
-        producer.rtml_reachable = bool(reachable)
-        await asyncio.sleep(BROKER_PROBE_SECONDS)

@@ -289,7 +289,12 @@ class StreamWorker:
 
     async def _flush_offline_log(self) -> None:
         updates = self.offline_log.take()
-        await asyncio.to_thread(self.offline_log.write, updates)
+        for outcome in await asyncio.to_thread(self.offline_log.write, updates):
+            # Policy: a failed merge leaves the small files as they were (queries stay right,
+            # only slower); it is counted, logged and tried again at the next flush.
+            if outcome.merge_error is not None:
+                metrics.OFFLINE_LOG_MERGE_ERRORS.inc()
+                log.warning("merging offline feature log files failed (will retry): %s", outcome.merge_error)
 
     def _tables_ready(self) -> bool:
         # `recovery` is on Faust's TableManager, which the app builds, not on TableManagerT.

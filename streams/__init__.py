@@ -1,5 +1,7 @@
-"""Kafka in, online features out: contracts, validation, feature logic and the Faust app.
+"""Kafka in, online features out: contracts, validation, feature logic, the join, the
+feature store and the read replicas.
 
-Everything here except `app.py` is plain Python that does not import faust, so it is
-unit-testable and reusable offline.
+The event, join and feature logic (records.py, events.py, join.py, features.py) is plain
+Python that does not import faust, so it is unit-testable and reusable offline; only
+batch_consumer.py builds on Faust.
 """

@@ -140,16 +140,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self._read_offset[tp] = record.offset
 
     async def _deliver_batch(self, tp: Any, tp_records: list[Any], handler: BatchHandler) -> None:
-        batch = tp_records  # aiokafka's records as they are: the attributes of Record
+        # aiokafka's records are handed over as they are: they have the attributes of Record.
         self._batch_idle.clear()
         try:
             # Shielded: a stop must not cancel a batch between its sends and its acks.
-            await asyncio.shield(self._handle_and_ack(tp, tp_records, batch, handler))
+            await asyncio.shield(self._handle_and_ack(tp, tp_records, handler))
         finally:
             self._batch_idle.set()
 
-    async def _handle_and_ack(self, tp: Any, tp_records: list[Any], batch: list[Record], handler: BatchHandler) -> None:
-        await handler(tp.topic, tp.partition, batch)
+    async def _handle_and_ack(self, tp: Any, tp_records: list[Record], handler: BatchHandler) -> None:
+        await handler(tp.topic, tp.partition, tp_records)
         offsets = [r.offset for r in tp_records]
         expected = self._read_offset[tp]
         if expected is not None and offsets[0] > expected:

@@ -82,9 +82,6 @@ class TableWriter:
     def __len__(self) -> int:
         return len(self.store.data)
 
-    def staged(self) -> int:
-        return sum(len(keys) for keys in self._staged.values())
-
     async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future]:
         staged, self._staged = self._staged, {}
         topic = self.table.changelog_topic.get_topic_name()

@@ -56,12 +56,10 @@ class DeadLetter:
 class EventOutcome:
     processed: int = 0
     replayed: int = 0
-    learned_inline: int = 0
     predictions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (event id, record)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     nulls: Counter = field(default_factory=Counter)
     max_event_lag: float = 0.0
-    features: int = 0
     features_dropped: int = 0  # values left out of what the model saw: new names past its limit
 
 
@@ -170,8 +168,7 @@ class EventProcessor:
                 self.fresh_predictions,
                 self.models.samples,
             )
-            if self.learn(example):
-                outcome.learned_inline += 1
+            self.learn(example)  # False for one learned before: nothing more to do either way
             return
         prediction_record = {
             "event_id": event.event_id,

@@ -29,7 +29,6 @@ from streams.records import Contract
 
 @dataclass
 class JoinOutcome:
-    learned: int = 0
     waiting_labels: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     label_delays: list[float] = field(default_factory=list)
@@ -142,7 +141,6 @@ class Join:
         if len(self._joined) > self.recent_window:
             self._joined.popitem(last=False)
         if self.learn(example):
-            outcome.learned += 1
             outcome.label_delays.append(max(0.0, now - example.predicted_at))
 
     def expire(self, now: float | None = None) -> Expiry:

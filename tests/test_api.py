@@ -268,7 +268,8 @@ def test_integer_ids_beyond_64_bits_are_read_exactly(client):
 
 def test_answers_match_their_declarations(client):
     msgspec.convert(
-        client.post("/predict", json={"entity_id": "known", "features": {"amount": 3.0}}).json(), contract.Prediction
+        client.post("/predict", json={"entity_id": "known", "features": {"amount": 3.0}}).json(),
+        contract.PredictionAnswer,
     )
     batch = client.post("/predict/batch", json={"rows": [{"entity_id": "known"}, {"entity_id": 7}]}).json()
     assert len(msgspec.convert(batch, contract.PredictionBatch).results) == 2
@@ -287,7 +288,7 @@ def test_a_model_not_loaded_answer_matches_the_declaration(tmp_path):
         return runtime
 
     with TestClient(create_api(start)) as client:
-        answer = msgspec.convert(client.post("/predict", json={"entity_id": "a"}).json(), contract.Prediction)
+        answer = msgspec.convert(client.post("/predict", json={"entity_id": "a"}).json(), contract.PredictionAnswer)
         assert answer.model is None and answer.fallback.reason == "model_not_loaded"
 
 

@@ -88,3 +88,18 @@ def test_a_definition_built_in_code_is_checked_like_one_read_from_json():
 
     with pytest.raises(FeatureDefinitionError):
         FeatureRegistry().register(FeatureDefinition(name="broken", kind="aggregate", agg="median"))
+
+
+def test_the_feature_store_registers_features_and_answers_online_rows():
+    from streams.feature_store import FeatureStore
+
+    registry = FeatureRegistry()
+    store = FeatureStore(registry, {"u1": apply_event(None, 5.0, {"amount": 2.0}, [])})
+    definition = store.register_feature({"name": "amount", "kind": "raw", "min": 0, "max": 10})
+    assert registry.ranges == {"amount": (0, 10)} and definition.name == "amount"
+    with pytest.raises(FeatureDefinitionError):
+        store.register_feature({"name": "amount", "kind": "raw", "min": 0, "max": 99})  # registered differently
+    assert store.get_online_features(["u1", "nobody"]) == [
+        {"entity_id": "u1", "known": True, "values": {}, "updated_at": 5.0, "version": 1},
+        {"entity_id": "nobody", "known": False, "values": {}, "updated_at": None, "version": 0},
+    ]

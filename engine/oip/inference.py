@@ -20,8 +20,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from engine.contract import PredictRequest, RequestError, predict_input
+from engine.contract import PredictRequest, RequestError
 from engine.oip.tensors import ProtocolError, Tensor
+from engine.request_rules import predict_input
 from engine.runtime import Runtime
 from models.online import OnlineModel
 
