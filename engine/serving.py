@@ -12,7 +12,6 @@ and never cached.
 
 from __future__ import annotations
 
-import math
 import numbers
 import time
 from collections.abc import Callable
@@ -23,7 +22,8 @@ import orjson
 from engine import metrics
 from engine.cache import PredictionCache, cache_key
 from engine.prediction_log import ServedPredictionLog
-from models.online import OnlineModel, Prediction
+from models.errors import ModelError
+from models.online import OnlineModel, Prediction, checked_predict
 from models.rollout import canary_answers
 from streams.features import model_features
 from streams.model_topic import ModelReplica
@@ -97,22 +97,15 @@ class DeadlineBreaker:
             self._open_until = self.clock() + self.cooldown_seconds
 
 
-def _finite(value: Any) -> bool:
-    # numbers.Real covers numpy's floats, which River returns.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def is_sound(prediction: Prediction | None, is_classifier: bool) -> TypeGuard[Prediction]:
-    """An answer fit to serve: a class with finite probabilities (if any), or a finite score.
-
-    orjson writes NaN as null: without this check a broken model would answer
-    `"probabilities": {"true": null}` as if all were well.
-    """
-    if prediction is None or prediction.value is None:
+    """A fallback's answer fit to serve: an answer at all (a class, or a score that is a
+    number), held to the one rule of a usable answer (Prediction.non_finite, as
+    checked_predict holds the primary). orjson writes NaN as null: without this a broken
+    model would answer `"probabilities": {"true": null}` as if all were well."""
+    if prediction is None or prediction.value is None or prediction.non_finite() is not None:
         return False
-    if not is_classifier:
-        return _finite(prediction.value)
-    return prediction.proba is None or all(_finite(p) for p in prediction.proba.values())
+    value = prediction.value
+    return is_classifier or (isinstance(value, numbers.Real) and not isinstance(value, bool))
 
 
 def _answer(model: OnlineModel, prediction: Prediction) -> dict[str, Any]:
@@ -279,8 +272,8 @@ class Predictor:
             return self._fallback("deadline", x)
         started = self.breaker.clock()
         try:
-            prediction = model.predict(x)
-        except Exception:  # noqa: BLE001 - a broken model is answered by the fallback, never a 5xx
+            prediction = checked_predict(model, x)
+        except ModelError:  # a broken model is answered by the fallback, never a 5xx
             self._set_healthy(False)
             return self._fallback("model_error", x)
         finally:
@@ -291,9 +284,6 @@ class Predictor:
                 self.cache.record_prediction(elapsed)
         if prediction.value is None and not prediction.proba:
             return self._fallback("model_not_trained", x)
-        if not is_sound(prediction, model.is_classifier):
-            self._set_healthy(False)
-            return self._fallback("model_error", x)
         self._set_healthy(True)
         return _answer(model, prediction), None
 

@@ -249,6 +249,8 @@ def checked_predict(model: OnlineModel, x: Features) -> Prediction:
     except Exception as exc:
         raise ModelError(f"predicting raised {type(exc).__name__}: {exc}") from exc
     problem = prediction.non_finite()
+    if problem is None and prediction.value is None and prediction.proba:
+        problem = f"probabilities {prediction.proba} without a class"
     if problem is not None:
         raise ModelError(problem)
     return prediction

@@ -144,6 +144,7 @@ async def test_openapi_document_lists_every_route(engine_factory):
     assert paths == {
         "/predict",
         "/predict/batch",
+        "/labels",
         "/features",
         "/features/offline",
         "/models",
