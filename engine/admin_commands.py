@@ -9,6 +9,7 @@ the models topic (the registry record's `applied`, by the command's id).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -90,6 +91,11 @@ class ControlFollower:
     def __init__(self, settings: Settings, run: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         self.settings = settings
         self.run = run
+        # Set once the consumer holds its partition and its position: from then on no command
+        # is missed. It starts from the end (a restart must not carry out old commands again),
+        # so the learner waits for this before it publishes, and so before serving processes
+        # see it and send commands.
+        self.listening = asyncio.Event()
 
     async def follow(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -101,6 +107,11 @@ class ControlFollower:
         )
         await consumer.start()
         try:
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=100)  # joins the group; nothing is read before a position
+            for tp in consumer.assignment():
+                await consumer.position(tp)
+            self.listening.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=1000)
                 for records in batch.values():

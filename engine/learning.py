@@ -41,6 +41,8 @@ from streams.features import FeatureRegistry
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+CONTROL_JOIN_SECONDS = 15.0
+PUBLISH_COST_FACTOR = 20  # publish no more often than 20x the pickling time: at most 5% of the time
 
 
 @dataclass
@@ -173,10 +175,15 @@ class LearningService:
                 seconds,
                 replayed / seconds,
             )
+        if follow_control:
+            follower = ControlFollower(self.settings, self.run_command)
+            self._tasks.append(asyncio.create_task(follower.follow()))
+            try:
+                await asyncio.wait_for(follower.listening.wait(), CONTROL_JOIN_SECONDS)
+            except TimeoutError:
+                log.warning("admin commands are not followed yet; commands sent now may be missed")
         await self.publish_all()
         self._tasks.append(asyncio.create_task(self._tick_forever()))
-        if follow_control:
-            self._tasks.append(asyncio.create_task(ControlFollower(self.settings, self.run_command).follow()))
 
     async def replay(self) -> int:
         """Learns the examples on the examples topic from the snapshot's offset to its end."""
@@ -235,8 +242,17 @@ class LearningService:
         await self._decide_rollout()
         await self._maybe_publish_and_snapshot()
 
+    def publish_interval(self) -> float:
+        """How soon after learning the serving model follows: as soon as publishing is cheap,
+        at most 1/20 of the time spent pickling (at least MODEL_PUBLISH_MIN_SECONDS), and
+        never later than MODEL_PUBLISH_EVERY_SECONDS."""
+        s = self.settings
+        cheap = max(s.model_publish_min_seconds, PUBLISH_COST_FACTOR * self.learner.pickle_seconds)
+        return min(s.model_publish_every_seconds, cheap)
+
     async def _maybe_publish_and_snapshot(self) -> None:
         samples = self.learner.model.samples_learned
+        self._publish_cadence.every_seconds = self.publish_interval()
         if self._publish_cadence.due(samples):
             if self.learner.pickle_seconds <= OFFLOAD_ABOVE_SECONDS:
                 await self.publish_all()
@@ -249,7 +265,7 @@ class LearningService:
     async def _tick_forever(self) -> None:
         last_beat = 0.0
         while True:
-            await asyncio.sleep(min(0.5, self.settings.model_publish_every_seconds))
+            await asyncio.sleep(min(0.5, self.publish_interval() / 2))
             try:
                 async with self.lock:
                     await self._maybe_publish_and_snapshot()

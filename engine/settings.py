@@ -68,7 +68,14 @@ class Settings:
         "MODEL_PUBLISH_EVERY_LABELS", 10_000, "publish the model to serving after this many labels learned"
     )
     model_publish_every_seconds: float = _env(
-        "MODEL_PUBLISH_EVERY_SECONDS", 1.0, "or after this long, if anything was learned"
+        "MODEL_PUBLISH_EVERY_SECONDS",
+        1.0,
+        "or at most this long after something was learned (sooner when publishing is cheap: see the next)",
+    )
+    model_publish_min_seconds: float = _env(
+        "MODEL_PUBLISH_MIN_SECONDS",
+        0.05,
+        "publish as often as every max(this, 20 x the time pickling the model takes)",
     )
     worker_id: str = _env(
         "WORKER_ID",
@@ -152,6 +159,8 @@ class Settings:
             raise SettingsError("SERVE_PROCESSES must be at least 1")
         if self.model_publish_every_labels < 1 or not self.model_publish_every_seconds > 0:
             raise SettingsError("MODEL_PUBLISH_EVERY_LABELS and MODEL_PUBLISH_EVERY_SECONDS must be positive")
+        if not self.model_publish_min_seconds > 0:
+            raise SettingsError("MODEL_PUBLISH_MIN_SECONDS must be positive")
         # Written `not x > 0` so that NaN, which fails every comparison, is refused too.
         if not self.max_feature_magnitude > 0:
             raise SettingsError("MAX_FEATURE_MAGNITUDE must be a positive number")
