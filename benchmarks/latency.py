@@ -401,6 +401,11 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=200, help="freshness and staleness probes per scenario")
     parser.add_argument("--chantilly-rate", type=int, default=100)
     parser.add_argument(
+        "--staleness-only",
+        action="store_true",
+        help="only the model staleness, idle, with the engine's defaults (results/latency-staleness.json)",
+    )
+    parser.add_argument(
         "--served-log-only",
         action="store_true",
         help="only /predict with and without an event_id, alternated twice (results/latency-served-log.json)",
@@ -413,6 +418,22 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     n_requests = int(args.rate * (args.duration + 2) * 1.2)
     results, freshness_results = [], []
+    if args.staleness_only:
+        engine = engine_process(work).start()
+        try:
+            asyncio.run(_train(engine))
+            engine.wait_until(lambda: engine.samples_learned() >= 1250, what="the model trained")
+            staleness = {"scenario": "model staleness, idle", **asyncio.run(model_staleness(engine, args.probes))}
+        finally:
+            engine.stop()
+        report = {
+            "command": " ".join(["python -m benchmarks.latency", *sys.argv[1:]]),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "freshness": [staleness],
+        }
+        (RESULTS / "latency-staleness.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(staleness))
+        return
     if args.served_log_only:
         engine = engine_process(work).start()
         try:
