@@ -92,9 +92,10 @@ class ControlFollower:
         self.settings = settings
         self.run = run
         # Set once the consumer holds its partition and its position: from then on no command
-        # is missed. It starts from the end (a restart must not carry out old commands again),
-        # so the learner waits for this before it publishes, and so before serving processes
-        # see it and send commands.
+        # is missed. It goes on from the group's committed offset, or from the end for a new
+        # group (commands from before the engine's first start are not carried out); the
+        # learner waits for this before it publishes, and so before serving processes see it
+        # and send commands.
         self.listening = asyncio.Event()
 
     async def follow(self) -> None:
@@ -108,21 +109,29 @@ class ControlFollower:
         await consumer.start()
         try:
             while not consumer.assignment():
-                await consumer.getmany(timeout_ms=100)  # joins the group; nothing is read before a position
+                await self._run_all(consumer, await consumer.getmany(timeout_ms=100))  # joins the group
             for tp in consumer.assignment():
                 await consumer.position(tp)
             self.listening.set()
             while True:
-                batch = await consumer.getmany(timeout_ms=1000)
-                for records in batch.values():
-                    for record in records:
-                        try:
-                            command = orjson.loads(record.value)
-                        except orjson.JSONDecodeError:
-                            log.warning("ignoring an unreadable control command: %r", record.value[:200])
-                            continue
-                        await self.run(command)
-                if batch:
-                    await consumer.commit()
+                await self._run_all(consumer, await consumer.getmany(timeout_ms=1000))
         finally:
             await consumer.stop()
+
+    async def _run_all(self, consumer: AIOKafkaConsumer, batch: dict[Any, list[Any]]) -> None:
+        for records in batch.values():
+            for record in records:
+                try:
+                    command = orjson.loads(record.value)
+                except orjson.JSONDecodeError:
+                    command = None
+                if not isinstance(command, dict):
+                    log.warning("ignoring an unreadable control command: %r", (record.value or b"")[:200])
+                    continue
+                try:
+                    await self.run(command)
+                except Exception as exc:  # noqa: BLE001 - policy: one failed command does not stop the others
+                    metrics.LEARNER_ERRORS.labels("command_" + type(exc).__name__).inc()
+                    log.error("admin command %s failed: %r", command, exc)
+        if batch:
+            await consumer.commit()

@@ -124,6 +124,8 @@ class LearningService:
         self.lock = asyncio.Lock()  # batches, commands and timers take turns
         self.publisher: ModelPublisher | None = None  # from start(), with the producer
         self.applied: list[dict[str, Any]] = []  # the latest admin commands' outcomes, by id
+        self._verify_seconds = 0.0
+        self._dropped_counted = learner.model.features_dropped
         self._snapshot_cadence = Cadence(settings.snapshot_every_labels, settings.snapshot_every_seconds)
         self._publish_cadence = Cadence(settings.model_publish_every_labels, settings.model_publish_every_seconds)
         self._tasks: list[asyncio.Task] = []
@@ -236,18 +238,30 @@ class LearningService:
             metrics.LABELS_LEARNED.labels("inline").inc(inline)
         if len(outcome.learned) > inline:
             metrics.LABELS_LEARNED.labels("labels_topic").inc(len(outcome.learned) - inline)
+        self._count_dropped_features()
         if outcome.model_lags and self.publisher is not None:
             self.publisher.lags.extend(outcome.model_lags)
             metrics.MODEL_VERSION_LAG.observe(sum(outcome.model_lags) / len(outcome.model_lags))
         await self._decide_rollout()
         await self._maybe_publish_and_snapshot()
 
+    def _count_dropped_features(self) -> None:
+        """The values the model left out since the last batch (past MAX_MODEL_FEATURES), counted
+        here for both worker modes: the embedded worker admits on this very model."""
+        model = self.learner.model
+        dropped = model.features_dropped - self._dropped_counted
+        if dropped > 0:
+            metrics.FEATURES_DROPPED.labels(model.name).inc(dropped)
+        # A heal or a promotion can move the model's own count back: count on from there.
+        self._dropped_counted = model.features_dropped
+
     def publish_interval(self) -> float:
         """How soon after learning the serving model follows: as soon as publishing is cheap,
         at most 1/20 of the time spent pickling (at least MODEL_PUBLISH_MIN_SECONDS), and
         never later than MODEL_PUBLISH_EVERY_SECONDS."""
         s = self.settings
-        cheap = max(s.model_publish_min_seconds, PUBLISH_COST_FACTOR * self.learner.pickle_seconds)
+        cost = self.learner.pickle_seconds + self._verify_seconds
+        cheap = max(s.model_publish_min_seconds, PUBLISH_COST_FACTOR * cost)
         return min(s.model_publish_every_seconds, cheap)
 
     async def _maybe_publish_and_snapshot(self) -> None:
@@ -331,7 +345,10 @@ class LearningService:
     async def publish_all(self) -> None:
         """Publishes the verified model (see ModelPublisher.publish)."""
         assert self.publisher is not None
-        if not self.learner.verified():
+        started = time.perf_counter()
+        verified = self.learner.verified()
+        self._verify_seconds = time.perf_counter() - started  # part of what a publication costs
+        if not verified:
             log.error("not publishing: the model stays unhealthy after healing")
             return
         self._publish_cadence.done(self.learner.model.samples_learned)

@@ -58,6 +58,9 @@ class ServedPredictionLog:
         """Queues the record of a served prediction; what became of it, for the response."""
         if event_id in self._logged:
             return "duplicate"
+        if self._producer() is None:  # Kafka not reached yet: say so now, not after a failed send
+            metrics.SERVED_UNLOGGED.labels("kafka").inc()
+            return "unlogged"
         if len(self._buffer) >= self._capacity:
             metrics.SERVED_UNLOGGED.labels("buffer_full").inc()
             return "unlogged"

@@ -138,7 +138,8 @@ class Runtime:
         # one cost 11 µs of this loop, at 1 MB 3 µs.
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", max_batch_size=1 << 20)
         starting = [
-            asyncio.create_task(c) for c in (features.start(wait_for_topic=3600.0), models.start(), producer.start())
+            asyncio.create_task(c)
+            for c in (features.start(wait_for_topic=3600.0), models.start(), _start_until_up(producer))
         ]
         broker = BrokerProbe()
         starting.append(asyncio.create_task(broker.follow(producer, starting[2])))
@@ -271,6 +272,17 @@ class Runtime:
         MultiProcessCollector(registry)
         value = registry.get_sample_value("rtml_pending_predictions")
         return None if value is None else int(value)
+
+
+async def _start_until_up(producer: AIOKafkaProducer) -> None:
+    """Starts the producer, trying again while the broker is down: served predictions and
+    posted labels need it, and the broker may come up after serving does."""
+    while True:
+        try:
+            await producer.start()
+            return
+        except Exception:  # noqa: BLE001 - not reachable yet; serving answers meanwhile
+            await asyncio.sleep(BROKER_PROBE_SECONDS)
 
 
 def _succeeded(task: asyncio.Task) -> bool:

@@ -236,8 +236,6 @@ class StreamWorker:
     def _record_events(self, outcome: EventOutcome, seconds: float) -> None:
         metrics.STREAM_BATCH_SECONDS.observe(seconds)
         metrics.EVENTS_PROCESSED.inc(outcome.processed)
-        if outcome.features_dropped:
-            metrics.FEATURES_DROPPED.labels(self.settings.model_name).inc(outcome.features_dropped)
         if outcome.replayed:
             metrics.REPLAYED_EVENTS.inc(outcome.replayed)
         for feature, count in outcome.nulls.items():

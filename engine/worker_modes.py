@@ -116,10 +116,10 @@ class LearnerApart:
         return champion.samples_learned if champion else 0
 
     def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        # The published copy's names: the learner admits the same names in the same order,
-        # and leaves out again whatever a copy admitted past its own limit.
-        champion = self.replica.champion
-        return (x, 0) if champion is None else champion.model.admit(x)
+        # Every name goes to the learner, which admits names in its one order: a published copy
+        # knows only the names of its version, and would keep a new feature from ever being
+        # learned. The copy leaves out, when it predicts, the names it does not know.
+        return x, 0
 
     def predict(self, x: dict[str, Any]) -> Prediction:
         champion = self.replica.champion

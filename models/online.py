@@ -101,6 +101,9 @@ class OnlineModel:
         # id put into a name by mistake) would grow them without bound.
         self.max_features = max_features
         self.feature_names: set[str] = set()
+        # False on a published copy: it sees the names its learner admitted, and predictions
+        # (HTTP clients, unlabelled events) must not add names of their own.
+        self.grows_names = True
         self.features_dropped = 0  # feature values left out, past the limit
         # Any: River's estimators are duck-typed (a Pipeline is a bare Estimator with its last
         # step's methods), and only classifiers have predict_proba_one.
@@ -134,6 +137,7 @@ class OnlineModel:
         state.setdefault("max_features", DEFAULT_MAX_FEATURES)
         state.setdefault("features_dropped", 0)
         state.setdefault("served_samples", 0)
+        state.setdefault("grows_names", True)
         if "served_metrics" not in state:
             state["served_metrics"] = metrics_for(state["task"])
         if "feature_names" not in state:
@@ -148,12 +152,13 @@ class OnlineModel:
         names = self.feature_names
         if names.issuperset(x):
             return x, 0
-        if len(names) >= self.max_features:
+        if len(names) >= self.max_features or not self.grows_names:
             seen = {name: value for name, value in x.items() if name in names}
         else:
             seen = {}
+            grows = self.grows_names
             for name, value in x.items():
-                if name in names or len(names) < self.max_features:
+                if name in names or (grows and len(names) < self.max_features):
                     names.add(name)
                     seen[name] = value
         left_out = len(x) - len(seen)

@@ -60,7 +60,6 @@ class EventOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     nulls: Counter = field(default_factory=Counter)
     max_event_lag: float = 0.0
-    features_dropped: int = 0  # values left out of what the model saw: new names past its limit
 
 
 class EventProcessor:
@@ -133,8 +132,7 @@ class EventProcessor:
         state = apply_event(row, event.ts, event.features, aggregates)
         # What the model sees, and what the example carries: a name past the model's limit
         # is left out here once, not again at every step downstream.
-        x, dropped = self.models.admit(model_features(event.features, state["values"]))
-        outcome.features_dropped += dropped
+        x, _ = self.models.admit(model_features(event.features, state["values"]))
         try:
             prediction = self.models.predict(x)
         except ModelError as exc:

@@ -81,8 +81,10 @@ def encode_version(v: ModelVersion) -> bytes:
 def decode_version(data: bytes) -> ModelVersion:
     decoded = decode_snapshot(data)
     meta = decoded["meta"]
+    model = decoded["state"]["model"]
+    model.grows_names = False  # a copy: it serves, it does not learn
     return ModelVersion(
-        decoded["state"]["model"],
+        model,
         meta["version"],
         meta["revision"],
         meta["samples_learned"],

@@ -150,3 +150,14 @@ def test_a_model_pickled_before_the_feature_limit_loads_with_the_default():
     restored = pickle.loads(pickle.dumps(old))
     assert restored.max_features == 10_000 and restored.feature_names == set() and restored.features_dropped == 0
     assert restored.predict({"a": 1.0}) == model.predict({"a": 1.0})
+
+
+def test_a_published_copy_leaves_out_names_it_does_not_know_without_learning_them():
+    from streams.model_topic import ModelVersion, decode_version, encode_version
+
+    model = OnlineModel("logreg")
+    x = {"a": 1.0}
+    model.learn(x, True, model.predict(x))
+    copy = decode_version(encode_version(ModelVersion(model, 1, 1, 1, 0.0))).model
+    assert copy.predict({"a": 1.0, "invented_by_a_client": 5.0}) == model.predict({"a": 1.0})
+    assert copy.feature_names == {"a"} and model.grows_names

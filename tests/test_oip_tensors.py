@@ -110,3 +110,28 @@ def test_rest_infer_in_json_answers_rows_and_names_the_choices_on_a_404(tmp_path
         assert client.get("/v2/models/logreg/ready").status_code == 200
         assert client.get("/v2/models/other/ready").status_code == 404
         assert client.get("/v2/health/live").status_code == 200
+
+
+def test_shapes_are_judged_before_they_are_counted():
+    many = [2**62] * 40_000  # a product of these would hold the loop for minutes
+    for shape, why in ((many, "expected [N] or [N, 1]"), ([1001], "at most 1000 rows"), ([2, 3, 1], "expected")):
+        with pytest.raises(ProtocolError) as refused:
+            decode_json("x", "FP64", shape, [1.0])
+        assert why in refused.value.message
+
+
+def test_odd_header_lengths_and_lone_surrogates_are_400s(tmp_path):
+    rt = runtime(tmp_path)
+
+    async def start():
+        return rt
+
+    with TestClient(create_api(start)) as client:
+        url = "/v2/models/logreg/infer"
+        for length in (b"\xb2", b"1" * 5000, b"-1"):  # a superscript two is a digit to str.isdigit
+            answer = client.post(url, content=b'{"inputs": []}', headers={"Inference-Header-Content-Length": length})
+            assert answer.status_code == 400, length
+        # NaN sends the body to Python's JSON reading, which lets a lone surrogate through.
+        entity = b'{"name": "entity_id", "datatype": "BYTES", "shape": [1], "data": ["\\ud800"]}'
+        answer = client.post(url, content=b'{"inputs": [' + entity + b'], "x": NaN}')
+        assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"]

@@ -24,7 +24,8 @@ REGISTRY_N = FeatureRegistry([{"name": "n", "agg": "count"}])
 
 
 def served(buffer=100):
-    log = ServedPredictionLog(lambda: None, "app-predictions", 4, buffer=buffer)
+    # A producer is there (the log's sending task is not started: the buffer is what is checked).
+    log = ServedPredictionLog(lambda: object(), "app-predictions", 4, buffer=buffer)
     entities = {"card-1": apply_event(None, 1.0, {"a": 1.0}, REGISTRY_N.aggregates)}
     cache = PredictionCache(L1Cache(100, 60), None)
     return Predictor(trained_model(), entities, cache, DeadlineBreaker(1.0, 60), log), log
@@ -89,6 +90,13 @@ async def test_a_full_buffer_leaves_the_prediction_unlogged_and_counted_never_re
     assert [a["logged"] for a in answers] == ["queued", "queued", "unlogged"]
     assert all(a["prediction"] is not None for a in answers)
     assert unlogged("buffer_full") == before + 1
+
+
+async def test_before_kafka_is_reached_a_served_prediction_is_answered_and_counted_unlogged():
+    log = ServedPredictionLog(lambda: None, "app-predictions", 4)
+    before = unlogged("kafka")
+    assert log.log("order-1", {"event_id": "order-1"}) == "unlogged" and not log._buffer
+    assert unlogged("kafka") == before + 1
 
 
 async def test_without_an_id_nothing_is_logged_and_the_answer_is_unchanged():

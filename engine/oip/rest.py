@@ -10,6 +10,7 @@ Errors are the protocol's `{"error": "..."}` with 400 or 404; bad input never ge
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from engine.oip.tensors import ProtocolError, Tensor, decode_binary, decode_json
 from engine.runtime import Runtime
 
 HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH_VALUE = re.compile(r"[0-9]{1,12}")
 MAX_INFER_BYTES = 64 << 20  # a few hundred thousand rows of a few features
 
 
@@ -98,7 +100,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], byte
     if header_length is None:
         json_part, binary = body, b""
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not HEADER_LENGTH_VALUE.fullmatch(header_length) or int(header_length) > len(body):
             raise ProtocolError(400, f"Inference-Header-Content-Length {header_length!r} does not fit the body")
         json_part, binary = body[: int(header_length)], body[int(header_length) :]
     try:
@@ -114,9 +116,11 @@ def _json_with_nan(raw: bytes, error: Exception) -> Any:
     """Python's reading, which takes NaN: clients built on Python's json (tritonclient) write
     a missing value of a float tensor as NaN, which JSON proper does not have."""
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
+        header = json.loads(raw)
+        orjson.dumps(header)  # Python's reading also lets lone surrogates (\ud800) through
+    except (ValueError, RecursionError, orjson.JSONEncodeError):
         raise ProtocolError(400, f"the request is not valid JSON: {error}") from None
+    return header
 
 
 def _inputs(header: dict[str, Any], binary: bytes) -> list[Tensor]:

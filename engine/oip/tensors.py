@@ -54,11 +54,21 @@ class Tensor:
         raise ProtocolError(400, f"input {self.name!r} has shape {self.shape}: expected [N] or [N, 1]")
 
 
+MAX_ROWS = 1000  # as /predict/batch: one request is at most this many rows
+
+
 def element_count(name: str, shape: list[int]) -> int:
+    """The elements of an input of shape [N] or [N, 1] with N at most MAX_ROWS; anything
+    else is refused before counting (a shape of many huge dimensions would take the loop
+    minutes of big-integer products)."""
+    if not 1 <= len(shape) <= 2:
+        raise ProtocolError(400, f"input {name!r} has shape {shape}: expected [N] or [N, 1]")
     count = 1
     for d in shape:
         if d < 0:
             raise ProtocolError(400, f"input {name!r} has a negative dimension in its shape {shape}")
+        if d > MAX_ROWS:
+            raise ProtocolError(400, f"input {name!r} has shape {shape}: at most {MAX_ROWS} rows a request")
         count *= d
     return count
 
