@@ -77,7 +77,13 @@ async def test_labels_on_their_own_topic_match_delayed_progressive_val_score(eng
     await produce(KAFKA_BOOTSTRAP, engine.settings.labels_topic, labels)
     engine.wait_until(lambda: engine.samples_learned() == len(rows), what="all labels learned")
 
+    # The gauge of predictions awaiting labels is refreshed once a second, model versions
+    # as often as every 50 ms: wait for it rather than read it once.
+    engine.wait_until(
+        lambda: engine.get("/models").json()["serving"]["predictions_awaiting_label"] == 0,
+        timeout=10,
+        what="no prediction awaiting its label",
+    )
     serving = engine.get("/models").json()["serving"]
-    assert serving["predictions_awaiting_label"] == 0
     # Every prediction was made before any label: River's delay=len(dataset).
     assert serving["metrics"] == river_reference(dataset, model_name, delay=len(rows))
