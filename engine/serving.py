@@ -182,7 +182,9 @@ class Predictor:
         if self.served_log is None:
             metrics.SERVED_UNLOGGED.labels("no_log").inc()
             return "unlogged"
-        model = self.models.champion()
+        # The model that answered: a canary's challenger for the entities it answers.
+        model = self.models.canary(entity_id) if answer["rollout"] == "canary" else None
+        model = model or self.models.champion()
         if x is None:
             state = self.entities.get(entity_id)
             x = model_features(features, state["values"] if state else {})

@@ -155,3 +155,25 @@ def test_post_labels_checks_each_label_against_the_task_and_the_token(tmp_path):
         assert client.post("/labels", json={"labels": []}, headers=auth).status_code == 422
         assert client.post("/labels", json={"labels": [{"event_id": "x"}] * 1001}, headers=auth).status_code == 422
         assert len(sent) == 2
+
+
+async def test_a_canary_answer_is_logged_with_the_challengers_version():
+    champion, challenger = trained_model(), trained_model(40)
+    challenger.version = 7
+
+    class Canary:  # a canary rollout that answers every entity
+        def champion(self):
+            return champion
+
+        def canary(self, entity_id):
+            return challenger
+
+        def age_seconds(self):
+            return 0.0
+
+    log = ServedPredictionLog(lambda: object(), "app-predictions", 1)
+    predictor = Predictor(Canary(), {}, None, DeadlineBreaker(1.0, 60), log)
+    answer = await predictor.predict("card-1", {"a": 1.0}, "order-1")
+    assert answer["rollout"] == "canary" and answer["model"]["version"] == 7
+    [(_, record)] = log._buffer
+    assert record["model_version"] == 7 and record["model_samples"] == 40
