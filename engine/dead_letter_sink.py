@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 from aiokafka import AIOKafkaProducer
 
 from engine import metrics
@@ -51,6 +50,6 @@ def refused_letter(refusal: Refusal) -> DeadLetter:
     as the model saw them (the entity's aggregates included), the label and the prediction."""
     example = refusal.example
     topic, partition, offset = example.source
-    value = orjson.dumps(example.to_record(), option=orjson.OPT_SERIALIZE_NUMPY)
+    value = example.encode()
     record = Record(topic, partition, offset, example.event_id.encode(), value, (), None)
     return DeadLetter(record, DeadLetterReason(refusal.reason), refusal.detail, value)

@@ -104,9 +104,7 @@ def learn_records(learner: Learner, records: Sequence[Any]) -> tuple[BatchOutcom
     values = []
     for example in outcome.learned:
         original, value = read.get(example.source, (None, b""))
-        values.append(
-            value if original is example else orjson.dumps(example.to_record(), option=orjson.OPT_SERIALIZE_NUMPY)
-        )
+        values.append(value if original is example else example.encode())
     return outcome, values
 
 

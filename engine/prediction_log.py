@@ -21,10 +21,9 @@ from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from engine import metrics
-from streams.changelog import send_records
+from streams.changelog import send_by_event_id
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +44,7 @@ class ServedPredictionLog:
     ) -> None:
         self._producer = producer
         self.topic = topic
-        self._partitions = list(range(partitions))
-        self._partitioner = DefaultPartitioner()
+        self._partitions = partitions
         self._buffer: deque[tuple[str, dict[str, Any]]] = deque()
         self._capacity = buffer
         self._remember = remember
@@ -117,16 +115,5 @@ class ServedPredictionLog:
         producer = self._producer()
         if producer is None:
             raise ConnectionError("no Kafka producer in this process")
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        for event_id, record in batch:
-            key = event_id.encode()
-            # The producers' default partitioner (murmur2, as Java's): the label keyed by the
-            # same id lands in the same partition, and both meet in one worker's join.
-            partition = self._partitioner(key, self._partitions, self._partitions) if len(self._partitions) > 1 else 0
-            by_partition.setdefault(partition, []).append(
-                (key, orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY))
-            )
-        futures: list[asyncio.Future] = []
-        for partition, records in by_partition.items():
-            futures.extend(future for future, _ in await send_records(producer, self.topic, partition, records))
-        await asyncio.gather(*futures)
+        encoded = ((event_id, orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)) for event_id, record in batch)
+        await asyncio.gather(*await send_by_event_id(producer, self.topic, self._partitions, encoded))

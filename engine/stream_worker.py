@@ -26,7 +26,6 @@ from typing import Any, cast
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from faust.tables.manager import TableManager
 from faust.types import TP, TopicT
 from mode import Service
@@ -43,7 +42,7 @@ from models.examples import Example
 from models.factory import get_spec
 from models.guard import Refusal
 from streams.batch_consumer import BatchApp, BatchConsumer, Record
-from streams.changelog import TableWriter, send_records
+from streams.changelog import TableWriter, send_by_event_id, send_records
 from streams.events import DeadLetter, EventOutcome, EventProcessor
 from streams.features import FeatureRegistry
 from streams.join import Join, JoinOutcome
@@ -79,7 +78,6 @@ class StreamWorker:
         self.dead_letters: DeadLetterSink | None = None
         self.drift = DriftMonitor()
         self.offline_log = OfflineFeatureLog(settings.state_path / "offline-features")
-        self._partitioner = DefaultPartitioner()
         contract = contract_for(settings, features)
         self.rows = TableWriter(self.entities)
         self.pending = TableWriter(self.join_table)
@@ -195,7 +193,7 @@ class StreamWorker:
                 key=lambda letter: (letter.record.topic, letter.record.partition, letter.record.offset),
             )
         await self._wait(await self._send_predictions(predictions) + await self.dead_letters.send(dead_letters))
-        examples = [orjson.dumps(e.to_record(), option=orjson.OPT_SERIALIZE_NUMPY) for e in learned.learned]
+        examples = [example.encode() for example in learned.learned]
         examples_end = await self._send_examples(learned.learned, examples)
         await self._wait(await self.rows.flush(self.producer) + await self.pending.flush(self.producer))
         await self.mode.batch_sent(learned, examples_end, examples)
@@ -208,19 +206,11 @@ class StreamWorker:
     async def _send_predictions(self, predictions: list[tuple[str, dict]]) -> list[asyncio.Future]:
         if not predictions:
             return []
-        topic = self.settings.predictions_topic
-        partitions = list(range(self.settings.topic_partitions))
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        for event_id, record in predictions:
-            key = event_id.encode()
-            # The producers' default partitioner (murmur2, as Java's): the label keyed by the
-            # same event id lands in the same partition, so both meet in one worker's join.
-            partition = self._partitioner(key, partitions, partitions)
-            by_partition.setdefault(partition, []).append((key, orjson.dumps(record)))
-        futures: list[asyncio.Future] = []
-        for partition, records in by_partition.items():
-            futures.extend(f for f, _ in await send_records(self.producer, topic, partition, records))
-        return futures
+        assert self.producer is not None
+        encoded = ((event_id, orjson.dumps(record)) for event_id, record in predictions)
+        return await send_by_event_id(
+            self.producer, self.settings.predictions_topic, self.settings.topic_partitions, encoded
+        )
 
     async def _send_examples(self, examples: list[Example], values: list[bytes]) -> int | None:
         """Sends the examples (already encoded); returns the examples-topic offset after the last one."""

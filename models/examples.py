@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from models.online import Prediction
 
 INLINE = "inline"
@@ -41,6 +43,10 @@ class Example:
     # The prediction is what an HTTP client was answered (POST /predict with an event_id),
     # not one the stream made: it is scored in the served metrics, not the stream's.
     served: bool = False
+
+    def encode(self) -> bytes:
+        """The example as the examples topic and the training log hold it."""
+        return orjson.dumps(self.to_record(), option=orjson.OPT_SERIALIZE_NUMPY)
 
     def to_record(self) -> dict[str, Any]:
         record = {

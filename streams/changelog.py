@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 TOMBSTONE = None
 
@@ -47,6 +48,29 @@ async def send_records(
     if batch.record_count():
         sent.append((await producer.send_batch(batch, topic, partition=partition), batch.record_count()))
     return sent
+
+
+_PARTITIONER = DefaultPartitioner()
+
+
+async def send_by_event_id(
+    producer: AIOKafkaProducer, topic: str, partitions: int, records: Iterable[tuple[str, bytes]]
+) -> list[asyncio.Future]:
+    """Sends (event id, value) records keyed by event id, each to the partition the producers'
+    default partitioner (murmur2, as Java's) gives its key: the label keyed by the same id
+    lands in the same partition, so a prediction and its label meet in one worker's join.
+    Returns the delivery futures of the record batches."""
+    every = list(range(partitions))
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    for event_id, value in records:
+        key = event_id.encode()
+        # murmur2 in Python costs microseconds a key: with one partition there is no choice to make.
+        partition = _PARTITIONER(key, every, every) if partitions > 1 else 0
+        by_partition.setdefault(partition, []).append((key, value))
+    futures: list[asyncio.Future] = []
+    for partition, keyed in by_partition.items():
+        futures.extend(future for future, _ in await send_records(producer, topic, partition, keyed))
+    return futures
 
 
 class TableWriter:

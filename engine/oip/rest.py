@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from engine.oip import inference
 from engine.oip.tensors import ProtocolError, Tensor, decode_binary, decode_json, encode_binary, json_data
 from engine.runtime import Runtime
+from models.online import OnlineModel
 
 HEADER_LENGTH = "inference-header-content-length"
 HEADER_LENGTH_VALUE = re.compile(r"[0-9]{1,12}")
@@ -55,11 +57,7 @@ async def ready(request: Request) -> Response:
 
 
 async def model_metadata(request: Request) -> Response:
-    try:
-        model = inference.serving_model(request.state.runtime, request.path_params["name"])
-    except ProtocolError as exc:
-        return _error(exc)
-    return _json(inference.metadata(model))
+    return _describe(request, inference.metadata)
 
 
 async def model_ready(request: Request) -> Response:
@@ -71,11 +69,16 @@ async def model_ready(request: Request) -> Response:
 
 
 async def model_config(request: Request) -> Response:
+    return _describe(request, inference.config)
+
+
+def _describe(request: Request, describe: Callable[[OnlineModel], dict[str, Any]]) -> Response:
+    """The served model named in the path, described; the protocol's 404 for another name."""
     try:
         model = inference.serving_model(request.state.runtime, request.path_params["name"])
     except ProtocolError as exc:
         return _error(exc)
-    return _json(inference.config(model))
+    return _json(describe(model))
 
 
 async def infer(request: Request) -> Response:

@@ -4,17 +4,12 @@ so that stopping it disturbs nothing else."""
 
 from __future__ import annotations
 
-import os
-import random
 import signal
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from engine.harness import KAFKA_BOOTSTRAP, ROOT, EngineProcess, unique_env
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
 from tests.helpers import event
 from tests.integration.kafka_client import end_offset, produce, wait_until_consumed
 
@@ -22,41 +17,6 @@ pytestmark = pytest.mark.integration
 
 OUTAGE_SECONDS = 15
 LOG_LINES_ALLOWED = 100
-
-
-class Broker:
-    def __init__(self, folder: Path) -> None:
-        self.port = _free_port_pair()
-        self.env = {**os.environ, "KAFKA_PORT": str(self.port), "STATE_DIR": str(folder)}
-        self.bootstrap = f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        subprocess.run([str(ROOT / "infra/kafka/kafka.sh"), "start"], env=self.env, check=True, capture_output=True)
-
-    def stop(self) -> None:
-        subprocess.run([str(ROOT / "infra/kafka/kafka.sh"), "stop"], env=self.env, check=True, capture_output=True)
-
-
-def _free_port_pair() -> int:
-    """A port that is free, and so is the next (the broker's controller listens there)."""
-    for _ in range(100):
-        port = random.randint(20000, 30000)
-        if all(_free(p) for p in (port, port + 1)):
-            return port
-    raise RuntimeError("no two free ports in a row")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-@pytest.fixture
-def broker(tmp_path):
-    own = Broker(tmp_path / "broker")
-    own.start()
-    yield own
-    own.stop()
 
 
 def labelled(start: int, count: int) -> list[tuple[bytes, bytes]]:

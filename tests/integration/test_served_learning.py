@@ -17,7 +17,6 @@ from engine.harness import KAFKA_BOOTSTRAP
 from engine.publish import dataset_events
 from tests.helpers import dataset_messages, label
 from tests.integration.kafka_client import consume_all, end_offset, eventually, produce
-from tests.integration.test_outages import Broker
 from tests.integration.test_serving_faults import wait_for_examples, worker_and_server
 
 pytestmark = pytest.mark.integration
@@ -89,14 +88,6 @@ async def test_served_predictions_are_learned_once_from_labels_on_the_topic_and_
     assert reasons == {"never-served": b"unknown_event", "served-0": b"duplicate_event"}
 
 
-@pytest.fixture
-def processes():
-    started: list = []
-    yield started
-    for process in started:
-        process.stop()
-
-
 async def test_a_killed_serving_process_loses_only_what_kafka_never_acknowledged(tmp_path, processes):
     worker, server = worker_and_server(tmp_path, EARLY_LABEL_GRACE_SECONDS=1)
     processes += [worker.launch(), server.start()]
@@ -122,14 +113,6 @@ async def test_a_killed_serving_process_loses_only_what_kafka_never_acknowledged
     examples = await consume_all(KAFKA_BOOTSTRAP, worker.settings.examples_topic, len(logged) + 1, 3)
     assert sorted(orjson.loads(r.value)["event_id"] for r in examples) == sorted(logged)  # each acknowledged one, once
     print(f"served 300, logged {len(logged)} before kill -9, learned {len(examples)}")
-
-
-@pytest.fixture
-def broker(tmp_path):
-    own = Broker(tmp_path / "broker")
-    own.start()
-    yield own
-    own.stop()
 
 
 async def test_with_the_broker_gone_served_predictions_are_answered_and_counted_unlogged(broker, engine_factory):

@@ -53,14 +53,6 @@ async def wait_for_examples(worker: EngineProcess, count: int, timeout: float = 
     await eventually(logged, timeout, what=f"the worker to learn {count} labels", log=worker.log_tail)
 
 
-@pytest.fixture
-def processes():
-    started: list[EngineProcess] = []
-    yield started
-    for process in started:
-        process.stop()
-
-
 async def test_serving_goes_on_without_the_stream_worker_and_says_how_old_its_answers_are(tmp_path, processes):
     worker, server = worker_and_server(tmp_path)
     processes += [worker.launch(), server.start()]
