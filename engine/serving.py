@@ -199,10 +199,7 @@ class Predictor:
             "entity_id": entity_id,
             "ts": now,
             "features": x,
-            "prediction": {
-                "value": answer["prediction"],
-                "proba": None if proba is None else [[label, p] for label, p in proba.items()],
-            },
+            "prediction": Prediction(answer["prediction"], proba).to_record(),
             "model_version": model.version if model is not None else 0,
             "model_samples": model.samples_learned if model is not None else 0,
             "predicted_at": now,
