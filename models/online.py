@@ -24,6 +24,9 @@ from models.fast_metrics import FastROCAUC
 Features = dict[str, Any]
 
 
+_CLASS_TYPES = (bool, str, int, type(None))
+
+
 @dataclass(slots=True)  # not frozen, for speed (see models/examples.py); immutable by convention
 class Prediction:
     """What the model answered before it knew the label."""
@@ -46,10 +49,19 @@ class Prediction:
     def non_finite(self) -> str | None:
         """Why this answer is unusable (NaN or infinite numbers), or None when it is fine."""
         value = self.value
-        # numbers.Real: River answers NumPy floats too, and not all of them derive from float.
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
+        kind = type(value)
+        # A class (bool, str, int) needs no check; numbers.Real, an ABC check that costs a
+        # microsecond, only for what is neither: River answers NumPy floats too.
+        is_number = kind is float or (kind not in _CLASS_TYPES and isinstance(value, numbers.Real))
+        if is_number and not math.isfinite(value):
             return f"prediction {value}"
         if self.proba:
+            try:
+                # A sum is finite only when every term is: one C call for the common case.
+                if math.isfinite(sum(self.proba.values())):
+                    return None
+            except TypeError:  # a None among them
+                pass
             bad = {label: p for label, p in self.proba.items() if p is None or not math.isfinite(p)}
             if bad:
                 return f"probabilities {bad}"
@@ -70,17 +82,19 @@ _WANTS_PROBA: dict[type, bool] = {}
 def update_metrics(scores: dict[str, metrics.base.Metric], task: Task, y: Any, prediction: Prediction) -> None:
     """Scores one prediction as progressive_val_score does: label metrics get the predicted
     class, probability metrics the class probabilities, and None or {} is not scored."""
-    classifier = task is not Task.REGRESSION
+    value = prediction.value
+    if task is Task.REGRESSION:
+        if value is not None:
+            for metric in scores.values():
+                metric.update(y, value)
+        return
+    proba = prediction.proba
     for metric in scores.values():
-        y_pred = prediction.value
-        if classifier:
-            kind = type(metric)
-            wants_proba = _WANTS_PROBA.get(kind)
-            if wants_proba is None:
-                assert isinstance(metric, metrics.base.ClassificationMetric)  # what metrics_for gives a classifier
-                wants_proba = _WANTS_PROBA[kind] = not metric.requires_labels
-            if wants_proba:
-                y_pred = prediction.proba
+        wants_proba = _WANTS_PROBA.get(type(metric))
+        if wants_proba is None:
+            assert isinstance(metric, metrics.base.ClassificationMetric)  # what metrics_for gives a classifier
+            wants_proba = _WANTS_PROBA[type(metric)] = not metric.requires_labels
+        y_pred = proba if wants_proba else value
         if y_pred is not None and y_pred != {}:
             metric.update(y, y_pred)
 

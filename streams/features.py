@@ -132,6 +132,15 @@ def apply_event(
     Windows end at the event's own time and include the event.
     """
     previous = new_entity_state() if state is None else state
+    if not aggregates:  # the common case without declared aggregates: nothing to keep or compute
+        last = previous["last_ts"]
+        return {
+            "version": previous["version"] + 1,
+            "updated_at": ts,
+            "last_ts": ts if last is None or ts > last else last,
+            "history": {},
+            "values": {},
+        }
     history = {source: list(points) for source, points in previous["history"].items()}
     longest: dict[str, float] = {}
     for definition in aggregates:

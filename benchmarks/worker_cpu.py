@@ -1,0 +1,172 @@
+"""A stream worker's CPU per event, in process, without Kafka: our work beside River's.
+
+    .venv/bin/python -m benchmarks.worker_cpu [--events 50000] [--model logreg] [--rounds 3] [--profile]
+
+Runs the worker's per-batch work on the throughput benchmark's backlog (labelled Phishing
+events, 1,000 entities, batches of 1,000) exactly as a worker with the embedded learner
+does between fetching a batch and handing its records to the producer: validate, update
+the entities' rows, predict, learn, check the model, encode the examples and the changed
+rows, append to the training log and the offline feature log. Kafka's own work (fetching,
+sending) is left out, as is the publishing of model versions.
+
+Beside it, River alone on the same rows (decode with orjson, `predict_proba_one`, then
+`learn_one`) and River with the progressive metrics the engine keeps; `our_work_over_river`
+is (engine - River with metrics) / River with metrics. CPU time of the process, the fastest
+of interleaved rounds (this machine's noise only ever adds time). With --profile, cProfile's top
+functions by own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from benchmarks.throughput_baselines import rows
+from models.factory import build_model, get_spec
+from models.learner import Learner
+from models.online import OnlineModel, Prediction, metrics_for, update_metrics
+from streams.batch_consumer import Record
+from streams.events import EventProcessor
+from streams.features import FeatureRegistry
+from streams.offline_store import OfflineFeatureLog
+from streams.records import Contract
+
+BATCH = 1000
+
+
+class MemoryRows:
+    """A table as TableWriter keeps it: the store at once, the changed rows encoded per batch."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.staged: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def set(self, partition: int, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.staged[key] = value
+
+    def encode_staged(self) -> list[tuple[bytes, bytes]]:
+        staged, self.staged = self.staged, {}
+        return [(orjson.dumps(key), orjson.dumps(value)) for key, value in staged.items()]
+
+
+def backlog(events: int) -> list[list[Record]]:
+    encoded = [orjson.dumps({**event, "label": y}) for event, y in rows(events)]
+    records = [Record("events", 0, i, None, value, (), None) for i, value in enumerate(encoded)]
+    return [records[i : i + BATCH] for i in range(0, len(records), BATCH)]
+
+
+def run_engine(batches: list[list[Record]], model_name: str, offline_dir: str) -> float:
+    model = OnlineModel(model_name)
+    learner = Learner(model)
+    rows_table = MemoryRows()
+    offline = OfflineFeatureLog(offline_dir)
+    training_log: list[bytes] = []
+    contract = Contract(task=get_spec(model_name).task)
+
+    class Models:
+        fresh_predictions = True
+
+        @property
+        def version(self) -> int:
+            return model.version
+
+        @property
+        def samples(self) -> int:
+            return model.samples_learned
+
+        def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
+            return model.admit(x)
+
+        def predict(self, x: dict[str, Any]) -> Prediction:
+            return learner.predict(x)
+
+        def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
+            return None
+
+    processor = EventProcessor(
+        contract, FeatureRegistry(), rows_table, Models(), learner.learn, on_row=offline.append, fresh_predictions=True
+    )
+    started = time.process_time()
+    for batch in batches:
+        outcome = processor.process(0, batch)
+        learned = learner.end_batch()
+        [orjson.dumps(record) for _, record in outcome.predictions]
+        encoded = [example.encode() for example in learned.learned]
+        rows_table.encode_staged()
+        training_log.extend(encoded)
+        offline.take()
+    return time.process_time() - started
+
+
+def run_river(batches: list[list[Record]], model_name: str, with_metrics: bool) -> float:
+    model = build_model(model_name)
+    task = get_spec(model_name).task
+    scores = metrics_for(task)
+    predict, learn, loads = model.predict_proba_one, model.learn_one, orjson.loads
+    started = time.process_time()
+    for batch in batches:
+        for record in batch:
+            event = loads(record.value)
+            x, y = event["features"], event["label"]
+            proba = predict(x)
+            if with_metrics:
+                update_metrics(scores, task, y, Prediction(max(proba, key=proba.get) if proba else None, proba))
+            learn(x, y)
+    return time.process_time() - started
+
+
+def main() -> None:
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--model", default="logreg")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    batches = backlog(args.events)
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+    # Interleaved rounds, the fastest of each kind: this machine's noise only ever adds time.
+    river, river_scored, engine = [], [], []
+    for _ in range(args.rounds):
+        river.append(run_river(batches, args.model, with_metrics=False))
+        river_scored.append(run_river(batches, args.model, with_metrics=True))
+        with tempfile.TemporaryDirectory() as offline_dir:
+            engine.append(run_engine(batches, args.model, offline_dir))
+    if args.profile:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    per_event = 1e6 / args.events
+    print(
+        json.dumps(
+            {
+                "command": "python -m benchmarks.worker_cpu " + " ".join(sys.argv[1:]),
+                "model": args.model,
+                "events": args.events,
+                "microseconds_per_event": {
+                    "river": round(min(river) * per_event, 1),
+                    "river_with_metrics": round(min(river_scored) * per_event, 1),
+                    "engine": round(min(engine) * per_event, 1),
+                },
+                "our_work_over_river": round((min(engine) - min(river_scored)) / min(river_scored), 2),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
