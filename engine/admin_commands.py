@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from engine import metrics
 from engine.settings import Settings
@@ -99,8 +99,11 @@ class ControlFollower:
         self.listening = asyncio.Event()
 
     async def follow(self) -> None:
+        # Assigned, not subscribed: the group only keeps the committed position. Joining it
+        # would make a learner restarted after a kill -9 wait for its dead predecessor's
+        # session to time out (seconds) before it could publish or learn.
+        topic = self.settings.control_topic
         consumer = AIOKafkaConsumer(
-            self.settings.control_topic,
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=f"{self.settings.app_id}-control",
             enable_auto_commit=False,
@@ -108,8 +111,11 @@ class ControlFollower:
         )
         await consumer.start()
         try:
-            while not consumer.assignment():
-                await self._run_all(consumer, await consumer.getmany(timeout_ms=100))  # joins the group
+            partitions = consumer.partitions_for_topic(topic)
+            while not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic)
+            consumer.assign([TopicPartition(topic, partition) for partition in sorted(partitions)])
             for tp in consumer.assignment():
                 await consumer.position(tp)
             self.listening.set()

@@ -82,6 +82,12 @@ class Settings:
         "0",
         "this stream worker's stable name in its group (static membership: a restart gets its partitions back at once)",
     )
+    table_store: str = _env(
+        "TABLE_STORE",
+        "rocksdb",
+        "where a worker keeps the feature table: rocksdb (local disk: a restart reads only the changelog's tail)"
+        " or memory",
+    )
     standby_replicas: int = _env(
         "STANDBY_REPLICAS", 0, "standby copies of each feature table partition on other workers"
     )
@@ -153,6 +159,8 @@ class Settings:
             raise SettingsError("STREAM_BATCH_SIZE must be at least 1")
         if self.topic_partitions < 1:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
+        if self.table_store not in ("rocksdb", "memory"):
+            raise SettingsError("TABLE_STORE must be rocksdb or memory")
         if self.cache_l2 not in ("auto", "always", "never"):
             raise SettingsError("CACHE_L2 must be auto, always or never")
         if self.serve_processes < 1:
@@ -190,6 +198,11 @@ class Settings:
     @property
     def control_topic(self) -> str:
         return f"{self.app_id}-control"
+
+    @property
+    def table_path(self) -> Path:
+        """This worker's RocksDB tables (one directory per worker: RocksDB locks its files)."""
+        return self.state_path / "tables" / f"worker-{self.worker_id}"
 
     @property
     def entity_table(self) -> str:

@@ -17,6 +17,8 @@ a prediction already joined or waiting is not replaced: replays change nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import logging
 import signal
 import time
@@ -41,8 +43,9 @@ from models.drift import DriftMonitor
 from models.examples import Example
 from models.factory import get_spec
 from models.guard import Refusal
+from streams import table_store
 from streams.batch_consumer import BatchApp, BatchConsumer, Record
-from streams.changelog import TableWriter, send_by_event_id, send_records
+from streams.changelog import PersistentTableWriter, TableWriter, send_by_event_id, send_records
 from streams.events import DeadLetter, EventOutcome, EventProcessor
 from streams.features import FeatureRegistry
 from streams.join import Join, JoinOutcome
@@ -68,6 +71,12 @@ def contract_for(settings: Settings, features: FeatureRegistry) -> Contract:
     )
 
 
+def store_identity(settings: Settings, features: FeatureRegistry) -> bytes:
+    """Who writes the feature table's local store: the app, the table, the declared features."""
+    declared = orjson.dumps([dataclasses.asdict(d) for d in features.definitions], option=orjson.OPT_SORT_KEYS)
+    return f"{settings.app_id}/{settings.entity_table}/features-{hashlib.sha256(declared).hexdigest()[:16]}".encode()
+
+
 class StreamWorker:
     def __init__(self, settings: Settings, features: FeatureRegistry, mode: WorkerMode) -> None:
         self.settings = settings
@@ -79,7 +88,9 @@ class StreamWorker:
         self.drift = DriftMonitor()
         self.offline_log = OfflineFeatureLog(settings.state_path / "offline-features")
         contract = contract_for(settings, features)
-        self.rows = TableWriter(self.entities)
+        self.rows: TableWriter | PersistentTableWriter = (
+            PersistentTableWriter(self.entities) if settings.table_store == "rocksdb" else TableWriter(self.entities)
+        )
         self.pending = TableWriter(self.join_table)
         self.events = EventProcessor(
             contract,
@@ -115,6 +126,7 @@ class StreamWorker:
             topic_replication_factor=1,
             web_enabled=False,
             datadir=str(s.state_path / "faust"),
+            tabledir=str(s.table_path),
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=False,
             broker_max_poll_records=s.stream_batch_size,
@@ -140,7 +152,17 @@ class StreamWorker:
         self.events_topic = raw_topic(s.events_topic)
         self.labels_topic = raw_topic(s.labels_topic)
         self.predictions_topic = raw_topic(s.predictions_topic)
-        self.entities = app.Table(s.entity_table, default=None, partitions=partitions, key_type=str)
+        if s.table_store == "rocksdb":
+            self.entities = app.Table(
+                s.entity_table,
+                default=None,
+                partitions=partitions,
+                key_type=str,
+                store=table_store.store_url(s.entity_table),
+                options={table_store.IDENTITY_OPTION: store_identity(s, self.features)},
+            )
+        else:
+            self.entities = app.Table(s.entity_table, default=None, partitions=partitions, key_type=str)
         self.join_table = app.Table("join", default=None, partitions=partitions, key_type=str)
         app.batch_handler(self.events_topic, self._on_events)
         app.batch_handler(self.labels_topic, self._on_labels)
@@ -196,6 +218,8 @@ class StreamWorker:
         examples = [example.encode() for example in learned.learned]
         examples_end = await self._send_examples(learned.learned, examples)
         await self._wait(await self.rows.flush(self.producer) + await self.pending.flush(self.producer))
+        self.rows.written()
+        self.pending.written()
         await self.mode.batch_sent(learned, examples_end, examples)
 
     @staticmethod
@@ -356,6 +380,7 @@ def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learne
     from engine.topics import ensure_topics
 
     settings.state_path.mkdir(parents=True, exist_ok=True)
+    settings.table_path.mkdir(parents=True, exist_ok=True)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))

@@ -107,6 +107,8 @@ class TableWriter:
         return len(self.store.data)
 
     async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future]:
+        """Sends the changelog records of the rows changed since the last flush; returns
+        their delivery futures, to be awaited before `written`."""
         staged, self._staged = self._staged, {}
         topic = self.table.changelog_topic.get_topic_name()
         futures: list[asyncio.Future] = []
@@ -114,3 +116,66 @@ class TableWriter:
             records = ((orjson.dumps(key), encode_value(value)) for key, value in values.items())
             futures.extend(future for future, _ in await send_records(producer, topic, partition, records))
         return futures
+
+    def written(self) -> None:
+        """After the flushed changelog records were acknowledged: the memory store already
+        holds the rows."""
+
+
+class PersistentTableWriter:
+    """Writes to a table kept in RocksDB (streams/table_store.py): rows are held in memory
+    as they are set, sent to the changelog once per batch, and written to disk only once
+    Kafka acknowledged them, with the changelog offset they reach (`written`)."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._staged: dict[int, dict[str, Any]] = {}
+        # Sent, not yet on disk: per partition, the records and their delivery futures.
+        self._sent: list[tuple[int, list[tuple[bytes, bytes | None]], list[tuple[asyncio.Future, int]]]] = []
+
+    @property
+    def store(self) -> Any:
+        return self.table.data  # streams.table_store.RowStore
+
+    def get(self, key: str) -> Any:
+        return self.store.row(key)
+
+    def set(self, partition: int, key: str, value: Any) -> None:
+        self.store.keep(partition, key, value)
+        self._staged.setdefault(partition, {})[key] = value
+
+    def delete(self, partition: int, key: str) -> None:
+        self.store.keep(partition, key, None)
+        self._staged.setdefault(partition, {})[key] = TOMBSTONE
+
+    def items(self) -> list[tuple[str, Any]]:
+        merged = dict(self.store.stored_items())
+        unwritten = [(key, value) for _, records, _ in self._sent for key, value in records]
+        unwritten += [(orjson.dumps(k), encode_value(v)) for values in self._staged.values() for k, v in values.items()]
+        for key, value in unwritten:
+            if value is None:
+                merged.pop(orjson.loads(key), None)
+            else:
+                merged[orjson.loads(key)] = orjson.loads(value)
+        return list(merged.items())
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+    async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future]:
+        staged, self._staged = self._staged, {}
+        topic = self.table.changelog_topic.get_topic_name()
+        futures: list[asyncio.Future] = []
+        for partition, values in staged.items():
+            records = [(orjson.dumps(key), encode_value(value)) for key, value in values.items()]
+            sent = await send_records(producer, topic, partition, records)
+            self._sent.append((partition, records, sent))
+            futures.extend(future for future, _ in sent)
+        return futures
+
+    def written(self) -> None:
+        """Writes the flushed rows to disk; their changelog records must be acknowledged."""
+        sent, self._sent = self._sent, []
+        for partition, records, batches in sent:
+            future, count = batches[-1]
+            self.store.write(partition, records, future.result().offset + count - 1)

@@ -1,0 +1,160 @@
+"""The feature table on local disk: RocksDB (through rocksdict), so that a restarted worker
+reads back only the changelog records written after its last write, not the whole table.
+
+One RocksDB database per partition, as Faust's own RocksDB store keeps them (this store is
+that one, with three additions):
+
+- **What is on disk is always a prefix of the changelog.** The worker writes a batch's rows
+  only after Kafka acknowledged their changelog records, in one atomic write batch together
+  with the changelog offset of the last one (Faust's persisted offset). After a kill -9 at
+  any point the database holds the rows up to some changelog offset and says which, and
+  Faust's recovery reads the changelog from there: the same rows an in-memory store would
+  have rebuilt from the whole changelog.
+- **Rows are read once.** Decoded rows are kept in memory as they are read and written, so
+  a restarted worker starts at once and reads an entity's row from disk the first time it
+  sees the entity. A revoked partition's rows leave memory (another worker may change them
+  before the partition comes back, through the changelog, which recovery writes to disk).
+- **A database that is not ours is not used.** Each database holds who wrote it: the app,
+  the table and the declared features. One written by another app or for another feature
+  set, or one RocksDB cannot open (corrupt), is logged, removed and rebuilt from the
+  changelog.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+import rocksdict
+from faust.stores import rocksdb as faust_rocksdb
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+IDENTITY_KEY = b"__rtml\0identity__"
+# Faust's key for the last changelog offset in the database; not a row.
+OFFSET_KEY = faust_rocksdb.Store.offset_key
+SPECIAL_KEYS = frozenset({IDENTITY_KEY, OFFSET_KEY})
+IDENTITY_OPTION = "rtml_identity"
+URL_SCHEME = "rtmlrocksdb"
+
+
+class ForeignStore(Exception):
+    """The database on disk was written by another app, table or feature set."""
+
+
+class RowStore(faust_rocksdb.Store):
+    """Faust's RocksDB store with decoded rows kept in memory and a checked identity."""
+
+    def __init__(self, url: Any, app: Any, table: Any, *, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        options = dict(options or {})
+        self.identity: bytes = options.pop(IDENTITY_OPTION, b"")
+        options.setdefault("driver", "rocksdict")
+        super().__init__(url, app, table, options=options, **kwargs)
+        self.rows: dict[str, Any] = {}  # decoded rows of the active partitions, by key
+        self.row_partitions: dict[str, int] = {}
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _open_for_partition(self, partition: int) -> Any:
+        path = self.partition_path(partition)
+        try:
+            db = super()._open_for_partition(partition)
+        except Exception as exc:  # rocksdict raises plain exceptions
+            if "lock" in repr(exc).lower():
+                raise  # another process holds it: Faust retries
+            reason = f"RocksDB cannot open it ({exc})"
+        else:
+            try:
+                self._check_identity(db)
+                return db
+            except ForeignStore as exc:
+                reason = str(exc)
+                db.close()
+        log.warning("table store %s: %s; removing it and rebuilding it from the changelog", path, reason)
+        shutil.rmtree(path, ignore_errors=True)
+        db = super()._open_for_partition(partition)
+        self._check_identity(db)
+        return db
+
+    def _check_identity(self, db: Any) -> None:
+        found = db.get(IDENTITY_KEY)
+        if found is None:
+            if db.get(OFFSET_KEY) is not None or _has_rows(db):
+                raise ForeignStore("it has rows but does not say who wrote them")
+            db.put(IDENTITY_KEY, self.identity)
+            return
+        if found != self.identity:
+            raise ForeignStore(f"it was written by {found.decode(errors='replace')}, not {self.identity.decode()}")
+
+    # -- rows ------------------------------------------------------------------------------
+
+    def row(self, key: str) -> Any:
+        """The row of `key` (decoded), or None."""
+        try:
+            return self.rows[key]
+        except KeyError:
+            pass
+        encoded = orjson.dumps(key)
+        for partition, db in list(self._dbs.items()):
+            raw = db.get(encoded)
+            if raw is not None:
+                value = orjson.loads(raw)
+                self.rows[key] = value
+                self.row_partitions[key] = partition
+                return value
+        return None
+
+    def keep(self, partition: int, key: str, value: Any) -> None:
+        """Holds a row in memory until its batch is written (`write`)."""
+        if value is None:
+            self.rows.pop(key, None)
+            self.row_partitions.pop(key, None)
+        else:
+            self.rows[key] = value
+            self.row_partitions[key] = partition
+
+    def write(self, partition: int, records: Iterable[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+        """Writes a batch's rows, as their changelog records (acknowledged up to
+        `changelog_offset`), and that offset, in one atomic write."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in records:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(OFFSET_KEY, str(changelog_offset).encode())
+        self._db_for_partition(partition).write(batch)
+
+    def stored_items(self) -> Iterator[tuple[str, Any]]:
+        """Every row of the active partitions, as written."""
+        for db in list(self._dbs_for_actives()):
+            for key, value in db.items():
+                if key not in SPECIAL_KEYS:
+                    yield orjson.loads(key), orjson.loads(value)
+
+    def revoke_partitions(self, table: Any, tps: set[TP]) -> None:
+        revoked = {tp.partition for tp in tps if tp.topic in table.changelog_topic.topics}
+        if revoked:
+            for key in [k for k, p in self.row_partitions.items() if p in revoked]:
+                del self.rows[key]
+                del self.row_partitions[key]
+        super().revoke_partitions(table, tps)
+
+
+def _has_rows(db: Any) -> bool:
+    return any(key not in SPECIAL_KEYS for key in db.keys())  # noqa: SIM118 - an Rdict iterates its keys this way
+
+
+def store_url(table_name: str) -> str:
+    """The Faust store URL of a table kept in a RowStore (registered here as `rtmlrocksdb`).
+
+    With its table name as the path: a URL with nothing after the scheme is falsy to yarl,
+    and Faust would take the app's default store instead."""
+    from faust import stores
+
+    stores.STORES.aliases[URL_SCHEME] = f"{__name__}:RowStore"
+    return f"{URL_SCHEME}:{table_name}"

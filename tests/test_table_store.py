@@ -1,0 +1,144 @@
+"""The feature table's RocksDB store: rows on disk with their changelog offset, read back
+after a restart, and a database that is not ours refused and rebuilt."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import faust
+import orjson
+import pytest
+from faust.types import TP
+
+from streams.table_store import IDENTITY_OPTION, RowStore, store_url
+
+TABLE = "entity-features"
+
+
+def open_store(path: Path, identity: bytes = b"app/entity-features/features-1", partitions: int = 2) -> RowStore:
+    """The store of a restarted worker, with its partitions' databases open (as Faust opens
+    them when they are assigned)."""
+    app = faust.App("table-store-test", datadir=str(path / "faust"), tabledir=str(path / "tables"))
+    table = app.Table(TABLE, default=None, key_type=str, store=store_url(TABLE), options={IDENTITY_OPTION: identity})
+    store = table.data
+    assert isinstance(store, RowStore)
+    for partition in range(partitions):
+        store._db_for_partition(partition)
+    return store
+
+
+def close(store: RowStore) -> None:
+    for db in store._dbs.values():
+        db.close()
+    store._dbs.clear()
+
+
+def changelog_tp(store: RowStore, partition: int) -> TP:
+    return TP(store.table.changelog_topic.get_topic_name(), partition)
+
+
+def rows(*pairs: tuple[str, dict | None]) -> list[tuple[bytes, bytes | None]]:
+    return [(orjson.dumps(key), None if value is None else orjson.dumps(value)) for key, value in pairs]
+
+
+def test_written_rows_and_their_changelog_offset_are_read_back_after_a_restart(tmp_path):
+    store = open_store(tmp_path)
+    store.write(0, rows(("a", {"offset": 3}), ("b", {"offset": 4})), changelog_offset=41)
+    store.write(1, rows(("c", {"offset": 7})), changelog_offset=9)
+    store.write(0, rows(("b", None)), changelog_offset=42)
+    close(store)
+
+    again = open_store(tmp_path)
+    assert again.persisted_offset(changelog_tp(again, 0)) == 42
+    assert again.persisted_offset(changelog_tp(again, 1)) == 9
+    assert again.row("a") == {"offset": 3}
+    assert again.row("b") is None  # deleted in a later batch
+    assert again.row("c") == {"offset": 7}
+    assert again.row("unknown") is None
+    close(again)
+
+
+def test_rows_held_in_memory_are_not_on_disk_until_written(tmp_path):
+    store = open_store(tmp_path)
+    store.write(0, rows(("a", {"v": 1})), changelog_offset=0)
+    store.keep(0, "a", {"v": 2})  # set in a batch whose changelog is not acknowledged yet
+    assert store.row("a") == {"v": 2}
+    close(store)
+    again = open_store(tmp_path)
+    assert again.row("a") == {"v": 1}  # what a crash before the acknowledgement leaves: the changelog's state
+    close(again)
+
+
+def test_a_revoked_partition_s_rows_leave_memory(tmp_path):
+    store = open_store(tmp_path)
+    store.write(0, rows(("a", {"v": 1})), changelog_offset=0)
+    store.write(1, rows(("b", {"v": 1})), changelog_offset=0)
+    store.keep(0, "a", {"v": 1})
+    store.keep(1, "b", {"v": 1})
+    # Another worker changes "a" while this one does not own partition 0; recovery writes it to disk.
+    store.revoke_partitions(store.table, {changelog_tp(store, 0)})
+    store._db_for_partition(0).put(orjson.dumps("a"), orjson.dumps({"v": 5}))
+    assert store.row("a") == {"v": 5}
+    assert "b" in store.rows
+    close(store)
+
+
+def test_a_store_written_for_other_features_is_removed_and_rebuilt(tmp_path, caplog):
+    store = open_store(tmp_path, identity=b"app/entity-features/features-1")
+    store.write(0, rows(("a", {"v": 1})), changelog_offset=10)
+    close(store)
+
+    with caplog.at_level(logging.WARNING, logger="streams.table_store"):
+        other = open_store(tmp_path, identity=b"app/entity-features/features-2")
+        assert other.persisted_offset(changelog_tp(other, 0)) is None  # recovery reads the whole changelog
+    assert other.row("a") is None
+    assert "written by app/entity-features/features-1" in caplog.text
+    assert "rebuilding it from the changelog" in caplog.text
+    close(other)
+
+
+def test_a_store_without_our_identity_is_not_trusted(tmp_path, caplog):
+    store = open_store(tmp_path)
+    db = store._db_for_partition(0)
+    db.delete(b"__rtml\x00identity__")  # as Faust's own store, or another tool, leaves it
+    close(store)
+    with caplog.at_level(logging.WARNING, logger="streams.table_store"):
+        again = open_store(tmp_path)
+        again.write(0, rows(("a", {"v": 1})), changelog_offset=0)
+    close(again)
+    assert caplog.text == ""  # an empty database without identity is simply taken
+
+    store = open_store(tmp_path)
+    store._db_for_partition(0).delete(b"__rtml\x00identity__")
+    close(store)
+    with caplog.at_level(logging.WARNING, logger="streams.table_store"):
+        again = open_store(tmp_path)
+        assert again.persisted_offset(changelog_tp(again, 0)) is None
+    assert "does not say who wrote them" in caplog.text
+    close(again)
+
+
+def test_a_corrupt_store_is_removed_and_rebuilt(tmp_path, caplog):
+    store = open_store(tmp_path)
+    store.write(0, rows(("a", {"v": 1})), changelog_offset=10)
+    path = store.partition_path(0)
+    close(store)
+    (path / "CURRENT").write_text("MANIFEST-999999\n")  # points at a manifest that does not exist
+
+    with caplog.at_level(logging.WARNING, logger="streams.table_store"):
+        again = open_store(tmp_path)
+        assert again.persisted_offset(changelog_tp(again, 0)) is None
+    assert "RocksDB cannot open it" in caplog.text
+    assert again.row("a") is None
+    close(again)
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_stored_items_are_every_row_of_the_active_partitions(tmp_path, partitions, monkeypatch):
+    store = open_store(tmp_path)
+    for p in range(partitions):
+        store.write(p, rows((f"k{p}", {"p": p})), changelog_offset=p)
+    monkeypatch.setattr(store, "_dbs_for_actives", lambda: list(store._dbs.values()))
+    assert dict(store.stored_items()) == {f"k{p}": {"p": p} for p in range(partitions)}
+    close(store)
