@@ -120,6 +120,10 @@ async def readyz(request: Request) -> Response:
     checks["model_healthy"] = runtime.predictor.healthy
     redis = None if runtime.redis is None else await runtime.redis.ping()
     body = {"ready": ready, "checks": checks, "redis": redis, "kafka": runtime.kafka_reachable()}
+    if runtime.workers is not None:
+        # Reported, not required: serving answers from the features it holds while a worker
+        # recovers or lags; each worker's state says how fresh they are.
+        body["workers"] = runtime.workers.describe()
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

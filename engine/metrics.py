@@ -128,6 +128,11 @@ PREDICTION_DRIFT_KS = Gauge(
     "KS statistic of recent prediction scores against the reference window",
     multiprocess_mode="livemax",
 )
+TABLE_RECOVERY_REMAINING = Gauge(
+    "rtml_table_recovery_records_remaining",
+    "Changelog records a stream worker still reads back before it processes events again (0 when it is not recovering)",
+    multiprocess_mode="livesum",
+)
 CONSUMER_LAG = Gauge(
     "rtml_consumer_lag_messages",
     "Messages behind the end of the log",

@@ -27,6 +27,7 @@ from engine.contract import RequestError
 from engine.prediction_log import ServedPredictionLog
 from engine.serving import DeadlineBreaker, ModelSource, Predictor, PublishedModels
 from engine.settings import Settings
+from engine.worker_status import WorkerStatusFollower
 from models.snapshots import SnapshotStore
 from streams.feature_replica import FeatureReplica
 from streams.features import FeatureRegistry
@@ -127,6 +128,7 @@ class Runtime:
     broker: BrokerProbe | None = None  # with a producer
     starting: list[asyncio.Task] | None = None
     grpc: Any = None  # the Open Inference Protocol's gRPC server (grpc.aio.Server), when serving it
+    workers: WorkerStatusFollower | None = None  # the stream workers' reports, with Kafka
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -154,6 +156,8 @@ class Runtime:
             remember=settings.dedupe_window,
         )
         served_log.start()
+        workers = WorkerStatusFollower(settings.kafka_bootstrap, settings.workers_topic, settings.worker_lagging_events)
+        workers.start()
         return cls(
             settings=settings,
             feature_registry=load_feature_registry(settings.feature_definitions),
@@ -166,6 +170,7 @@ class Runtime:
             producer=producer,
             broker=broker,
             starting=starting,
+            workers=workers,
         )
 
     @classmethod
@@ -191,6 +196,8 @@ class Runtime:
             await self.predictor.served_log.stop()
         for task in self.starting or ():
             task.cancel()
+        if self.workers is not None:
+            await self.workers.stop()
         await self.features.stop()
         if self.models is not None:
             await self.models.stop()

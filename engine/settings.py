@@ -88,6 +88,9 @@ class Settings:
         "where a worker keeps the feature table: rocksdb (local disk: a restart reads only the changelog's tail)"
         " or memory",
     )
+    worker_lagging_events: int = _env(
+        "WORKER_LAGGING_EVENTS", 10_000, "/readyz calls a worker lagging when it trails its topics by more records"
+    )
     standby_replicas: int = _env(
         "STANDBY_REPLICAS", 0, "standby copies of each feature table partition on other workers"
     )
@@ -194,6 +197,10 @@ class Settings:
     @property
     def models_topic(self) -> str:
         return f"{self.app_id}-models"
+
+    @property
+    def workers_topic(self) -> str:
+        return f"{self.app_id}-workers"
 
     @property
     def control_topic(self) -> str:

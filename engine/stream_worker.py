@@ -39,6 +39,7 @@ from engine.learning import LearningService
 from engine.process import arm_stop_deadline, freeze_heap
 from engine.settings import Settings
 from engine.worker_modes import EmbeddedLearner, LearnerApart, WorkerMode
+from engine.worker_status import Progress, StatusReporter
 from models.drift import DriftMonitor
 from models.examples import Example
 from models.factory import get_spec
@@ -112,6 +113,7 @@ class StreamWorker:
             early_label_grace_seconds=settings.early_label_grace_seconds,
         )
         self._processed_offsets: dict[tuple[str, int], int] = {}
+        self.status = StatusReporter(settings.worker_id, settings.workers_topic, self.progress)
         self._null_series: set[str] = set()
 
     # -- the Faust app ----------------------------------------------------------------------
@@ -286,18 +288,31 @@ class StreamWorker:
             metrics.PREDICTION_DRIFT_KS.set(prediction)
         self._publish_consumer_lag()
 
-    def _publish_consumer_lag(self) -> None:
+    def _publish_consumer_lag(self) -> int | None:
+        """Sets the lag gauges; returns the records behind, over every partition with a batch
+        processed (None before the first)."""
         try:
             assignment = self.app.consumer.assignment()
         except Exception:  # noqa: BLE001 - before the first assignment there is no consumer to ask
-            return
+            return None
+        total = None
         for tp in assignment:
             next_offset = self._processed_offsets.get((tp.topic, tp.partition))
             if next_offset is None:
                 continue
             highwater = self.app.consumer.highwater(tp)
             if highwater is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, highwater - next_offset))
+                lag = max(0, highwater - next_offset)
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+                total = (total or 0) + lag
+        return total
+
+    def progress(self) -> Progress:
+        """Recovering (and how many changelog records remain), or how far behind."""
+        recovery = cast(TableManager, self.app.tables).recovery
+        if not self._tables_ready():
+            return Progress(True, recovery.active_remaining_total(), None)
+        return Progress(False, 0, self._publish_consumer_lag())
 
     async def _flush_offline_log(self) -> None:
         updates = self.offline_log.take()
@@ -325,6 +340,7 @@ class StreamWorker:
         )
         await self.producer.start()
         self.dead_letters = DeadLetterSink(self.producer, self.settings)
+        self.status.start(self.producer)
         await self.mode.start(self.producer)
 
     async def stop(self) -> None:
@@ -335,6 +351,7 @@ class StreamWorker:
         await self.mode.stop()
         await asyncio.to_thread(self.offline_log.write, self.offline_log.take())
         if self.producer is not None:
+            await self.status.stop(self.producer)
             await self.producer.stop()
 
 

@@ -8,6 +8,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from engine import worker_status
 from engine.settings import Settings
 from streams.model_topic import MAX_MODEL_BYTES
 
@@ -34,6 +35,7 @@ async def ensure_topics(settings: Settings, timeout_seconds: float = 60.0) -> No
         settings.examples_topic: (1, {}),
         settings.models_topic: (1, MODEL_TOPIC_CONFIG),
         settings.control_topic: (1, {}),
+        settings.workers_topic: (1, worker_status.TOPIC_CONFIG),
         settings.dlq_events_topic: (1, {}),
         settings.dlq_labels_topic: (1, {}),
     }

@@ -16,10 +16,10 @@ from streams.table_store import IDENTITY_OPTION, RowStore, store_url
 TABLE = "entity-features"
 
 
-def open_store(path: Path, identity: bytes = b"app/entity-features/features-1", partitions: int = 2) -> RowStore:
-    """The store of a restarted worker, with its partitions' databases open (as Faust opens
-    them when they are assigned)."""
-    app = faust.App("table-store-test", datadir=str(path / "faust"), tabledir=str(path / "tables"))
+def open_store(tables: Path, identity: bytes = b"app/entity-features/features-1", partitions: int = 2) -> RowStore:
+    """The store of a worker whose tables are in `tables`, with its partitions' databases
+    open (as Faust opens them when they are assigned)."""
+    app = faust.App("table-store-test", datadir=str(tables.parent / "faust"), tabledir=str(tables))
     table = app.Table(TABLE, default=None, key_type=str, store=store_url(TABLE), options={IDENTITY_OPTION: identity})
     store = table.data
     assert isinstance(store, RowStore)
@@ -43,13 +43,13 @@ def rows(*pairs: tuple[str, dict | None]) -> list[tuple[bytes, bytes | None]]:
 
 
 def test_written_rows_and_their_changelog_offset_are_read_back_after_a_restart(tmp_path):
-    store = open_store(tmp_path)
+    store = open_store(tmp_path / "tables")
     store.write(0, rows(("a", {"offset": 3}), ("b", {"offset": 4})), changelog_offset=41)
     store.write(1, rows(("c", {"offset": 7})), changelog_offset=9)
     store.write(0, rows(("b", None)), changelog_offset=42)
     close(store)
 
-    again = open_store(tmp_path)
+    again = open_store(tmp_path / "tables")
     assert again.persisted_offset(changelog_tp(again, 0)) == 42
     assert again.persisted_offset(changelog_tp(again, 1)) == 9
     assert again.row("a") == {"offset": 3}
@@ -60,18 +60,18 @@ def test_written_rows_and_their_changelog_offset_are_read_back_after_a_restart(t
 
 
 def test_rows_held_in_memory_are_not_on_disk_until_written(tmp_path):
-    store = open_store(tmp_path)
+    store = open_store(tmp_path / "tables")
     store.write(0, rows(("a", {"v": 1})), changelog_offset=0)
     store.keep(0, "a", {"v": 2})  # set in a batch whose changelog is not acknowledged yet
     assert store.row("a") == {"v": 2}
     close(store)
-    again = open_store(tmp_path)
+    again = open_store(tmp_path / "tables")
     assert again.row("a") == {"v": 1}  # what a crash before the acknowledgement leaves: the changelog's state
     close(again)
 
 
 def test_a_revoked_partition_s_rows_leave_memory(tmp_path):
-    store = open_store(tmp_path)
+    store = open_store(tmp_path / "tables")
     store.write(0, rows(("a", {"v": 1})), changelog_offset=0)
     store.write(1, rows(("b", {"v": 1})), changelog_offset=0)
     store.keep(0, "a", {"v": 1})
@@ -85,12 +85,12 @@ def test_a_revoked_partition_s_rows_leave_memory(tmp_path):
 
 
 def test_a_store_written_for_other_features_is_removed_and_rebuilt(tmp_path, caplog):
-    store = open_store(tmp_path, identity=b"app/entity-features/features-1")
+    store = open_store(tmp_path / "tables", identity=b"app/entity-features/features-1")
     store.write(0, rows(("a", {"v": 1})), changelog_offset=10)
     close(store)
 
     with caplog.at_level(logging.WARNING, logger="streams.table_store"):
-        other = open_store(tmp_path, identity=b"app/entity-features/features-2")
+        other = open_store(tmp_path / "tables", identity=b"app/entity-features/features-2")
         assert other.persisted_offset(changelog_tp(other, 0)) is None  # recovery reads the whole changelog
     assert other.row("a") is None
     assert "written by app/entity-features/features-1" in caplog.text
@@ -99,35 +99,35 @@ def test_a_store_written_for_other_features_is_removed_and_rebuilt(tmp_path, cap
 
 
 def test_a_store_without_our_identity_is_not_trusted(tmp_path, caplog):
-    store = open_store(tmp_path)
+    store = open_store(tmp_path / "tables")
     db = store._db_for_partition(0)
     db.delete(b"__rtml\x00identity__")  # as Faust's own store, or another tool, leaves it
     close(store)
     with caplog.at_level(logging.WARNING, logger="streams.table_store"):
-        again = open_store(tmp_path)
+        again = open_store(tmp_path / "tables")
         again.write(0, rows(("a", {"v": 1})), changelog_offset=0)
     close(again)
     assert caplog.text == ""  # an empty database without identity is simply taken
 
-    store = open_store(tmp_path)
+    store = open_store(tmp_path / "tables")
     store._db_for_partition(0).delete(b"__rtml\x00identity__")
     close(store)
     with caplog.at_level(logging.WARNING, logger="streams.table_store"):
-        again = open_store(tmp_path)
+        again = open_store(tmp_path / "tables")
         assert again.persisted_offset(changelog_tp(again, 0)) is None
     assert "does not say who wrote them" in caplog.text
     close(again)
 
 
 def test_a_corrupt_store_is_removed_and_rebuilt(tmp_path, caplog):
-    store = open_store(tmp_path)
+    store = open_store(tmp_path / "tables")
     store.write(0, rows(("a", {"v": 1})), changelog_offset=10)
     path = store.partition_path(0)
     close(store)
     (path / "CURRENT").write_text("MANIFEST-999999\n")  # points at a manifest that does not exist
 
     with caplog.at_level(logging.WARNING, logger="streams.table_store"):
-        again = open_store(tmp_path)
+        again = open_store(tmp_path / "tables")
         assert again.persisted_offset(changelog_tp(again, 0)) is None
     assert "RocksDB cannot open it" in caplog.text
     assert again.row("a") is None
@@ -136,7 +136,7 @@ def test_a_corrupt_store_is_removed_and_rebuilt(tmp_path, caplog):
 
 @pytest.mark.parametrize("partitions", [1, 3])
 def test_stored_items_are_every_row_of_the_active_partitions(tmp_path, partitions, monkeypatch):
-    store = open_store(tmp_path)
+    store = open_store(tmp_path / "tables")
     for p in range(partitions):
         store.write(p, rows((f"k{p}", {"p": p})), changelog_offset=p)
     monkeypatch.setattr(store, "_dbs_for_actives", lambda: list(store._dbs.values()))
