@@ -174,8 +174,14 @@ class PersistentTableWriter:
         return futures
 
     def written(self) -> None:
-        """Writes the flushed rows to disk; their changelog records must be acknowledged."""
+        """Writes the flushed rows to disk, once their changelog records are acknowledged.
+
+        Rows whose records Kafka did not acknowledge (a batch that failed before reaching
+        here) never go to disk: what is on disk stays the changelog up to the offset it names."""
         sent, self._sent = self._sent, []
         for partition, records, batches in sent:
+            futures = [future for future, _ in batches]
+            if not all(f.done() and not f.cancelled() and f.exception() is None for f in futures):
+                continue
             future, count = batches[-1]
             self.store.write(partition, records, future.result().offset + count - 1)

@@ -3,14 +3,17 @@ after a restart, and a database that is not ours refused and rebuilt."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import faust
 import orjson
 import pytest
 from faust.types import TP
 
+from streams.changelog import PersistentTableWriter
 from streams.table_store import IDENTITY_OPTION, RowStore, store_url
 
 TABLE = "entity-features"
@@ -141,4 +144,72 @@ def test_stored_items_are_every_row_of_the_active_partitions(tmp_path, partition
         store.write(p, rows((f"k{p}", {"p": p})), changelog_offset=p)
     monkeypatch.setattr(store, "_dbs_for_actives", lambda: list(store._dbs.values()))
     assert dict(store.stored_items()) == {f"k{p}": {"p": p} for p in range(partitions)}
+    close(store)
+
+
+class FakeBatch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None]] = []
+
+    def append(self, *, key: bytes | None, value: bytes | None, timestamp: None, headers: list) -> object:
+        self.records.append((key, value))
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+
+class FakeProducer:
+    """Sends nothing: each batch's delivery future is settled by the test, as Kafka would."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, FakeBatch, asyncio.Future]] = []
+        self.next_offset = 0
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch()
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.sent.append((partition, batch, future))
+        return future
+
+    def acknowledge(self, index: int) -> None:
+        _, batch, future = self.sent[index]
+        future.set_result(SimpleNamespace(offset=self.next_offset))
+        self.next_offset += batch.record_count()
+
+
+async def test_the_writer_puts_rows_on_disk_only_once_kafka_acknowledged_them(tmp_path):
+    store = open_store(tmp_path / "tables")
+    writer = PersistentTableWriter(store.table)
+    producer = FakeProducer()
+    tp = changelog_tp(store, 0)
+
+    writer.set(0, "a", {"v": 1})
+    writer.set(0, "b", {"v": 1})
+    writer.set(0, "a", {"v": 2})  # the last value of a key in a batch is the one sent
+    assert writer.get("a") == {"v": 2}
+    futures = await writer.flush(producer)
+    assert store.persisted_offset(tp) is None  # sent, not acknowledged: nothing on disk
+    producer.acknowledge(0)
+    await asyncio.gather(*futures)
+    writer.written()
+    assert store.persisted_offset(tp) == 1
+    assert store._db_for_partition(0).get(orjson.dumps("a")) == orjson.dumps({"v": 2})
+
+    writer.set(0, "c", {"v": 1})
+    failed = await writer.flush(producer)
+    producer.sent[1][2].set_exception(RuntimeError("broker gone"))
+    with pytest.raises(RuntimeError):
+        await asyncio.gather(*failed)
+    writer.delete(0, "b")
+    futures = await writer.flush(producer)
+    producer.acknowledge(2)
+    await asyncio.gather(*futures)
+    writer.written()
+    db = store._db_for_partition(0)
+    assert db.get(orjson.dumps("c")) is None  # its batch was never acknowledged
+    assert db.get(orjson.dumps("b")) is None  # deleted, acknowledged
+    assert store.persisted_offset(tp) == 2
     close(store)
