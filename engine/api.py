@@ -339,6 +339,9 @@ ROUTES = [
 
 # Served by a plain ASGI handler before Starlette's router (the same callable as the route).
 FAST_PATHS = {("POST", "/predict"): fast_predict.predict}
+FAST_PATHS_BY_PREFIX = [
+    ("POST", oip_rest.INFER_PREFIX, oip_rest.INFER_SUFFIX, "/v2/models/{name}/infer", oip_rest.infer)
+]
 
 OPENAPI = document(
     ROUTES,
@@ -365,4 +368,4 @@ def create_api(start_runtime: Callable[[], Awaitable[Runtime]]) -> Any:
     app = Starlette(
         routes=[*oip_rest.ROUTES, *ROUTES], exception_handlers={RequestError: request_error}, lifespan=lifespan
     )
-    return RequestMetrics(FastPaths(app, FAST_PATHS, ROUTES))
+    return RequestMetrics(FastPaths(app, FAST_PATHS, [*oip_rest.ROUTES, *ROUTES], FAST_PATHS_BY_PREFIX))

@@ -22,17 +22,38 @@ class FastPaths:
     which is also the callable of its documented route. The matched route is put in the
     scope, as the router would, for the request metrics."""
 
-    def __init__(self, app: ASGIApp, paths: Mapping[tuple[str, str], FastPath], routes: Sequence[Route]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        paths: Mapping[tuple[str, str], FastPath],
+        routes: Sequence[Route],
+        by_prefix: Sequence[tuple[str, str, str, str, FastPath]] = (),
+    ) -> None:
         self.app = app
         self.paths = paths
         self.routes = {route.path: route for route in routes}
+        # (method, prefix, suffix, route template, handler): a path with one parameter between
+        # prefix and suffix (no slash in it, as the router's {name} matches).
+        self.by_prefix = by_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.paths.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        handler = self.paths.get((scope["method"], path))
+        template = path
+        if handler is None:
+            for method, prefix, suffix, route_template, candidate in self.by_prefix:
+                if scope["method"] == method and path.startswith(prefix) and path.endswith(suffix):
+                    parameter = path[len(prefix) : len(path) - len(suffix)]
+                    if parameter and "/" not in parameter:
+                        handler, template = candidate, route_template
+                        break
         if handler is None:
             await self.app(scope, receive, send)
             return
-        scope["route"] = self.routes.get(scope["path"])
+        scope["route"] = self.routes.get(template)
         await handler(scope, receive, send)
 
 

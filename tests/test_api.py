@@ -329,3 +329,30 @@ def test_every_refused_body_gets_a_field_the_walk_found(body):
         refused = contract.refusal(contract.PredictBatchRequest, raw, exc)
         assert refused.status == 422 and refused.field is not None
         assert " - at `$" not in refused.message, refused.message  # the walk reached the level at fault
+
+
+def test_v2_infer_is_served_before_the_router_and_measured_by_its_route(client):
+    from prometheus_client import REGISTRY
+
+    def count() -> float:
+        labels = {"route": "/v2/models/{name}/infer", "status": "200"}
+        return REGISTRY.get_sample_value("rtml_http_request_seconds_count", labels) or 0.0
+
+    body = {
+        "id": "r1",
+        "inputs": [
+            {"name": "entity_id", "datatype": "BYTES", "shape": [2], "data": ["known", "new"]},
+            {"name": "amount", "datatype": "FP64", "shape": [2], "data": [3.0, 4.0]},
+        ],
+    }
+    before = count()
+    answer = client.post("/v2/models/logreg/infer", json=body)
+    assert answer.status_code == 200 and answer.json()["id"] == "r1"
+    outputs = {o["name"]: o for o in answer.json()["outputs"]}
+    assert outputs["prediction"]["shape"] == [2]
+    assert count() == before + 1
+    # The same answer as /predict for the row.
+    single = client.post("/predict", json={"entity_id": "known", "features": {"amount": 3.0}}).json()
+    assert outputs["probabilities"]["data"][:2] == [single["probabilities"][c] for c in ("false", "true")]
+    assert client.post("/v2/models/other/infer", json=body).status_code == 404
+    assert client.post("/v2/models/a/b/infer", json=body).status_code == 404  # no route has two names

@@ -18,6 +18,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from engine.oip import inference
 from engine.oip.tensors import ProtocolError, Tensor, decode_binary, decode_json, encode_binary, json_data
@@ -25,6 +26,7 @@ from engine.runtime import Runtime
 from models.online import OnlineModel
 
 HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH_BYTES = b"inference-header-content-length"
 HEADER_LENGTH_VALUE = re.compile(r"[0-9]{1,12}")
 MAX_INFER_BYTES = 64 << 20  # a few hundred thousand rows of a few features
 
@@ -81,22 +83,65 @@ def _describe(request: Request, describe: Callable[[OnlineModel], dict[str, Any]
     return _json(describe(model))
 
 
-async def infer(request: Request) -> Response:
-    runtime: Runtime = request.state.runtime
+INFER_PREFIX, INFER_SUFFIX = "/v2/models/", "/infer"
+
+
+async def infer(scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /v2/models/{name}/infer as a plain ASGI endpoint, like POST /predict (see
+    engine/fast_predict.py): Starlette's request objects and router cost about as much as
+    the inference. Served before the router (engine/api.py, FAST_PATHS_BY_PREFIX), and
+    mounted as the route's app, so there is one implementation."""
+    runtime: Runtime = scope["state"]["runtime"]
+    name = scope.get("path_params", {}).get("name") or scope["path"][len(INFER_PREFIX) : -len(INFER_SUFFIX)]
+    header_length = None
+    for key, value in scope["headers"]:
+        if key == b"inference-header-content-length":
+            header_length = value.decode("latin-1")
     try:
-        body = await request.body()
-        if len(body) > MAX_INFER_BYTES:
-            raise ProtocolError(400, f"body larger than {MAX_INFER_BYTES} bytes")
-        header, binary = _split(body, request.headers.get(HEADER_LENGTH))
+        header, binary = _split(await _read(receive), header_length)
         tensors = _inputs(header, binary)
         outputs = header.get("outputs")
         if outputs is not None and not (isinstance(outputs, list) and all(isinstance(o, dict) for o in outputs)):
             raise ProtocolError(400, "outputs must be a list of objects")
         requested = None if outputs is None else [str(o.get("name")) for o in outputs]
-        result = await inference.infer(runtime, request.path_params["name"], tensors, requested)
+        result = await inference.infer(runtime, name, tensors, requested)
     except ProtocolError as exc:
-        return _error(exc)
-    return _answer(header, result)
+        await _send(send, exc.status, orjson.dumps({"error": exc.message}))
+        return
+    await _send(send, 200, *_answer(header, result))
+
+
+async def _read(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Any = await receive()
+        if message["type"] == "http.disconnect":
+            raise ProtocolError(400, "the client went away")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_INFER_BYTES:
+            raise ProtocolError(400, f"body larger than {MAX_INFER_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send(send: Send, status: int, payload: bytes, json_length: int | None = None) -> None:
+    headers = [(b"content-length", str(len(payload)).encode())]
+    if json_length is None:
+        headers.append((b"content-type", b"application/json"))
+    else:
+        headers += [(b"content-type", b"application/octet-stream"), (HEADER_LENGTH_BYTES, str(json_length).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class _InferEndpoint:
+    """An ASGI callable, so that a Starlette Route mounts it as an app."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await infer(scope, receive, send)
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -157,7 +202,8 @@ def _parameters(spec: dict[str, Any]) -> dict[str, Any]:
     return parameters if isinstance(parameters, dict) else {}
 
 
-def _answer(header: dict[str, Any], result: inference.Inference) -> Response:
+def _answer(header: dict[str, Any], result: inference.Inference) -> tuple[bytes, int | None]:
+    """The response body, and the length of its JSON part when binary data follow it."""
     binary_all = bool(_parameters(header).get("binary_data_output", False))
     wanted = {
         str(o.get("name")): bool(_parameters(o).get("binary_data", binary_all)) for o in header.get("outputs") or []
@@ -182,12 +228,8 @@ def _answer(header: dict[str, Any], result: inference.Inference) -> Response:
         body["id"] = header["id"]
     encoded = orjson.dumps(body)
     if not blobs:
-        return Response(encoded, media_type="application/json")
-    return Response(
-        b"".join([encoded, *blobs]),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(encoded))},
-    )
+        return encoded, None
+    return b"".join([encoded, *blobs]), len(encoded)
 
 
 ROUTES = [
@@ -197,5 +239,5 @@ ROUTES = [
     Route("/v2/models/{name}", model_metadata, methods=["GET"]),
     Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
     Route("/v2/models/{name}/config", model_config, methods=["GET"]),
-    Route("/v2/models/{name}/infer", infer, methods=["POST"]),
+    Route("/v2/models/{name}/infer", _InferEndpoint(), methods=["POST"]),
 ]
