@@ -87,6 +87,9 @@ class StatusReporter:
             self._recovering_since = now
         if now - self._last_log >= PROGRESS_LOG_SECONDS:
             self._last_log = now
+            if not progress.recovery_remaining:  # before partitions and changelog ends are known
+                log.warning("starting: waiting for partitions and the changelogs' end offsets")
+                return
             log.warning(
                 "recovering tables from their changelogs: %d records to read, %.0f s so far;"
                 " no events processed meanwhile",

@@ -63,12 +63,15 @@ def test_unreadable_reports_are_ignored(caplog):
 def test_a_recovering_worker_sets_the_gauge_and_logs_its_progress(caplog):
     reporter = StatusReporter("0", "workers", lambda: Progress(True, 0, None))
     with caplog.at_level(logging.WARNING, logger="engine.worker_status"):
+        reporter._observe(Progress(True, 0, None))  # not assigned yet: nothing known to read
+        reporter._last_log = 0.0
         reporter._observe(Progress(True, 12_345, None))
         assert metrics.TABLE_RECOVERY_REMAINING._value.get() == 12_345
         reporter._observe(Progress(True, 12_000, None))  # within PROGRESS_LOG_SECONDS: no second line
         reporter._observe(Progress(False, 0, 3))
     assert metrics.TABLE_RECOVERY_REMAINING._value.get() == 0
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 2
-    assert "12345 records to read" in lines[0]
-    assert lines[1].startswith("tables recovered in")
+    assert len(lines) == 3
+    assert lines[0].startswith("starting: waiting for partitions")
+    assert "12345 records to read" in lines[1]
+    assert lines[2].startswith("tables recovered in")
