@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
         features = load_feature_registry(settings.feature_definitions)
         if args.command == "worker":
-            from engine.stream_worker import run_worker
+            from engine.worker_process import run_worker
 
             run_worker(settings, features, embedded_learner=args.embedded_learner)
         else:

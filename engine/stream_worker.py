@@ -20,25 +20,20 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-import signal
 import time
 from collections.abc import Sequence
 from typing import Any, cast
 
-import faust
 import orjson
 from aiokafka import AIOKafkaProducer
 from faust.tables.manager import TableManager
 from faust.types import TP, TopicT
-from mode import Service
 from mode.types.signals import SignalHandlerT
 
 from engine import metrics
 from engine.dead_letter_sink import DeadLetterSink, refused_letter
-from engine.learning import LearningService
-from engine.process import arm_stop_deadline, freeze_heap
 from engine.settings import Settings
-from engine.worker_modes import EmbeddedLearner, LearnerApart, WorkerMode
+from engine.worker_modes import WorkerMode
 from engine.worker_status import Progress, StatusReporter
 from models.drift import DriftMonitor
 from models.examples import Example
@@ -364,65 +359,3 @@ def _refused_in_batch(refusal: Refusal, records: Sequence[Record]) -> DeadLetter
         if (record.topic, record.partition, record.offset) == (topic, partition, offset):
             return DeadLetter(record, letter.reason, letter.detail)
     return letter
-
-
-class WorkerService(Service):
-    """Starts the worker's own parts with Faust's worker, and stops them before the app."""
-
-    def __init__(self, worker: StreamWorker, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.worker = worker
-
-    async def on_stop(self) -> None:
-        await self.worker.stop()
-
-
-class DeadlineWorker(faust.Worker):
-    """Faust's worker, but SIGTERM or SIGINT end the process within the stop deadline in any
-    state (a broker outage can leave Faust's shutdown waiting for minutes)."""
-
-    def _on_sigterm(self) -> None:
-        arm_stop_deadline()
-        super()._on_sigterm()
-
-    def _on_sigint(self) -> None:
-        arm_stop_deadline()
-        super()._on_sigint()
-
-
-def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learner: bool) -> None:
-    import uvloop
-
-    from engine.logs import install_log_rate_limit
-    from engine.topics import ensure_topics
-
-    settings.state_path.mkdir(parents=True, exist_ok=True)
-    settings.table_path.mkdir(parents=True, exist_ok=True)
-    loop = uvloop.new_event_loop()
-    asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(settings))
-    mode: WorkerMode = (
-        EmbeddedLearner(LearningService.restore(settings, features)) if embedded_learner else LearnerApart(settings)
-    )
-    worker = StreamWorker(settings, features, mode)
-    loop.run_until_complete(worker.start())
-    freeze_heap()
-    faust_worker = DeadlineWorker(
-        worker.app, WorkerService(worker, loop=loop), loop=loop, loglevel=settings.log_level.upper()
-    )
-    # Faust's terminal spinner lowers the root logger to DEBUG so that it spins on every record.
-    faust_worker.spinner = None
-    install_log_rate_limit_after_setup(faust_worker, install_log_rate_limit)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    faust_worker.execute_from_commandline()
-
-
-def install_log_rate_limit_after_setup(faust_worker: faust.Worker, install: Any) -> None:
-    # Faust sets up the root logger's handlers when it starts: the filter goes on them then.
-    original = faust_worker.on_setup_root_logger
-
-    def on_setup_root_logger(*args: Any, **kwargs: Any) -> None:
-        original(*args, **kwargs)
-        install()
-
-    faust_worker.on_setup_root_logger = on_setup_root_logger  # type: ignore[method-assign]
