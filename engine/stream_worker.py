@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.tables.manager import TableManager
 from faust.types import TP, TopicT
 from mode.types.signals import SignalHandlerT
@@ -334,6 +334,10 @@ class StreamWorker:
             max_request_size=MAX_MODEL_BYTES,
         )
         await self.producer.start()
+        if self.settings.table_store == "rocksdb":
+            ends = await changelog_ends(self.settings.kafka_bootstrap, self.settings.entity_changelog_topic)
+            for line in table_store.remove_stores_ahead_of(self.settings.table_path, self.settings.entity_table, ends):
+                log.warning(line)
         self.dead_letters = DeadLetterSink(self.producer, self.settings)
         self.status.start(self.producer)
         await self.mode.start(self.producer)
@@ -348,6 +352,19 @@ class StreamWorker:
         if self.producer is not None:
             await self.status.stop(self.producer)
             await self.producer.stop()
+
+
+async def changelog_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """The end offset of each partition of a changelog ({} while it does not exist)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions]) if partitions else {}
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
 
 
 def _refused_in_batch(refusal: Refusal, records: Sequence[Record]) -> DeadLetter:

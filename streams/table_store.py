@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -143,6 +144,43 @@ class RowStore(faust_rocksdb.Store):
                 del self.rows[key]
                 del self.row_partitions[key]
         super().revoke_partitions(table, tps)
+
+
+def stores_ahead_of(tables: Path, table: str, changelog_ends: dict[int, int]) -> list[tuple[Path, int, int]]:
+    """The partition databases under `tables` that name a changelog offset the changelog does
+    not have (it was deleted and made again, or Kafka's data was wiped): their rows belong to
+    another changelog. Returns (path, offset on disk, the changelog's end offset)."""
+    ahead = []
+    for path in sorted(tables.glob(f"{table}-*.db")):
+        partition = path.name[len(table) + 1 : -len(".db")]
+        if not partition.isdigit():
+            continue
+        try:
+            db = rocksdict.Rdict(str(path), options=rocksdict.Options(raw_mode=True))
+        except Exception:  # noqa: BLE001 - locked or corrupt: the store's own opening deals with it
+            continue
+        try:
+            raw = db.get(OFFSET_KEY)
+        finally:
+            db.close()
+        end = changelog_ends.get(int(partition), 0)
+        if raw is not None and int(raw) >= end:
+            ahead.append((path, int(raw), end))
+    return ahead
+
+
+def remove_stores_ahead_of(tables: Path, table: str, changelog_ends: dict[int, int]) -> list[str]:
+    """Removes the databases `stores_ahead_of` finds; returns why, a line each, for the caller
+    to log (this module's logger has a NullHandler from mode's Service until Faust sets up
+    logging, and this runs before)."""
+    removed = []
+    for path, offset, end in stores_ahead_of(tables, table, changelog_ends):
+        removed.append(
+            f"table store {path}: its rows reach changelog offset {offset} but the changelog ends at {end}"
+            " (made again, or emptied); removing it and rebuilding it from the changelog"
+        )
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def _has_rows(db: Any) -> bool:

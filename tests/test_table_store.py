@@ -14,7 +14,7 @@ import pytest
 from faust.types import TP
 
 from streams.changelog import PersistentTableWriter
-from streams.table_store import IDENTITY_OPTION, RowStore, store_url
+from streams.table_store import IDENTITY_OPTION, RowStore, remove_stores_ahead_of, store_url, stores_ahead_of
 
 TABLE = "entity-features"
 
@@ -213,3 +213,21 @@ async def test_the_writer_puts_rows_on_disk_only_once_kafka_acknowledged_them(tm
     assert db.get(orjson.dumps("b")) is None  # deleted, acknowledged
     assert store.persisted_offset(tp) == 2
     close(store)
+
+
+def test_a_store_ahead_of_its_changelog_is_removed(tmp_path, caplog):
+    """Kafka's data wiped, or the changelog made again: the rows on disk belong to another one."""
+    tables = tmp_path / "tables"
+    store = open_store(tables, partitions=3)
+    store.write(0, rows(("a", {"v": 1})), changelog_offset=41)  # records 0..41: the changelog ends at 42
+    store.write(1, rows(("b", {"v": 1})), changelog_offset=9)
+    close(store)  # partition 2: opened, never written
+
+    assert stores_ahead_of(tables, TABLE, {0: 42, 1: 10, 2: 0}) == []
+    assert stores_ahead_of(tables, TABLE, {0: 42, 1: 5}) == [(store.partition_path(1), 9, 5)]
+    removed = remove_stores_ahead_of(tables, TABLE, {})  # no changelog at all
+    assert any("reach changelog offset 41 but the changelog ends at 0" in line for line in removed)
+    again = open_store(tables, partitions=3)
+    assert again.persisted_offset(changelog_tp(again, 0)) is None
+    assert again.persisted_offset(changelog_tp(again, 1)) is None
+    close(again)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 
 import orjson
@@ -79,12 +80,20 @@ async def test_kill_9_anywhere_leaves_the_store_a_prefix_of_the_changelog(tmp_pa
         assert offset is not None and rows, "nothing written to disk before the kill"
         assert rows == await changelog_upto(worker, offset)
         worker.launch()
+        last_launch = time.time()
     await publishing
 
     async def all_learned() -> bool:
         return await end_offset(KAFKA_BOOTSTRAP, examples) >= EVENTS
 
     await eventually(all_learned, timeout=120, what="every event learned", log=worker.log_tail)
+
+    async def last_worker_up() -> bool:  # the backlog may be done before the last restart is
+        reports = await consume_all(KAFKA_BOOTSTRAP, worker.settings.workers_topic, 10**6, timeout=1.0)
+        states = [orjson.loads(r.value) for r in reports]
+        return any(r["state"] == "running" and r["at"] > last_launch for r in states)
+
+    await eventually(last_worker_up, timeout=60, what="the last worker up", log=worker.log_tail)
     await asyncio.sleep(1.0)
     assert await end_offset(KAFKA_BOOTSTRAP, examples) == EVENTS  # each event learned once
     assert worker.stop() == 0
@@ -116,3 +125,24 @@ async def test_readyz_tells_each_worker_s_state(engine_factory):
     report = engine.get("/readyz").json()["workers"]["0"]
     assert report["recovery_remaining"] == 0 and report["lag"] == 0
     assert report["reported_seconds_ago"] < 10
+
+
+async def test_a_store_from_an_earlier_changelog_is_not_used(tmp_path):
+    """Kafka's data wiped (or the changelog made again) under a worker's state directory: the
+    rows on disk name changelog offsets the changelog does not have, and are not used."""
+    worker = EngineProcess(unique_env(REDIS_URL=""), tmp_path, ("worker", "--embedded-learner"))
+    settings = worker.settings
+    stale = open_store(settings.table_path, store_identity(settings, FeatureRegistry()), partitions=1)
+    stale.write(0, [(orjson.dumps("entity-0"), orjson.dumps({"version": 99, "offset": 500}))], changelog_offset=100)
+    close(stale)
+    worker.launch()
+    await produce(KAFKA_BOOTSTRAP, settings.events_topic, messages(0, 10))
+
+    async def learned() -> bool:
+        return await end_offset(KAFKA_BOOTSTRAP, settings.examples_topic) >= 10
+
+    await eventually(learned, timeout=90, what="10 examples", log=worker.log_tail)
+    assert worker.stop() == 0
+    rows, _ = disk_rows(worker)
+    assert rows["entity-0"]["version"] == 1  # built from its own event, not on the stale row
+    assert "reach changelog offset 100 but the changelog ends at 0" in worker.log_path.read_text()
