@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,6 +13,33 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine import metrics
 
 FastPath = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def read_body(
+    receive: Receive, max_bytes: int, too_large: Callable[[], Exception], gone: Callable[[], Exception]
+) -> bytes:
+    """A request's body from `receive`; raises `too_large()` past `max_bytes`, and `gone()`
+    when the client disconnects first (each fast path answers in its own error form)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Any = await receive()
+        if message["type"] == "http.disconnect":
+            raise gone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def send_response(send: Send, status: int, payload: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """A whole response, with its content length."""
+    headers = [*headers, (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class FastPaths:

@@ -10,11 +10,10 @@ callable as the documented route, so there is one implementation of the endpoint
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from starlette.types import Receive, Scope, Send
 
+from engine.asgi_layers import read_body, send_response
 from engine.contract import (
     BODY_TOO_LARGE,
     MAX_BODY_BYTES,
@@ -30,6 +29,7 @@ from engine.serving import dumps_json
 
 PREDICT_BODY = JsonBody(PredictRequest)
 JSON_HEADERS = [(b"content-type", b"application/json")]
+CLIENT_GONE = "the client went away"
 
 
 async def predict(scope: Scope, receive: Receive, send: Send) -> None:
@@ -48,25 +48,13 @@ async def predict(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _read(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message: Any = await receive()
-        if message["type"] == "http.disconnect":
-            raise RequestError(400, "the client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise RequestError(413, BODY_TOO_LARGE)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    return await read_body(
+        receive, MAX_BODY_BYTES, lambda: RequestError(413, BODY_TOO_LARGE), lambda: RequestError(400, CLIENT_GONE)
+    )
 
 
 async def _answer(send: Send, status: int, payload: bytes) -> None:
-    headers = [*JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+    await send_response(send, status, payload, JSON_HEADERS)
 
 
 class _Endpoint:

@@ -20,13 +20,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from engine.asgi_layers import read_body, send_response
 from engine.oip import inference
 from engine.oip.tensors import ProtocolError, Tensor, decode_binary, decode_json, encode_binary, json_data
 from engine.runtime import Runtime
 from models.online import OnlineModel
 
-HEADER_LENGTH = "inference-header-content-length"
-HEADER_LENGTH_BYTES = b"inference-header-content-length"
+HEADER_LENGTH = b"inference-header-content-length"
 HEADER_LENGTH_VALUE = re.compile(r"[0-9]{1,12}")
 MAX_INFER_BYTES = 64 << 20  # a few hundred thousand rows of a few features
 
@@ -95,7 +95,7 @@ async def infer(scope: Scope, receive: Receive, send: Send) -> None:
     name = scope.get("path_params", {}).get("name") or scope["path"][len(INFER_PREFIX) : -len(INFER_SUFFIX)]
     header_length = None
     for key, value in scope["headers"]:
-        if key == b"inference-header-content-length":
+        if key == HEADER_LENGTH:
             header_length = value.decode("latin-1")
     try:
         header, binary = _split(await _read(receive), header_length)
@@ -112,29 +112,20 @@ async def infer(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def _read(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message: Any = await receive()
-        if message["type"] == "http.disconnect":
-            raise ProtocolError(400, "the client went away")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_INFER_BYTES:
-            raise ProtocolError(400, f"body larger than {MAX_INFER_BYTES} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    return await read_body(
+        receive,
+        MAX_INFER_BYTES,
+        lambda: ProtocolError(400, f"body larger than {MAX_INFER_BYTES} bytes"),
+        lambda: ProtocolError(400, "the client went away"),
+    )
 
 
 async def _send(send: Send, status: int, payload: bytes, json_length: int | None = None) -> None:
-    headers = [(b"content-length", str(len(payload)).encode())]
     if json_length is None:
-        headers.append((b"content-type", b"application/json"))
-    else:
-        headers += [(b"content-type", b"application/octet-stream"), (HEADER_LENGTH_BYTES, str(json_length).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+        await send_response(send, status, payload, [(b"content-type", b"application/json")])
+        return
+    binary = [(b"content-type", b"application/octet-stream"), (HEADER_LENGTH, str(json_length).encode())]
+    await send_response(send, status, payload, binary)
 
 
 class _InferEndpoint:
