@@ -108,6 +108,7 @@ class StreamWorker:
             early_label_grace_seconds=settings.early_label_grace_seconds,
         )
         self._processed_offsets: dict[tuple[str, int], int] = {}
+        self._lag: int | None = None
         self.status = StatusReporter(settings.worker_id, settings.workers_topic, self.progress)
         self._null_series: set[str] = set()
 
@@ -149,17 +150,13 @@ class StreamWorker:
         self.events_topic = raw_topic(s.events_topic)
         self.labels_topic = raw_topic(s.labels_topic)
         self.predictions_topic = raw_topic(s.predictions_topic)
+        on_disk: dict[str, Any] = {}
         if s.table_store == "rocksdb":
-            self.entities = app.Table(
-                s.entity_table,
-                default=None,
-                partitions=partitions,
-                key_type=str,
-                store=table_store.store_url(s.entity_table),
-                options={table_store.IDENTITY_OPTION: store_identity(s, self.features)},
-            )
-        else:
-            self.entities = app.Table(s.entity_table, default=None, partitions=partitions, key_type=str)
+            on_disk = {
+                "store": table_store.store_url(s.entity_table),
+                "options": {table_store.IDENTITY_OPTION: store_identity(s, self.features)},
+            }
+        self.entities = app.Table(s.entity_table, default=None, partitions=partitions, key_type=str, **on_disk)
         self.join_table = app.Table("join", default=None, partitions=partitions, key_type=str)
         app.batch_handler(self.events_topic, self._on_events)
         app.batch_handler(self.labels_topic, self._on_labels)
@@ -281,7 +278,7 @@ class StreamWorker:
             metrics.FEATURE_DRIFT_KS.labels(name).set(ks)
         if prediction is not None:
             metrics.PREDICTION_DRIFT_KS.set(prediction)
-        self._publish_consumer_lag()
+        self._lag = self._publish_consumer_lag()
 
     def _publish_consumer_lag(self) -> int | None:
         """Sets the lag gauges; returns the records behind, over every partition with a batch
@@ -307,7 +304,7 @@ class StreamWorker:
         recovery = cast(TableManager, self.app.tables).recovery
         if not self._tables_ready():
             return Progress(True, recovery.active_remaining_total(), None)
-        return Progress(False, 0, self._publish_consumer_lag())
+        return Progress(False, 0, self._lag)  # as the gauges last measured it (every GAUGE_SECONDS)
 
     async def _flush_offline_log(self) -> None:
         updates = self.offline_log.take()

@@ -73,6 +73,25 @@ async def send_by_event_id(
     return futures
 
 
+Sent = list[tuple[int, list[tuple[bytes, bytes | None]], list[tuple[asyncio.Future, int]]]]
+
+
+async def send_changelog(producer: AIOKafkaProducer, table: Any, staged: dict[int, dict[str, Any]]) -> Sent:
+    """Sends one record per staged key (the table's serialization: JSON key and value) to the
+    changelog partition of its source partition; returns, per partition, the records and
+    the delivery future of each record batch with its record count."""
+    topic = table.changelog_topic.get_topic_name()
+    sent: Sent = []
+    for partition, values in staged.items():
+        records = [(orjson.dumps(key), encode_value(value)) for key, value in values.items()]
+        sent.append((partition, records, await send_records(producer, topic, partition, records)))
+    return sent
+
+
+def _futures(sent: Sent) -> list[asyncio.Future]:
+    return [future for _, _, batches in sent for future, _ in batches]
+
+
 class TableWriter:
     """Writes to one Faust table's in-memory store and stages its changelog records."""
 
@@ -110,12 +129,7 @@ class TableWriter:
         """Sends the changelog records of the rows changed since the last flush; returns
         their delivery futures, to be awaited before `written`."""
         staged, self._staged = self._staged, {}
-        topic = self.table.changelog_topic.get_topic_name()
-        futures: list[asyncio.Future] = []
-        for partition, values in staged.items():
-            records = ((orjson.dumps(key), encode_value(value)) for key, value in values.items())
-            futures.extend(future for future, _ in await send_records(producer, topic, partition, records))
-        return futures
+        return _futures(await send_changelog(producer, self.table, staged))
 
     def written(self) -> None:
         """After the flushed changelog records were acknowledged: the memory store already
@@ -130,8 +144,7 @@ class PersistentTableWriter:
     def __init__(self, table: Any) -> None:
         self.table = table
         self._staged: dict[int, dict[str, Any]] = {}
-        # Sent, not yet on disk: per partition, the records and their delivery futures.
-        self._sent: list[tuple[int, list[tuple[bytes, bytes | None]], list[tuple[asyncio.Future, int]]]] = []
+        self._sent: Sent = []  # sent, not yet on disk
 
     @property
     def store(self) -> Any:
@@ -148,30 +161,11 @@ class PersistentTableWriter:
         self.store.keep(partition, key, None)
         self._staged.setdefault(partition, {})[key] = TOMBSTONE
 
-    def items(self) -> list[tuple[str, Any]]:
-        merged = dict(self.store.stored_items())
-        unwritten = [(key, value) for _, records, _ in self._sent for key, value in records]
-        unwritten += [(orjson.dumps(k), encode_value(v)) for values in self._staged.values() for k, v in values.items()]
-        for key, value in unwritten:
-            if value is None:
-                merged.pop(orjson.loads(key), None)
-            else:
-                merged[orjson.loads(key)] = orjson.loads(value)
-        return list(merged.items())
-
-    def __len__(self) -> int:
-        return len(self.items())
-
     async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future]:
         staged, self._staged = self._staged, {}
-        topic = self.table.changelog_topic.get_topic_name()
-        futures: list[asyncio.Future] = []
-        for partition, values in staged.items():
-            records = [(orjson.dumps(key), encode_value(value)) for key, value in values.items()]
-            sent = await send_records(producer, topic, partition, records)
-            self._sent.append((partition, records, sent))
-            futures.extend(future for future, _ in sent)
-        return futures
+        sent = await send_changelog(producer, self.table, staged)
+        self._sent.extend(sent)
+        return _futures(sent)
 
     def written(self) -> None:
         """Writes the flushed rows to disk, once their changelog records are acknowledged.

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -129,13 +129,6 @@ class RowStore(faust_rocksdb.Store):
                 batch.put(key, value)
         batch.put(OFFSET_KEY, str(changelog_offset).encode())
         self._db_for_partition(partition).write(batch)
-
-    def stored_items(self) -> Iterator[tuple[str, Any]]:
-        """Every row of the active partitions, as written."""
-        for db in list(self._dbs_for_actives()):
-            for key, value in db.items():
-                if key not in SPECIAL_KEYS:
-                    yield orjson.loads(key), orjson.loads(value)
 
     def revoke_partitions(self, table: Any, tps: set[TP]) -> None:
         revoked = {tp.partition for tp in tps if tp.topic in table.changelog_topic.topics}

@@ -137,16 +137,6 @@ def test_a_corrupt_store_is_removed_and_rebuilt(tmp_path, caplog):
     close(again)
 
 
-@pytest.mark.parametrize("partitions", [1, 3])
-def test_stored_items_are_every_row_of_the_active_partitions(tmp_path, partitions, monkeypatch):
-    store = open_store(tmp_path / "tables")
-    for p in range(partitions):
-        store.write(p, rows((f"k{p}", {"p": p})), changelog_offset=p)
-    monkeypatch.setattr(store, "_dbs_for_actives", lambda: list(store._dbs.values()))
-    assert dict(store.stored_items()) == {f"k{p}": {"p": p} for p in range(partitions)}
-    close(store)
-
-
 class FakeBatch:
     def __init__(self) -> None:
         self.records: list[tuple[bytes | None, bytes | None]] = []

@@ -117,11 +117,14 @@ async def test_readyz_tells_each_worker_s_state(engine_factory):
     engine = engine_factory(unique_env(REDIS_URL="")).start()
     await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, messages(0, 50))
 
-    def worker_state() -> str | None:
-        workers = engine.get("/readyz").json().get("workers", {})
-        return workers.get("0", {}).get("state")
+    def worker_report() -> dict:
+        return engine.get("/readyz").json().get("workers", {}).get("0", {})
 
-    engine.wait_until(lambda: worker_state() == "caught_up", timeout=60, what="worker 0 caught up")
+    def caught_up_after_its_batch() -> bool:  # the lag is known once a batch is processed
+        report = worker_report()
+        return report.get("state") == "caught_up" and report.get("lag") is not None
+
+    engine.wait_until(caught_up_after_its_batch, timeout=60, what="worker 0 caught up")
     report = engine.get("/readyz").json()["workers"]["0"]
     assert report["recovery_remaining"] == 0 and report["lag"] == 0
     assert report["reported_seconds_ago"] < 10
