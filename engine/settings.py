@@ -208,8 +208,9 @@ class Settings:
 
     @property
     def table_path(self) -> Path:
-        """This worker's RocksDB tables (one directory per worker: RocksDB locks its files)."""
-        return self.state_path / "tables" / f"worker-{self.worker_id}"
+        """This worker's RocksDB tables (one directory per worker: RocksDB locks its files).
+        Absolute: Faust reads a relative table directory as relative to its data directory."""
+        return (self.state_path / "tables" / f"worker-{self.worker_id}").absolute()
 
     @property
     def entity_table(self) -> str:

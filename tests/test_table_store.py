@@ -221,3 +221,17 @@ def test_a_store_ahead_of_its_changelog_is_removed(tmp_path, caplog):
     assert again.persisted_offset(changelog_tp(again, 0)) is None
     assert again.persisted_offset(changelog_tp(again, 1)) is None
     close(again)
+
+
+def test_a_worker_with_a_relative_state_dir_keeps_its_tables_under_it(tmp_path, monkeypatch):
+    # The default STATE_DIR (.state/engine) is relative; Faust would put a relative table
+    # directory under its own data directory, which does not exist.
+    from engine.settings import Settings
+    from engine.stream_worker import StreamWorker
+    from engine.worker_modes import LearnerApart
+    from streams.features import FeatureRegistry
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({"STATE_DIR": "state/engine", "REDIS_URL": ""})
+    worker = StreamWorker(settings, FeatureRegistry(), LearnerApart(settings))
+    assert worker.app.conf.tabledir == tmp_path / "state/engine/tables/worker-0"
