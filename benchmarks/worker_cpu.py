@@ -29,11 +29,13 @@ from typing import Any
 import orjson
 
 from benchmarks.throughput_baselines import rows
+from models.examples import Example
 from models.factory import build_model, get_spec
 from models.learner import Learner
+from models.named import NamedModel
 from models.online import OnlineModel, Prediction, metrics_for, update_metrics
 from streams.batch_consumer import Record
-from streams.events import EventProcessor
+from streams.events import EventProcessor, ModelLane
 from streams.features import FeatureRegistry
 from streams.offline_store import OfflineFeatureLog
 from streams.records import Contract
@@ -94,8 +96,12 @@ def run_engine(batches: list[list[Record]], model_name: str, offline_dir: str) -
         def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
             return None
 
+        def learn(self, example: Example) -> bool:
+            return learner.learn(example)
+
+    lanes = [ModelLane(NamedModel(model_name, model_name), Models())]
     processor = EventProcessor(
-        contract, FeatureRegistry(), rows_table, Models(), learner.learn, on_row=offline.append, fresh_predictions=True
+        contract, FeatureRegistry(), rows_table, lanes, on_row=offline.append, fresh_predictions=True
     )
     started = time.process_time()
     for batch in batches:

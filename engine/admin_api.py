@@ -29,13 +29,24 @@ async def run_command(request: Request, action: str, **args: Any) -> Response:
     it when the learner has not answered in time (it is down, or busy)."""
     runtime: Runtime = request.state.runtime
     name = request.path_params["name"]
-    live = runtime.predictor.model
-    if live is None:
-        return error_response(503, "no model is loaded yet")
-    if name != live.name:
-        return error_response(404, f"the serving model is {live.name!r}, not {name!r}", "name")
+    default = runtime.model(None)
+    if not default.settings.model.scoped:
+        # The single model of an engine without MODELS goes by its serving model's factory.
+        served = default
+        live = served.predictor.model
+        if live is None:
+            return error_response(503, "no model is loaded yet")
+        if name != live.name:
+            return error_response(404, f"the serving model is {live.name!r}, not {name!r}", "name")
+    else:
+        found = runtime.served.get(name)
+        if found is None:
+            return error_response(404, f"unknown model {name!r}; the models are {list(runtime.served)}", "name")
+        served = found
+        if served.predictor.model is None:
+            return error_response(503, f"model {name!r} is not loaded yet")
     command = new_command(action, name, **args)
-    result = await runtime.command(command)
+    result = await runtime.command(command, served)
     if result is None:
         return _json(
             {

@@ -42,12 +42,17 @@ def refused(why: Refusal, error: str) -> dict[str, Any]:
     return {"outcome": "refused", "refusal": why, "error": error}
 
 
-def apply(command: dict[str, Any], learner: Learner, registry: ModelRegistry) -> dict[str, Any]:
-    """Carries out one command on the learner's model; its outcome."""
+def apply(
+    command: dict[str, Any], learner: Learner, registry: ModelRegistry, named: str | None = None
+) -> dict[str, Any]:
+    """Carries out one command on the learner's model; its outcome. `named`: the name of the
+    named model it learns (MODELS), which commands name; without one, commands name the
+    serving model's factory."""
     action, name = command.get("action"), command.get("model")
     model = learner.model
-    if name != model.name:
-        return refused("not_found", f"the serving model is {model.name!r}, not {name!r}")
+    expected = named or model.name
+    if name != expected:
+        return refused("not_found", f"the serving model is {expected!r}, not {name!r}")
     try:
         if action == "promote":
             learner.replace_model(registry.promote(int(command["version"]), model))
@@ -105,7 +110,7 @@ class ControlFollower:
         topic = self.settings.control_topic
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=f"{self.settings.app_id}-control",
+            group_id=self.settings.control_group,
             enable_auto_commit=False,
             auto_offset_reset="latest",
         )

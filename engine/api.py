@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+from msgspec import UNSET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
@@ -31,6 +32,7 @@ from engine.contract import (
     LabelsAccepted,
     LabelsRequest,
     Liveness,
+    ModelQuery,
     ModelsListing,
     OfflineFeaturesQuery,
     PredictBatchRequest,
@@ -46,11 +48,13 @@ from engine.contract import (
 )
 from engine.oip import rest as oip_rest
 from engine.openapi import Operation, Reply, document
-from engine.request_rules import labels_input, predict_input
-from engine.runtime import Runtime
+from engine.request_rules import labels_input, model_asked, predict_input
+from engine.runtime import Runtime, ServedModel
 from engine.serving import dumps_json
-from models.factory import MODELS, get_spec
+from models.factory import MODELS
+from models.online import LOWER_IS_BETTER, PRIMARY_METRIC
 from streams.feature_store import FeatureStore
+from streams.records import label_rule
 
 PREDICT_BATCH_BODY = JsonBody(PredictBatchRequest)
 LABELS_BODY = JsonBody(LabelsRequest)
@@ -72,20 +76,22 @@ async def predict_batch(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     body = await PREDICT_BATCH_BODY.read(request)
     ranges = runtime.feature_registry.ranges
+    query = request.scope.get("query_string") or b""
     parsed = []
     for i, row in enumerate(body.rows):
         try:
-            parsed.append(predict_input(row, runtime.settings, ranges))
+            served = runtime.model(model_asked(query, row.model))
+            parsed.append((served.predictor, *predict_input(row, runtime.settings, ranges)))
         except RequestError as exc:
             raise RequestError(exc.status, exc.message, f"rows[{i}].{exc.field}") from None
-    return JSONResponse({"results": [await runtime.predictor.predict(e, f, i) for e, f, i in parsed]})
+    return JSONResponse({"results": [await p.predict(e, f, i) for p, e, f, i in parsed]})
 
 
 async def post_labels(request: Request) -> Response:
     runtime: Runtime = request.state.runtime
     check_bearer(request, runtime.settings.labels_token, "LABELS_TOKEN")
     body = await LABELS_BODY.read(request)
-    labels = labels_input(body, runtime.settings, get_spec(runtime.settings.model_name).task)
+    labels = labels_input(body, runtime.settings, label_rule(runtime.settings.models))
     accepted = await runtime.send_labels(labels)
     return JSONResponse({"accepted": accepted}, status_code=202)
 
@@ -117,7 +123,7 @@ async def readyz(request: Request) -> Response:
     # Reported, not required: a model that answered badly is served around by the fallback
     # chain (and must stay in rotation to recover); without Redis the engine serves uncached;
     # without the broker it serves from the features and model it holds (their ages say how old).
-    checks["model_healthy"] = runtime.predictor.healthy
+    checks["model_healthy"] = all(served.predictor.healthy for served in runtime.served.values())
     redis = None if runtime.redis is None else await runtime.redis.ping()
     body = {"ready": ready, "checks": checks, "redis": redis, "kafka": runtime.kafka_reachable()}
     if runtime.workers is not None:
@@ -128,11 +134,15 @@ async def readyz(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
+    """One model's document (`?model=`, default: the first), with every model's primary
+    metric under `models`: a live leaderboard."""
     runtime: Runtime = request.state.runtime
-    replica = runtime.models
+    query = read_query(request, ModelQuery)
+    served = runtime.model(None if query.model is UNSET else query.model)
+    replica = served.replica
     published = replica.champion if replica is not None else None
-    live = runtime.predictor.model
-    registry = runtime.registry_record()
+    live = served.predictor.model
+    registry = replica.registry if replica is not None else {}
     serving = None
     if live is not None:
         serving = {
@@ -147,7 +157,7 @@ async def list_models(request: Request) -> Response:
             "concept_drifts": live.drifts_detected,
             "revision": published.revision if published else None,
             "published_at": published.published_at if published else None,
-            "model_age_seconds": runtime.predictor.models.age_seconds(),
+            "model_age_seconds": served.predictor.models.age_seconds(),
             "predictions_awaiting_label": runtime.pending_predictions(),
             "prediction_model_lag": published.info.prediction_model_lag if published is not None else None,
             "features": {
@@ -158,18 +168,37 @@ async def list_models(request: Request) -> Response:
         }
     return JSONResponse(
         {
+            "model": served.name,
             "serving": serving,
             "versions": registry.get("versions", []),
             "serving_version": registry.get("serving"),
             "rollout": published.info.rollout if published is not None else None,
             "applied": registry.get("applied", []),
-            "snapshots": runtime.snapshots.listing(),
+            "snapshots": served.snapshots.listing(),
             "available": [
                 {"name": spec.name, "task": spec.task.value, "description": spec.description}
                 for spec in MODELS.values()
             ],
+            "models": [_leaderboard_row(one) for one in runtime.served.values()],
         }
     )
+
+
+def _leaderboard_row(served: ServedModel) -> dict[str, Any]:
+    named = served.settings.model
+    live = served.predictor.model
+    metric = PRIMARY_METRIC[named.task]
+    return {
+        "name": named.name,
+        "factory": named.factory,
+        "target": named.target,
+        "task": named.task.value,
+        "serving": None if live is None else {"name": live.name, "version": live.version},
+        "samples_learned": 0 if live is None else live.samples_learned,
+        "primary_metric": metric,
+        "value": None if live is None or not live.samples_learned else live.metric_values()[metric],
+        "lower_is_better": metric in LOWER_IS_BETTER,
+    }
 
 
 async def openapi_document(request: Request) -> Response:
@@ -201,7 +230,7 @@ def _admin(summary: str, body: Any = None) -> Operation:
         summary=summary,
         body=body,
         admin=True,
-        path_params={"name": "the serving model's name (MODEL)"},
+        path_params={"name": "the named model's name (MODELS), or the serving model's factory (MODEL alone)"},
         responses={
             200: Reply(CommandDone, "done"),
             202: Reply(CommandAccepted, "sent; the learner has not answered yet"),
@@ -229,8 +258,9 @@ ROUTES = [
         "POST",
         Operation(
             "Score one entity now",
-            {200: Reply(PredictionAnswer, "the prediction")},
+            {200: Reply(PredictionAnswer, "the prediction"), 404: Reply(Error, "no model by this name")},
             body=PredictRequest,
+            query=ModelQuery,
         ),
     ),
     ApiRoute(
@@ -239,8 +269,9 @@ ROUTES = [
         "POST",
         Operation(
             f"Score 1 to {MAX_BATCH_ROWS} entities in one call",
-            {200: Reply(PredictionBatch, "one prediction per row")},
+            {200: Reply(PredictionBatch, "one prediction per row"), 404: Reply(Error, "no model by this name")},
             body=PredictBatchRequest,
+            query=ModelQuery,
         ),
     ),
     ApiRoute(
@@ -272,8 +303,10 @@ ROUTES = [
         list_models,
         "GET",
         Operation(
-            "The serving model, the registered versions and the models available",
-            {200: Reply(ModelsListing, "models")},
+            "One named model (default: the first) with its registered versions, every named model's"
+            " primary metric, and the factories available",
+            {200: Reply(ModelsListing, "models"), 404: Reply(Error, "no model by this name")},
+            query=ModelQuery,
         ),
     ),
     ApiRoute(

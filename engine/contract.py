@@ -65,10 +65,17 @@ EntityIds = Annotated[
 ]
 
 
+ModelName = Annotated[
+    str,
+    Meta(min_length=1, description="the named model to answer (MODELS; GET /models lists them); default: the first"),
+]
+
+
 class PredictRequest(Struct, forbid_unknown_fields=True):
     """One entity to score now."""
 
     entity_id: Annotated[str, Meta(min_length=1)] | int
+    model: ModelName | UnsetType = UNSET
     event_id: (
         Annotated[
             str,
@@ -115,6 +122,10 @@ class RolloutRequest(Struct):
     share: Annotated[float, Meta(ge=0.0, le=1.0, description="of the entities a canary answers")] = 0.0
     min_labels: Annotated[int, Meta(ge=1, description="default: ROLLOUT_MIN_LABELS")] | UnsetType = UNSET
     margin: Annotated[float, Meta(description="default: ROLLOUT_MARGIN")] | UnsetType = UNSET
+
+
+class ModelQuery(Struct):
+    model: ModelName | UnsetType = UNSET
 
 
 class FeaturesQuery(Struct):
@@ -203,7 +214,20 @@ class AvailableModel(Struct):
     description: str
 
 
+class LeaderboardRow(Struct):
+    name: str
+    factory: str
+    target: str | None
+    task: str
+    serving: dict[str, Any] | None
+    samples_learned: int
+    primary_metric: str
+    value: float | None
+    lower_is_better: bool
+
+
 class ModelsListing(Struct):
+    model: Annotated[str, Meta(description="the named model this document is of")]
     serving: dict[str, Any] | None
     versions: list[dict[str, Any]]
     serving_version: Any
@@ -211,6 +235,7 @@ class ModelsListing(Struct):
     applied: list[dict[str, Any]]
     snapshots: list[Any]
     available: list[AvailableModel]
+    models: Annotated[list[LeaderboardRow], Meta(description="every named model, the default first")]
 
 
 class LabelsAccepted(Struct):

@@ -23,7 +23,7 @@ from engine.contract import (
     RequestError,
     check_body_headers,
 )
-from engine.request_rules import predict_input
+from engine.request_rules import model_asked, predict_input
 from engine.runtime import Runtime
 from engine.serving import dumps_json
 
@@ -40,11 +40,17 @@ async def predict(scope: Scope, receive: Receive, send: Send) -> None:
         check_body_headers(headers.get(b"content-type", b"").decode("latin-1"), length and length.decode("latin-1"))
         body = PREDICT_BODY.decode(await _read(receive))
         entity_id, features, event_id = predict_input(body, runtime.settings, runtime.feature_registry.ranges)
+        query = scope.get("query_string")
+        predictor = (
+            runtime.predictor
+            if not query and body.model is msgspec.UNSET
+            else runtime.model(model_asked(query or b"", body.model)).predictor
+        )
     except RequestError as exc:
         payload = msgspec.json.encode(Error(exc.message, msgspec.UNSET if exc.field is None else exc.field))
         await _answer(send, exc.status, payload)
         return
-    await _answer(send, 200, dumps_json(await runtime.predictor.predict(entity_id, features, event_id)))
+    await _answer(send, 200, dumps_json(await predictor.predict(entity_id, features, event_id)))
 
 
 async def _read(receive: Receive) -> bytes:

@@ -1,4 +1,5 @@
-"""`python -m engine learn`: the learner of one model, apart from the stream workers.
+"""`python -m engine learn`: the learner of one model, apart from the stream workers (with
+several named models, one process per model: LEARN_MODEL names which).
 
 It consumes the examples topic (one partition, so one order) from the offset its latest
 snapshot covers, learns each example once, and publishes model versions for the workers
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 async def learn_forever(settings: Settings, features: FeatureRegistry, stopping: asyncio.Event) -> None:
+    """`settings`: the learned model's own (Settings.for_model)."""
     from engine.topics import ensure_topics
 
     await ensure_topics(settings)
@@ -74,4 +76,6 @@ def run_learner(settings: Settings, features: FeatureRegistry) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
-    loop.run_until_complete(learn_forever(settings, features, stopping))
+    (named,) = settings.learned_models()  # LEARN_MODEL's, or the only one
+    log.warning("learning model %s from %s", named.describe(), settings.for_model(named).examples_topic)
+    loop.run_until_complete(learn_forever(settings.for_model(named), features, stopping))

@@ -73,13 +73,16 @@ class SnapshotRefused(EngineError):
 
 def snapshot_identity(settings: Settings, features: FeatureRegistry) -> dict[str, Any]:
     """What a snapshot must have been taken by for this engine to resume from it."""
-    return {
+    identity = {
         "app_id": settings.app_id,
         "examples_topic": settings.examples_topic,
         "model_name": settings.model_name,
         "river_version": river.__version__,
         "feature_definitions": [vars(d) for d in features.definitions],
     }
+    if settings.model.scoped:  # a named model's, with the target it learns
+        identity["named_model"] = settings.model.describe()
+    return identity
 
 
 def check_snapshot(snapshot: Snapshot, settings: Settings, features: FeatureRegistry) -> None:
@@ -164,7 +167,8 @@ class LearningService:
         return service
 
     async def start(self, producer: AIOKafkaProducer, *, follow_control: bool = True) -> None:
-        self.publisher = ModelPublisher(producer, self.settings.models_topic)
+        s = self.settings
+        self.publisher = ModelPublisher(producer, s.models_topic, s.model_key_prefix, s.model.name)
         started = time.perf_counter()
         replayed = await self.replay()
         if replayed:
@@ -232,14 +236,15 @@ class LearningService:
         for example, record in zip(outcome.learned, records):
             self.training_log.append(example.ts, record)
         inline = sum(1 for example in outcome.learned if example.label_source == INLINE)
+        name = self.settings.model.name
         if inline:
-            metrics.LABELS_LEARNED.labels("inline").inc(inline)
+            metrics.LABELS_LEARNED.labels(name, "inline").inc(inline)
         if len(outcome.learned) > inline:
-            metrics.LABELS_LEARNED.labels("labels_topic").inc(len(outcome.learned) - inline)
+            metrics.LABELS_LEARNED.labels(name, "labels_topic").inc(len(outcome.learned) - inline)
         self._count_dropped_features()
         if outcome.model_lags and self.publisher is not None:
             self.publisher.lags.extend(outcome.model_lags)
-            metrics.MODEL_VERSION_LAG.observe(sum(outcome.model_lags) / len(outcome.model_lags))
+            metrics.MODEL_VERSION_LAG.labels(name).observe(sum(outcome.model_lags) / len(outcome.model_lags))
         await self._decide_rollout()
         await self._maybe_publish_and_snapshot()
 
@@ -249,7 +254,7 @@ class LearningService:
         model = self.learner.model
         dropped = model.features_dropped - self._dropped_counted
         if dropped > 0:
-            metrics.FEATURES_DROPPED.labels(model.name).inc(dropped)
+            metrics.FEATURES_DROPPED.labels(self.settings.model.name).inc(dropped)
         # A heal or a promotion can move the model's own count back: count on from there.
         self._dropped_counted = model.features_dropped
 
@@ -331,7 +336,7 @@ class LearningService:
             self._snapshot_failed(exc)
 
     def _record_snapshot(self, path: Path, size: int, seconds: float, meta: dict[str, Any]) -> None:
-        metrics.SNAPSHOT_BYTES.set(size)
+        metrics.SNAPSHOT_BYTES.labels(self.settings.model.name).set(size)
         metrics.SNAPSHOT_SECONDS.observe(seconds)
         log.info("snapshot %s: %d samples, %d bytes in %.3f s", path.name, meta["samples_learned"], size, seconds)
 
@@ -376,7 +381,7 @@ class LearningService:
         self.learner.rollout = None
         if verdict == "promote":
             self.learner.replace_model(challenger)  # it went on learning during the rollout
-        metrics.ROLLOUT_DECISIONS.labels(verdict).inc()
+        metrics.ROLLOUT_DECISIONS.labels(self.settings.model.name, verdict).inc()
         await self.publish_all()
         self.snapshot()
 
@@ -385,8 +390,11 @@ class LearningService:
         is known by its id), and publishes its outcome with the model it leaves serving."""
         if any(applied.get("id") == command.get("id") for applied in self.applied):
             return
+        named = self.settings.model
+        if named.scoped and command.get("model") != named.name:
+            return  # another named model's: its own learner answers it
         async with self.lock:
-            result = apply(command, self.learner, self.registry)
+            result = apply(command, self.learner, self.registry, named.name if named.scoped else None)
             self.applied = [*self.applied[-(APPLIED_KEPT - 1) :], {"id": command.get("id"), **result}]
             await self.publish_all()
             if result["outcome"] == "done":

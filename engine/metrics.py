@@ -40,7 +40,12 @@ FAST_BUCKETS = (
 NULL_SERIES_MAX = 200
 
 EVENTS_PROCESSED = Counter("rtml_events_processed_total", "Valid events processed by the stream")
-LABELS_LEARNED = Counter("rtml_labels_learned_total", "Labels the model learned from", ["source"])
+LABELS_LEARNED = Counter("rtml_labels_learned_total", "Labels a model learned from", ["model", "source"])
+LABELS_MISSING_TARGET = Counter(
+    "rtml_labels_missing_target_total",
+    "Labelled events whose label lacks a model's target (that model does not learn from them)",
+    ["model"],
+)
 DLQ_MESSAGES = Counter("rtml_dlq_messages_total", "Messages sent to a dead-letter topic", ["topic", "reason"])
 PENDING_EXPIRED = Counter(
     "rtml_pending_expired_total", "Predictions whose label never came (TTL) or were evicted (bound)", ["why"]
@@ -102,10 +107,13 @@ MODEL_DRIFTS = Gauge(
 MODEL_VERSION_LAG = Histogram(
     "rtml_model_version_lag_samples",
     "Samples the learner had learned that the model which made a prediction had not (0: the learner predicted)",
+    ["model"],
     buckets=(0, 1, 10, 100, 1000, 10_000, 100_000),
 )
 LEARNER_ERRORS = Counter("rtml_learner_errors_total", "Failed snapshots or publications (retried)", ["error"])
-MODELS_PUBLISHED = Counter("rtml_model_publications_total", "Model versions published to the serving processes")
+MODELS_PUBLISHED = Counter(
+    "rtml_model_publications_total", "Model versions published to the serving processes", ["model"]
+)
 
 REQUEST_SECONDS = Histogram(
     "rtml_http_request_seconds", "HTTP request latency", ["route", "status"], buckets=FAST_BUCKETS
@@ -113,7 +121,9 @@ REQUEST_SECONDS = Histogram(
 PREDICTION_SECONDS = Histogram("rtml_prediction_seconds", "Model prediction latency", buckets=FAST_BUCKETS)
 CACHE_LOOKUPS = Counter("rtml_cache_lookups_total", "Prediction cache lookups", ["tier", "result"])
 CACHE_ERRORS = Counter("rtml_cache_errors_total", "Redis errors and timeouts; L2 is skipped for a back-off after each")
-FALLBACKS = Counter("rtml_prediction_fallbacks_total", "Predictions answered by the fallback chain", ["reason"])
+FALLBACKS = Counter(
+    "rtml_prediction_fallbacks_total", "Predictions answered by the fallback chain", ["model", "reason"]
+)
 DEADLINE_EXCEEDED = Counter(
     "rtml_prediction_deadline_exceeded_total", "Primary model predictions slower than the request deadline"
 )
@@ -141,19 +151,22 @@ CONSUMER_LAG = Gauge(
 )
 MODEL_INFO = Gauge(
     "rtml_model_info",
-    "The serving model: 1, and 0 for one it replaced",
-    ["model", "version", "task"],
+    "The serving model of each named model: 1, and 0 for one it replaced (family: its factory)",
+    ["model", "family", "version", "task"],
     multiprocess_mode="livemostrecent",
 )
-SNAPSHOT_BYTES = Gauge("rtml_snapshot_bytes", "Size of the latest model snapshot", multiprocess_mode="livemostrecent")
+SNAPSHOT_BYTES = Gauge(
+    "rtml_snapshot_bytes", "Size of the latest model snapshot", ["model"], multiprocess_mode="livemostrecent"
+)
 SNAPSHOT_SECONDS = Histogram(
     "rtml_snapshot_write_seconds", "Time to write a snapshot (pickle, fsync, rename)", buckets=FAST_BUCKETS
 )
-ROLLOUT_DECISIONS = Counter("rtml_rollout_decisions_total", "Shadow/canary rollouts decided", ["decision"])
-ROLLOUT_SERVED = Counter("rtml_rollout_predictions_total", "Requests answered by a canary challenger")
+ROLLOUT_DECISIONS = Counter("rtml_rollout_decisions_total", "Shadow/canary rollouts decided", ["model", "decision"])
+ROLLOUT_SERVED = Counter("rtml_rollout_predictions_total", "Requests answered by a canary challenger", ["model"])
 MODEL_HEALTHY = Gauge(
     "rtml_model_healthy",
     "1 unless the last primary prediction raised or was missing, NaN or infinite",
+    ["model"],
     multiprocess_mode="livemin",  # any serving process with a broken model makes it 0
 )
 
@@ -177,3 +190,4 @@ def children(metric: Any) -> Callable[..., Any]:
 REQUEST_SECONDS_OF = children(REQUEST_SECONDS)
 CACHE_LOOKUPS_OF = children(CACHE_LOOKUPS)
 FALLBACKS_OF = children(FALLBACKS)
+ROLLOUT_SERVED_OF = children(ROLLOUT_SERVED)

@@ -30,13 +30,18 @@ from streams.model_topic import (
 
 
 class ModelPublisher:
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    """One named model's publisher: its records are keyed under `prefix` (empty for the single
+    model of an engine without MODELS), its series labelled `model=series`."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, prefix: bytes = b"", series: str = "") -> None:
         self.producer = producer
         self.topic = topic
+        self.prefix = prefix
+        self.series = series
         self.revision = 0
         self.lags: list[int] = []  # of the predictions scored since the last publication
         # Series cannot be removed across processes: the info series a model replaced goes to 0.
-        self._info_labels: tuple[str, str, str] | None = None
+        self._info_labels: tuple[str, str, str, str] | None = None
         self._sent: dict[bytes, bytes | None] = {}  # the last value sent under each key
 
     async def publish(self, learner: Learner, registry: ModelRegistry, applied: list[dict[str, Any]]) -> None:
@@ -81,7 +86,7 @@ class ModelPublisher:
         registry_record = self._registry_record(registry, applied)
         records.append((REGISTRY, registry_record))
         sends = [
-            await self.producer.send(self.topic, value, key=key, partition=0)
+            await self.producer.send(self.topic, value, key=self.prefix + key, partition=0)
             for key, value in records
             if key == CHAMPION or self._sent.get(key, b"") != value
         ]
@@ -90,7 +95,7 @@ class ModelPublisher:
 
     async def publish_registry(self, registry: ModelRegistry, applied: list[dict[str, Any]]) -> None:
         record = self._registry_record(registry, applied)
-        await publish(self.producer, self.topic, REGISTRY, record)
+        await publish(self.producer, self.topic, self.prefix + REGISTRY, record)
         self._sent[REGISTRY] = record
 
     @staticmethod
@@ -99,18 +104,19 @@ class ModelPublisher:
         return orjson.dumps(record, default=str)
 
     async def heartbeat(self) -> None:
-        await publish(self.producer, self.topic, HEARTBEAT, heartbeat_value(self.revision))
+        await publish(self.producer, self.topic, self.prefix + HEARTBEAT, heartbeat_value(self.revision))
 
     def record_gauges(self, model: OnlineModel) -> None:
+        series = self.series or model.name
         for name, value in model.metric_values().items():
-            metrics.MODEL_METRIC.labels(model.name, name).set(value)
+            metrics.MODEL_METRIC.labels(series, name).set(value)
         if model.served_samples:
             for name, value in model.served_metric_values().items():
-                metrics.SERVED_METRIC.labels(model.name, name).set(value)
-        metrics.MODEL_SAMPLES.labels(model.name).set(model.samples_learned)
-        metrics.MODEL_DRIFTS.labels(model.name).set(model.drifts_detected)
-        metrics.MODELS_PUBLISHED.inc()
-        labels = (model.name, str(model.version), model.task.value)
+                metrics.SERVED_METRIC.labels(series, name).set(value)
+        metrics.MODEL_SAMPLES.labels(series).set(model.samples_learned)
+        metrics.MODEL_DRIFTS.labels(series).set(model.drifts_detected)
+        metrics.MODELS_PUBLISHED.labels(series).inc()
+        labels = (series, model.name, str(model.version), model.task.value)
         if self._info_labels is not None and self._info_labels != labels:
             metrics.MODEL_INFO.labels(*self._info_labels).set(0)
         metrics.MODEL_INFO.labels(*labels).set(1)

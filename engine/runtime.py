@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -115,39 +115,70 @@ class BrokerProbe:
 
 
 @dataclass
+class ServedModel:
+    """One named model as a serving process holds it: its own settings (topics, keys,
+    folders), its published versions and its predictor."""
+
+    settings: Settings
+    replica: ModelReplica | None
+    predictor: Predictor
+    snapshots: SnapshotStore
+
+    @property
+    def name(self) -> str:
+        return self.settings.model.name
+
+
+@dataclass
 class Runtime:
     settings: Settings
     feature_registry: FeatureRegistry
     features: Features
-    models: ModelReplica | None
-    predictor: Predictor
+    models: ModelReplica | None  # the default model's
+    predictor: Predictor  # the default model's
     redis: RedisCache | None
     offline_log: OfflineFeatureLog
-    snapshots: SnapshotStore
+    snapshots: SnapshotStore  # the default model's
     producer: AIOKafkaProducer | None = None
     broker: BrokerProbe | None = None  # with a producer
     starting: list[asyncio.Task] | None = None
     grpc: Any = None  # the Open Inference Protocol's gRPC server (grpc.aio.Server), when serving it
     workers: WorkerStatusFollower | None = None  # the stream workers' reports, with Kafka
+    served: dict[str, ServedModel] = field(default_factory=dict)  # every named model, the default first
+
+    def __post_init__(self) -> None:
+        if not self.served:
+            own = self.settings.for_model(self.settings.model)
+            self.served = {own.model.name: ServedModel(own, self.models, self.predictor, self.snapshots)}
+
+    def model(self, name: str | None) -> ServedModel:
+        """The named model, the default one for None; 404 naming the choices for another name."""
+        if name is None:
+            return next(iter(self.served.values()))
+        served = self.served.get(name)
+        if served is None:
+            raise RequestError(404, f"unknown model {name!r}; the models are {list(self.served)}", "model")
+        return served
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
         """Starts following the features and models in the background: the process answers
         at once, and /readyz says when it has caught up."""
         features = FeatureReplica(settings.kafka_bootstrap, settings.entity_changelog_topic)
-        models = ModelReplica(settings.kafka_bootstrap, settings.models_topic)
+        owns = [settings.for_model(named) for named in settings.models]
+        replicas = [ModelReplica(own.kafka_bootstrap, own.models_topic, own.model_key_prefix) for own in owns]
         # Served predictions go out a batch at a time: at the default 16 KB a batch, sending
         # one cost 11 µs of this loop, at 1 MB 3 µs.
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", max_batch_size=1 << 20)
+        producer_started = asyncio.create_task(_start_until_up(producer))
         starting = [
-            asyncio.create_task(c)
-            for c in (features.start(wait_for_topic=3600.0), models.start(), _start_until_up(producer))
+            asyncio.create_task(features.start(wait_for_topic=3600.0)),
+            producer_started,
+            *(asyncio.create_task(replica.start()) for replica in replicas),
         ]
         broker = BrokerProbe()
-        starting.append(asyncio.create_task(broker.follow(producer, starting[2])))
+        starting.append(asyncio.create_task(broker.follow(producer, producer_started)))
         cache, redis = build_cache(settings)
-        breaker = DeadlineBreaker(settings.predict_deadline_seconds, settings.breaker_cooldown_seconds)
-        producer_started = starting[2]
         served_log = ServedPredictionLog(
             lambda: producer if _succeeded(producer_started) else None,
             settings.predictions_topic,
@@ -158,19 +189,28 @@ class Runtime:
         served_log.start()
         workers = WorkerStatusFollower(settings.kafka_bootstrap, settings.workers_topic, settings.worker_lagging_events)
         workers.start()
+        served = {}
+        for own, replica in zip(owns, replicas):
+            # A breaker each: one slow model does not send the others to their fallbacks.
+            breaker = DeadlineBreaker(settings.predict_deadline_seconds, settings.breaker_cooldown_seconds)
+            predictor = Predictor(PublishedModels(replica), features, cache, breaker, served_log, own.model.name)
+            snapshots = SnapshotStore(own.snapshot_path, own.snapshot_retention)
+            served[own.model.name] = ServedModel(own, replica, predictor, snapshots)
+        default = next(iter(served.values()))
         return cls(
             settings=settings,
             feature_registry=load_feature_registry(settings.feature_definitions),
             features=features,
-            models=models,
-            predictor=Predictor(PublishedModels(models), features, cache, breaker, served_log),
+            models=default.replica,
+            predictor=default.predictor,
             redis=redis,
             offline_log=OfflineFeatureLog(settings.state_path / "offline-features", read_only=True),
-            snapshots=SnapshotStore(settings.snapshot_path, settings.snapshot_retention),
+            snapshots=default.snapshots,
             producer=producer,
             broker=broker,
             starting=starting,
             workers=workers,
+            served=served,
         )
 
     @classmethod
@@ -183,7 +223,7 @@ class Runtime:
             feature_registry=load_feature_registry(settings.feature_definitions),
             features=HeldFeatures(features),
             models=None,
-            predictor=Predictor(models, features, cache, breaker),
+            predictor=Predictor(models, features, cache, breaker, name=settings.model.name),
             redis=redis,
             offline_log=OfflineFeatureLog(settings.state_path / "offline-features", read_only=True),
             snapshots=SnapshotStore(settings.snapshot_path, settings.snapshot_retention),
@@ -199,8 +239,9 @@ class Runtime:
         if self.workers is not None:
             await self.workers.stop()
         await self.features.stop()
-        if self.models is not None:
-            await self.models.stop()
+        for served in self.served.values():
+            if served.replica is not None:
+                await served.replica.stop()
         if self.producer is not None:
             await self.producer.stop()
         if self.redis is not None:
@@ -209,13 +250,13 @@ class Runtime:
     # -- readiness ---------------------------------------------------------------------------
 
     def checks(self) -> dict[str, bool]:
-        """Ready: the features are caught up and a model is held."""
+        """Ready: the features are caught up and every model is held."""
         features_ready = self.features.ready.is_set()
-        models_ready = self.models is None or self.models.ready.is_set()
-        return {
-            "model_loaded": models_ready and self.predictor.model is not None,
-            "features_caught_up": features_ready,
-        }
+        loaded = all(
+            (served.replica is None or served.replica.ready.is_set()) and served.predictor.model is not None
+            for served in self.served.values()
+        )
+        return {"model_loaded": loaded, "features_caught_up": features_ready}
 
     # -- the learner, through the models and control topics ------------------------------------
 
@@ -225,25 +266,23 @@ class Runtime:
             return None
         return self.broker is not None and self.broker.reachable
 
-    def registry_record(self) -> dict[str, Any]:
-        return self.models.registry if self.models is not None else {}
-
-    async def command(self, command: dict[str, Any]) -> dict[str, Any] | None:
-        """Sends an admin command to the learner and waits for its result to come back on the
-        models topic; None when it has not come within COMMAND_WAIT_SECONDS."""
-        if self.producer is None or self.models is None:
+    async def command(self, command: dict[str, Any], served: ServedModel) -> dict[str, Any] | None:
+        """Sends an admin command to the model's learner and waits for its result to come back
+        on the models topic; None when it has not come within COMMAND_WAIT_SECONDS."""
+        replica = served.replica
+        if self.producer is None or replica is None:
             return {"outcome": "refused", "refusal": "unavailable", "error": "no learner reachable from this process"}
         await self.producer.send_and_wait(self.settings.control_topic, orjson.dumps(command))
         deadline = time.monotonic() + COMMAND_WAIT_SECONDS
         while True:
-            for result in self.models.registry.get("applied", []):
+            for result in replica.registry.get("applied", []):
                 if result.get("id") == command["id"]:
                     return result
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
             try:
-                await asyncio.wait_for(self.models.updated.wait(), remaining)
+                await asyncio.wait_for(replica.updated.wait(), remaining)
             except TimeoutError:
                 return None
 
@@ -251,7 +290,7 @@ class Runtime:
         """Sends (event id, label) pairs to the labels topic, keyed by event id; returns how
         many Kafka acknowledged, or refuses with 503 when it did not in time."""
         producer = self.producer
-        starting = self.starting[2] if self.starting else None
+        starting = self.starting[1] if self.starting else None  # the producer's start
         if producer is None or (starting is not None and not _succeeded(starting)):
             raise RequestError(503, "Kafka is not reachable from this process: send the labels again")
         now = time.time()

@@ -137,14 +137,25 @@ class Predictor:
         cache: PredictionCache | None,
         breaker: DeadlineBreaker,
         served_log: ServedPredictionLog | None = None,
+        name: str = "",
     ) -> None:
+        """`name`: the named model this predictor answers for (its series, cache keys and
+        served records carry it); empty: named after the model's factory."""
         self.models = FixedModel(models) if isinstance(models, OnlineModel) else models
+        self.named = name
         self.entities = entities
         self.cache = cache
         self.breaker = breaker
         self.served_log = served_log
         self._healthy: bool | None = None
         self._set_healthy(True)
+
+    @property
+    def name(self) -> str:
+        if self.named:
+            return self.named
+        model = self.models.champion()
+        return model.name if model is not None else ""
 
     @property
     def model(self) -> OnlineModel | None:
@@ -157,7 +168,7 @@ class Predictor:
 
     def _set_healthy(self, healthy: bool) -> None:
         if healthy != self._healthy:  # a gauge write is a locked mmap write: only on a change
-            metrics.MODEL_HEALTHY.set(1 if healthy else 0)
+            metrics.MODEL_HEALTHY.labels(self.name).set(1 if healthy else 0)
         self._healthy = healthy
 
     async def predict(self, entity_id: str, features: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
@@ -194,14 +205,17 @@ class Predictor:
         if proba and answer["cached"] and model is not None:
             proba = _classes_restored(proba, model)
         now = time.time()
+        entry = {
+            "prediction": Prediction(answer["prediction"], proba).to_record(),
+            "model_version": model.version if model is not None else 0,
+            "model_samples": model.samples_learned if model is not None else 0,
+        }
         record = {
             "event_id": event_id,
             "entity_id": entity_id,
             "ts": now,
             "features": x,
-            "prediction": Prediction(answer["prediction"], proba).to_record(),
-            "model_version": model.version if model is not None else 0,
-            "model_samples": model.samples_learned if model is not None else 0,
+            "models": {self.name: entry},  # the one model that answered: its label teaches it alone
             "predicted_at": now,
             "served": {"cached": answer["cached"], "fallback": answer["fallback"], "rollout": answer["rollout"]},
         }
@@ -219,7 +233,7 @@ class Predictor:
         }
         champion = self.models.champion()
         if champion is None:
-            metrics.FALLBACKS_OF("model_not_loaded").inc()
+            metrics.FALLBACKS_OF(self.name, "model_not_loaded").inc()
             return {
                 "entity_id": entity_id,
                 "prediction": None,
@@ -234,10 +248,12 @@ class Predictor:
         canary = challenger is not None
         model = challenger if challenger is not None else champion
         if canary:
-            metrics.ROLLOUT_SERVED.inc()
+            metrics.ROLLOUT_SERVED_OF(self.name).inc()
         key = None
         if self.cache is not None:
-            key = cache_key(model.name, model.version, model.samples_learned, entity_id, feature_version, features)
+            key = cache_key(
+                f"{self.name}/{model.name}", model.version, model.samples_learned, entity_id, feature_version, features
+            )
             cached, tier = await self.cache.get(key)
             if cached is not None:
                 return {
@@ -287,7 +303,7 @@ class Predictor:
         return _answer(model, prediction), None
 
     def _fallback(self, reason: str, x: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-        metrics.FALLBACKS_OF(reason).inc()
+        metrics.FALLBACKS_OF(self.name, reason).inc()
         model = self.models.champion()
         assert model is not None  # a fallback is only asked for once a model answered or failed
         prediction = model.predict_fallback(x)

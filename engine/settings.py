@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from models.errors import EngineError
+from models.factory import UnknownModelError, get_spec
+from models.named import ModelsError, NamedModel, parse_models
 
 
 class SettingsError(EngineError, ValueError):
@@ -36,7 +38,17 @@ class Settings:
     labels_topic: str = _env("LABELS_TOPIC", "labels", "topic of delayed labels")
     topic_partitions: int = _env("TOPIC_PARTITIONS", 1, "partitions of the events topic and of the tables")
     model_name: str = _env("MODEL", "logreg", "model from the factory (see GET /models)")
-    fallback_model: str = _env("FALLBACK_MODEL", "", "simpler model learning alongside, answering when MODEL cannot")
+    models_declared: str = _env(
+        "MODELS",
+        "",
+        "several named models on the stream: name=factory[@target],... (the first is the default); empty = MODEL alone",
+    )
+    learn_model: str = _env(
+        "LEARN_MODEL", "", "the model `engine learn` learns (one process per model); empty = the only one"
+    )
+    fallback_model: str = _env(
+        "FALLBACK_MODEL", "", "simpler model learning alongside each model of its task, answering when that one cannot"
+    )
     feature_definitions: str = _env("FEATURES_FILE", "", "JSON file of feature definitions; empty = raw features only")
     max_message_bytes: int = _env("MAX_MESSAGE_BYTES", 65536, "larger messages go to the dead-letter topic")
     max_feature_magnitude: float = _env(
@@ -137,12 +149,16 @@ class Settings:
     )
     state_dir: str = _env("STATE_DIR", ".state/engine", "local state of the engine")
     log_level: str = _env("LOG_LEVEL", "info", "log level")
+    # Not read from the environment: the one model these settings are for (see for_model).
+    named_model: NamedModel | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if "env" not in f.metadata:
+                continue
             default = f.default
             assert default is not MISSING  # every setting is declared with `_env`, which gives it a default
             raw = env.get(f.metadata["env"])
@@ -185,6 +201,58 @@ class Settings:
             raise SettingsError("SERVED_LOG_BUFFER must be at least 1")
         if self.cache_l1_bytes < 1:
             raise SettingsError("CACHE_L1_BYTES must be at least 1 (CACHE_L1_ENTRIES=0 turns L1 off)")
+        try:
+            models = self.models
+            if self.fallback_model:
+                get_spec(self.fallback_model)
+        except (ModelsError, UnknownModelError) as exc:
+            raise SettingsError(str(exc)) from None
+        if self.learn_model and self.learn_model not in self.model_names:
+            raise SettingsError(f"LEARN_MODEL={self.learn_model!r} is not one of the models: {self.model_names}")
+        if self.fallback_model and not any(get_spec(self.fallback_model).task is m.task for m in models):
+            raise SettingsError(f"FALLBACK_MODEL={self.fallback_model!r} fits none of the models' tasks")
+
+    # -- the models ----------------------------------------------------------------------------
+
+    @property
+    def models(self) -> tuple[NamedModel, ...]:
+        """Every model on the stream, the default first."""
+        return parse_models(self.models_declared, self.model_name)
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    @property
+    def model(self) -> NamedModel:
+        """The model these settings are for: the one given to for_model, else the default."""
+        return self.named_model if self.named_model is not None else self.models[0]
+
+    def for_model(self, model: NamedModel) -> Settings:
+        """These settings as one model's learner and replicas read them: its factory as MODEL,
+        FALLBACK_MODEL only when it fits the model's task, and its own topics, keys and folders."""
+        fallback = self.fallback_model
+        if fallback and get_spec(fallback).task is not model.task:
+            fallback = ""
+        return replace(self, model_name=model.factory, fallback_model=fallback, named_model=model)
+
+    def learned_models(self) -> tuple[NamedModel, ...]:
+        """The models `engine learn` learns: LEARN_MODEL's, or the only one."""
+        if self.learn_model:
+            return tuple(m for m in self.models if m.name == self.learn_model)
+        if len(self.models) > 1:
+            raise SettingsError(
+                f"several models are declared: name the one to learn with LEARN_MODEL, one of {self.model_names}"
+            )
+        return self.models
+
+    @property
+    def model_key_prefix(self) -> bytes:
+        """What this model's records on the models topic and commands are keyed under."""
+        return f"{self.model.name}/".encode() if self.model.scoped else b""
+
+    def _scoped(self, base: str) -> str:
+        return f"{base}-{self.model.name}" if self.model.scoped else base
 
     @property
     def predictions_topic(self) -> str:
@@ -192,7 +260,8 @@ class Settings:
 
     @property
     def examples_topic(self) -> str:
-        return f"{self.app_id}-examples"
+        """The examples this model learns from, in the one order its learner takes them."""
+        return self._scoped(f"{self.app_id}-examples")
 
     @property
     def models_topic(self) -> str:
@@ -205,6 +274,11 @@ class Settings:
     @property
     def control_topic(self) -> str:
         return f"{self.app_id}-control"
+
+    @property
+    def control_group(self) -> str:
+        """The consumer group keeping this model's learner's position on the control topic."""
+        return self._scoped(f"{self.app_id}-control")
 
     @property
     def table_path(self) -> Path:
@@ -239,7 +313,7 @@ class Settings:
 
     @property
     def training_log_path(self) -> Path:
-        return self.state_path / "training-log"
+        return self.state_path / self._scoped("training-log")
 
     @property
     def registry_path(self) -> Path:
@@ -247,8 +321,10 @@ class Settings:
 
     @property
     def snapshot_path(self) -> Path:
-        return Path(self.snapshot_dir) if self.snapshot_dir else self.state_path / "snapshots"
+        """This model's snapshots (and its registry, inside)."""
+        base = Path(self.snapshot_dir) if self.snapshot_dir else self.state_path / "snapshots"
+        return base / "models" / self.model.name if self.model.scoped else base
 
     @classmethod
     def documentation(cls) -> list[tuple[str, Any, str]]:
-        return [(f.metadata["env"], f.default, f.metadata["help"]) for f in fields(cls)]
+        return [(f.metadata["env"], f.default, f.metadata["help"]) for f in fields(cls) if "env" in f.metadata]

@@ -6,7 +6,7 @@ fetched batch of a partition it updates the entities' features, predicts, and se
 this order, each step acknowledged before the next:
 
 1. prediction records (for the join with labels that come later) and dead letters;
-2. labelled examples, to the examples topic (one partition: the learner's one order);
+2. labelled examples, to each model's examples topic (one partition: its learner's one order);
 3. the changelogs of the feature and join tables (one record per changed key);
 
 then the batch's offsets are acknowledged for Faust to commit. A crash anywhere replays the
@@ -21,7 +21,8 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, cast
 
 import orjson
@@ -36,18 +37,18 @@ from engine.settings import Settings
 from engine.worker_modes import WorkerMode
 from engine.worker_status import Progress, StatusReporter
 from models.drift import DriftMonitor
-from models.examples import Example
-from models.factory import get_spec
 from models.guard import Refusal
+from models.learner import BatchOutcome
+from models.named import NamedModel
 from streams import table_store
 from streams.batch_consumer import BatchApp, BatchConsumer, Record
 from streams.changelog import PersistentTableWriter, TableWriter, send_by_event_id, send_records
-from streams.events import DeadLetter, EventOutcome, EventProcessor
+from streams.events import DeadLetter, EventOutcome, EventProcessor, ModelLane
 from streams.features import FeatureRegistry
 from streams.join import Join, JoinOutcome
 from streams.model_topic import MAX_MODEL_BYTES
 from streams.offline_store import OfflineFeatureLog
-from streams.records import Contract
+from streams.records import Contract, label_rule
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def contract_for(settings: Settings, features: FeatureRegistry) -> Contract:
         settings.max_id_length,
         settings.max_features_per_event,
         settings.max_event_time_ahead_seconds,
-        get_spec(settings.model_name).task,
+        label_rule(settings.models),
     )
 
 
@@ -74,10 +75,16 @@ def store_identity(settings: Settings, features: FeatureRegistry) -> bytes:
 
 
 class StreamWorker:
-    def __init__(self, settings: Settings, features: FeatureRegistry, mode: WorkerMode) -> None:
+    """`modes`: each named model with what predicts and learns for it, the default first."""
+
+    def __init__(
+        self, settings: Settings, features: FeatureRegistry, modes: Sequence[tuple[NamedModel, WorkerMode]]
+    ) -> None:
         self.settings = settings
         self.features = features
-        self.mode = mode
+        self.modes = [mode for _, mode in modes]
+        self.examples_topics = [settings.for_model(named).examples_topic for named, _ in modes]
+        lanes = [ModelLane(named, mode) for named, mode in modes]
         self.app = self._build_app()
         self.producer: AIOKafkaProducer | None = None  # from start(), with the dead-letter sink
         self.dead_letters: DeadLetterSink | None = None
@@ -92,17 +99,16 @@ class StreamWorker:
             contract,
             features,
             self.rows,
-            mode,
-            mode.learn,
+            lanes,
             dedupe_window=settings.dedupe_window,
             drift=self.drift,
             on_row=self.offline_log.append,
-            fresh_predictions=mode.fresh_predictions,
+            fresh_predictions=all(mode.fresh_predictions for mode in self.modes),
         )
         self.join = Join(
             contract,
             self.pending,
-            mode.learn,
+            lanes,
             pending_ttl_seconds=settings.pending_ttl_seconds,
             pending_max=settings.pending_max,
             early_label_grace_seconds=settings.early_label_grace_seconds,
@@ -177,44 +183,58 @@ class StreamWorker:
 
     async def _on_events(self, topic: str, partition: int, records: list[Record]) -> None:
         started = time.perf_counter()
-        async with self.mode.turn():
+        async with self._turn():
             outcome = self.events.process(partition, records)
             await self._flush(outcome.predictions, outcome.dead_letters, records)
         self._processed_offsets[(topic, partition)] = records[-1].offset + 1
         self._record_events(outcome, time.perf_counter() - started)
 
     async def _on_labels(self, topic: str, partition: int, records: list[Record]) -> None:
-        async with self.mode.turn():
+        async with self._turn():
             outcome = self.join.on_labels(partition, records)
             await self._flush([], outcome.dead_letters, records)
         self._processed_offsets[(topic, partition)] = records[-1].offset + 1
         self._record_join(outcome)
 
     async def _on_predictions(self, topic: str, partition: int, records: list[Record]) -> None:
-        async with self.mode.turn():
+        async with self._turn():
             outcome = self.join.on_predictions(partition, records)
             await self._flush([], outcome.dead_letters)
         self._processed_offsets[(topic, partition)] = records[-1].offset + 1
         self._record_join(outcome)
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """Every model's learner between its timers and admin commands."""
+        if len(self.modes) == 1:
+            async with self.modes[0].turn():
+                yield
+            return
+        async with AsyncExitStack() as stack:
+            for mode in self.modes:
+                await stack.enter_async_context(mode.turn())
+            yield
 
     async def _flush(
         self, predictions: list[tuple[str, dict]], dead_letters: list[DeadLetter], records: Sequence[Record] = ()
     ) -> None:
         """Sends a batch's output in the order that makes a replay harmless (see the module doc)."""
         assert self.producer is not None and self.dead_letters is not None
-        learned = self.mode.end_batch()
-        if learned.refused:
+        outcomes = [mode.end_batch() for mode in self.modes]
+        refused = [r for outcome in outcomes for r in outcome.refused]
+        if refused:
             dead_letters = sorted(
-                dead_letters + [_refused_in_batch(r, records) for r in learned.refused],
+                dead_letters + [_refused_in_batch(r, records) for r in refused],
                 key=lambda letter: (letter.record.topic, letter.record.partition, letter.record.offset),
             )
         await self._wait(await self._send_predictions(predictions) + await self.dead_letters.send(dead_letters))
-        examples = [example.encode() for example in learned.learned]
-        examples_end = await self._send_examples(learned.learned, examples)
+        encoded = [[example.encode() for example in outcome.learned] for outcome in outcomes]
+        ends = await self._send_examples(outcomes, encoded)
         await self._wait(await self.rows.flush(self.producer) + await self.pending.flush(self.producer))
         self.rows.written()
         self.pending.written()
-        await self.mode.batch_sent(learned, examples_end, examples)
+        for mode, outcome, end, values in zip(self.modes, outcomes, ends, encoded):
+            await mode.batch_sent(outcome, end, values)
 
     @staticmethod
     async def _wait(futures: list[asyncio.Future]) -> None:
@@ -230,14 +250,19 @@ class StreamWorker:
             self.producer, self.settings.predictions_topic, self.settings.topic_partitions, encoded
         )
 
-    async def _send_examples(self, examples: list[Example], values: list[bytes]) -> int | None:
-        """Sends the examples (already encoded); returns the examples-topic offset after the last one."""
-        if not examples:
-            return None
-        records = [(ex.event_id.encode(), value) for ex, value in zip(examples, values)]
-        sent = await send_records(self.producer, self.settings.examples_topic, 0, records)
-        results = await asyncio.gather(*(future for future, _ in sent))
-        return results[-1].offset + sent[-1][1]
+    async def _send_examples(self, outcomes: list[BatchOutcome], encoded: list[list[bytes]]) -> list[int | None]:
+        """Sends each model's examples (already encoded) to its topic, all at once; returns per
+        model the examples-topic offset after its last one (None when it had none)."""
+        assert self.producer is not None
+        sent = []
+        for topic, outcome, values in zip(self.examples_topics, outcomes, encoded):
+            if outcome.learned:
+                records = [(ex.event_id.encode(), value) for ex, value in zip(outcome.learned, values)]
+                sent.append(await send_records(self.producer, topic, 0, records))
+            else:
+                sent.append([])
+        results = await asyncio.gather(*(asyncio.gather(*(future for future, _ in chunks)) for chunks in sent))
+        return [acked[-1].offset + chunks[-1][1] if chunks else None for acked, chunks in zip(results, sent)]
 
     # -- metrics, once per batch --------------------------------------------------------------
 
@@ -255,17 +280,19 @@ class StreamWorker:
             metrics.FEATURE_NULLS.labels(feature).inc(count)
         if outcome.processed:
             metrics.EVENT_TIME_LAG.observe(max(0.0, outcome.max_event_lag))
+        _record_missing_targets(outcome.missing_targets)
 
     def _record_join(self, outcome: JoinOutcome) -> None:
         for delay in outcome.label_delays:
             metrics.LABEL_DELAY.observe(delay)
+        _record_missing_targets(outcome.missing_targets)
 
     # -- timers -------------------------------------------------------------------------------
 
     async def _expire(self) -> None:
         if not self._tables_ready():
             return
-        async with self.mode.turn():
+        async with self._turn():
             expiry = self.join.expire()
             await self._flush([], expiry.dead_letters)
         metrics.PENDING_EXPIRED.labels("ttl").inc(expiry.predictions)
@@ -337,14 +364,16 @@ class StreamWorker:
                 log.warning(line)
         self.dead_letters = DeadLetterSink(self.producer, self.settings)
         self.status.start(self.producer)
-        await self.mode.start(self.producer)
+        for mode in self.modes:
+            await mode.start(self.producer)
 
     async def stop(self) -> None:
         """Lets the batch in hand finish, then a last snapshot; Faust commits after this."""
         consumer = cast(BatchConsumer, self.app.consumer)  # BatchApp's transport builds it
         consumer.stop_flow()
         await consumer._batch_idle.wait()
-        await self.mode.stop()
+        for mode in self.modes:
+            await mode.stop()
         await asyncio.to_thread(self.offline_log.write, self.offline_log.take())
         if self.producer is not None:
             await self.status.stop(self.producer)
@@ -362,6 +391,11 @@ async def changelog_ends(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
+
+
+def _record_missing_targets(missing: dict[str, int]) -> None:
+    for name, count in missing.items():
+        metrics.LABELS_MISSING_TARGET.labels(name).inc(count)
 
 
 def _refused_in_batch(refusal: Refusal, records: Sequence[Record]) -> DeadLetter:

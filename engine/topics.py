@@ -26,13 +26,13 @@ MODEL_TOPIC_CONFIG = {
 
 
 async def ensure_topics(settings: Settings, timeout_seconds: float = 60.0) -> None:
-    """Creates the topics the engine reads and writes, when missing. The examples topic has
-    one partition: it is the learner's single order."""
+    """Creates the topics the engine reads and writes, when missing. Each model's examples
+    topic has one partition: it is its learner's single order."""
     wanted = {
         settings.events_topic: (settings.topic_partitions, {}),
         settings.labels_topic: (settings.topic_partitions, {}),
         settings.predictions_topic: (settings.topic_partitions, {}),
-        settings.examples_topic: (1, {}),
+        **{settings.for_model(named).examples_topic: (1, {}) for named in settings.models},
         settings.models_topic: (1, MODEL_TOPIC_CONFIG),
         settings.control_topic: (1, {}),
         settings.workers_topic: (1, worker_status.TOPIC_CONFIG),

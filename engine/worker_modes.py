@@ -101,8 +101,9 @@ class LearnerApart:
     fresh_predictions = False
 
     def __init__(self, settings: Settings) -> None:
+        """`settings`: the model's own (Settings.for_model)."""
         self.settings = settings
-        self.replica = ModelReplica(settings.kafka_bootstrap, settings.models_topic)
+        self.replica = ModelReplica(settings.kafka_bootstrap, settings.models_topic, settings.model_key_prefix)
         self._examples: list[Example] = []
 
     @property
@@ -153,7 +154,11 @@ class LearnerApart:
     async def start(self, producer: AIOKafkaProducer) -> None:
         await self.replica.start()
         if self.replica.champion is None:
-            log.warning("waiting for the learner (python -m engine learn) to publish a model on %s", self.replica.topic)
+            log.warning(
+                "waiting for the learner of model %s (python -m engine learn) to publish it on %s",
+                self.settings.model.name,
+                self.replica.topic,
+            )
         await self.replica.wait_for_champion()
 
     async def stop(self) -> None:

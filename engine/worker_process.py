@@ -16,6 +16,7 @@ from engine.process import arm_stop_deadline, freeze_heap
 from engine.settings import Settings
 from engine.stream_worker import StreamWorker
 from engine.worker_modes import EmbeddedLearner, LearnerApart, WorkerMode
+from models.named import NamedModel
 from streams.features import FeatureRegistry
 
 
@@ -54,10 +55,7 @@ def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learne
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
-    mode: WorkerMode = (
-        EmbeddedLearner(LearningService.restore(settings, features)) if embedded_learner else LearnerApart(settings)
-    )
-    worker = StreamWorker(settings, features, mode)
+    worker = StreamWorker(settings, features, worker_modes(settings, features, embedded_learner=embedded_learner))
     loop.run_until_complete(worker.start())
     freeze_heap()
     faust_worker = DeadlineWorker(
@@ -68,6 +66,20 @@ def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learne
     install_log_rate_limit_after_setup(faust_worker, install_log_rate_limit)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     faust_worker.execute_from_commandline()
+
+
+def worker_modes(
+    settings: Settings, features: FeatureRegistry, *, embedded_learner: bool
+) -> list[tuple[NamedModel, WorkerMode]]:
+    """Each named model with its learner (embedded) or its published versions (apart)."""
+    modes: list[tuple[NamedModel, WorkerMode]] = []
+    for named in settings.models:
+        own = settings.for_model(named)
+        mode: WorkerMode = (
+            EmbeddedLearner(LearningService.restore(own, features)) if embedded_learner else LearnerApart(own)
+        )
+        modes.append((named, mode))
+    return modes
 
 
 def install_log_rate_limit_after_setup(faust_worker: faust.Worker, install: Any) -> None:

@@ -2,9 +2,10 @@
 
 Per event: validate, drop a duplicate, update the entity's features (the row remembers the
 offset it last applied, so a replayed event is skipped: rebalances and restarts replay),
-predict with the current model, and either hand the example to the learner (label inline)
-or emit a prediction record for the join with its label. Per batch: one count of each
-kind, a sample of values for the drift statistics.
+predict with each model, and either hand each model its example (label inline: the model's
+target of it) or emit one prediction record, with every model's prediction, for the join
+with its label. Per batch: one count of each kind, a sample of values for the drift
+statistics.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from models.drift import DriftMonitor
 from models.errors import ModelError
 from models.examples import INLINE, Example
+from models.named import MISSING, NamedModel
 from models.online import Prediction
 from streams.batch_consumer import Record
 from streams.dead_letters import DeadLetterReason, InvalidMessage
@@ -42,6 +44,32 @@ class ServingModels(Protocol):
     def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]: ...  # the names the model sees
     def predict(self, x: dict[str, Any]) -> Prediction: ...  # raises ModelError
     def predict_challenger(self, x: dict[str, Any]) -> Prediction | None: ...
+    def learn(self, example: Example) -> bool: ...  # False for an example learned before
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLane:
+    """One named model as the stream sees it: what it predicts with and learns."""
+
+    model: NamedModel
+    models: ServingModels
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+
+def prediction_entry(lane: ModelLane, x: dict[str, Any], shared: dict[str, Any], prediction: Prediction) -> dict:
+    """One model's part of a prediction record: its answer, and its features when its
+    feature-name limit left some of the shared ones out."""
+    entry: dict[str, Any] = {
+        "prediction": prediction.to_record(),
+        "model_version": lane.models.version,
+        "model_samples": lane.models.samples,
+    }
+    if x is not shared:
+        entry["features"] = x
+    return entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +88,7 @@ class EventOutcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     nulls: Counter = field(default_factory=Counter)
     max_event_lag: float = 0.0
+    missing_targets: Counter = field(default_factory=Counter)  # by model: labels without its target
 
 
 class EventProcessor:
@@ -68,8 +97,7 @@ class EventProcessor:
         contract: Contract,
         registry: FeatureRegistry,
         rows: Rows,
-        models: ServingModels,
-        learn: Callable[[Example], bool],
+        lanes: list[ModelLane],
         *,
         dedupe_window: int = 100_000,
         drift: DriftMonitor | None = None,
@@ -80,13 +108,12 @@ class EventProcessor:
         self.contract = contract
         self.registry = registry
         self.rows = rows
-        self.models = models
-        self.learn = learn
+        self.lanes = lanes
         self.dedupe_window = dedupe_window
         self.drift = drift
         self.drift_sample_every = drift_sample_every
         self.on_row = on_row
-        # True when `models` is the learner itself: its prediction can be made again exactly.
+        # True when the lanes' models are the learners themselves: a prediction can be made again exactly.
         self.fresh_predictions = fresh_predictions
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
         self._seen = 0
@@ -130,15 +157,20 @@ class EventProcessor:
         outcome: EventOutcome,
     ) -> None:
         state = apply_event(row, event.ts, event.features, aggregates)
-        # What the model sees, and what the example carries: a name past the model's limit
-        # is left out here once, not again at every step downstream.
-        x, _ = self.models.admit(model_features(event.features, state["values"]))
-        try:
-            prediction = self.models.predict(x)
-        except ModelError as exc:
-            outcome.dead_letters.append(DeadLetter(record, DeadLetterReason.MODEL_ERROR, str(exc)))
-            return  # features stay as they were: this event never happened for the model
-        challenger = self.models.predict_challenger(x)
+        shared = model_features(event.features, state["values"])
+        answers = []
+        for lane in self.lanes:
+            models = lane.models
+            # What the model sees, and what the example carries: a name past the model's limit
+            # is left out here once, not again at every step downstream.
+            x, _ = models.admit(shared)
+            try:
+                prediction = models.predict(x)
+            except ModelError as exc:
+                detail = str(exc) if len(self.lanes) == 1 else f"model {lane.name}: {exc}"
+                outcome.dead_letters.append(DeadLetter(record, DeadLetterReason.MODEL_ERROR, detail))
+                return  # features stay as they were: this event never happened for the models
+            answers.append((lane, x, prediction, models.predict_challenger(x)))
         state["offset"] = record.offset
         state["recent_ids"] = [*(row or {}).get("recent_ids", ())[-(RECENT_IDS_PER_ENTITY - 1) :], event.event_id]
         self.rows.set(partition, event.entity_id, state)
@@ -149,39 +181,50 @@ class EventProcessor:
         if event.null_features:
             outcome.nulls.update(event.null_features)
         outcome.max_event_lag = max(outcome.max_event_lag, now - event.ts)
-        self._sample_drift(event, prediction)
+        self._sample_drift(event, answers[0][2])
         source = (record.topic, partition, record.offset)
         if event.has_label:
-            example = Example(
-                event.event_id,
-                event.ts,
-                x,
-                event.label,
-                prediction,
-                self.models.version,
-                source,
-                INLINE,
-                now,
-                challenger,
-                self.fresh_predictions,
-                self.models.samples,
-            )
-            self.learn(example)  # False for one learned before: nothing more to do either way
+            for lane, x, prediction, challenger in answers:
+                y = lane.model.label_of(event.label)
+                if y is MISSING:
+                    outcome.missing_targets[lane.name] += 1
+                    continue
+                example = Example(
+                    event.event_id,
+                    event.ts,
+                    x,
+                    y,
+                    prediction,
+                    lane.models.version,
+                    source,
+                    INLINE,
+                    now,
+                    challenger,
+                    self.fresh_predictions,
+                    lane.models.samples,
+                )
+                lane.models.learn(example)  # False for one learned before: nothing more to do either way
             return
-        prediction_record = {
-            "event_id": event.event_id,
-            "entity_id": event.entity_id,
-            "ts": event.ts,
-            "features": x,
-            "prediction": prediction.to_record(),
-            "model_version": self.models.version,
-            "model_samples": self.models.samples,
-            "predicted_at": now,
-            "source": list(source),
-        }
-        if challenger is not None:
-            prediction_record["challenger"] = challenger.to_record()
-        outcome.predictions.append((event.event_id, prediction_record))
+        entries = {}
+        for lane, x, prediction, challenger in answers:
+            entry = prediction_entry(lane, x, shared, prediction)
+            if challenger is not None:
+                entry["challenger"] = challenger.to_record()
+            entries[lane.name] = entry
+        outcome.predictions.append(
+            (
+                event.event_id,
+                {
+                    "event_id": event.event_id,
+                    "entity_id": event.entity_id,
+                    "ts": event.ts,
+                    "features": shared,
+                    "models": entries,
+                    "predicted_at": now,
+                    "source": list(source),
+                },
+            )
+        )
 
     def _sample_drift(self, event: Event, prediction: Prediction) -> None:
         # Every event would cost as much as the model call; a steady sample estimates the same distributions.

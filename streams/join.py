@@ -5,25 +5,27 @@ label reach the same worker, whose join table (changelogged) holds whichever cam
 a prediction waits up to `PENDING_TTL_SECONDS` for its label, a label up to
 `EARLY_LABEL_GRACE_SECONDS` for its prediction, then it is dead-lettered as
 `unknown_event`. When they meet, the example (features as they were when the prediction
-was made, so nothing leaks) goes to the learner. The first prediction of an event is the
-one kept: a replay after a restart predicts again, possibly with a newer model.
+was made, so nothing leaks) goes to the learner of each model that predicted it, with the
+model's target of the label. The first prediction of an event is the one kept: a replay
+after a restart predicts again, possibly with a newer model.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from models.examples import LABELS_TOPIC, Example
+from models.named import MISSING
 from models.online import Prediction
 from streams.batch_consumer import Record
 from streams.dead_letters import DeadLetterReason, InvalidMessage
-from streams.events import DeadLetter
+from streams.events import DeadLetter, ModelLane
 from streams.records import Contract
 
 
@@ -32,6 +34,7 @@ class JoinOutcome:
     waiting_labels: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     label_delays: list[float] = field(default_factory=list)
+    missing_targets: Counter = field(default_factory=Counter)  # by model: labels without its target
 
 
 @dataclass
@@ -46,7 +49,7 @@ class Join:
         self,
         contract: Contract,
         table: Any,
-        learn: Callable[[Example], bool],
+        lanes: list[ModelLane],
         *,
         pending_ttl_seconds: float = 86_400.0,
         pending_max: int = 1_000_000,
@@ -55,7 +58,7 @@ class Join:
     ) -> None:
         self.contract = contract
         self.table = table
-        self.learn = learn
+        self.lanes = lanes
         self.pending_ttl_seconds = pending_ttl_seconds
         self.pending_max = pending_max
         self.early_label_grace_seconds = early_label_grace_seconds
@@ -121,27 +124,40 @@ class Join:
         now: float,
         outcome: JoinOutcome,
     ) -> None:
-        challenger = prediction.get("challenger")
-        example = Example(
-            event_id=prediction["event_id"],
-            ts=prediction["ts"],
-            features=prediction["features"],
-            label=label,
-            prediction=Prediction.from_record(prediction["prediction"]),
-            model_version=prediction["model_version"],
-            source=source,
-            label_source=LABELS_TOPIC,
-            predicted_at=prediction["predicted_at"],
-            challenger=None if challenger is None else Prediction.from_record(challenger),
-            model_samples=prediction.get("model_samples", 0),
-            served=bool(prediction.get("served")),
-        )
-        self.table.delete(partition, example.event_id)
-        self._joined[example.event_id] = None
+        event_id = prediction["event_id"]
+        self.table.delete(partition, event_id)
+        self._joined[event_id] = None
         if len(self._joined) > self.recent_window:
             self._joined.popitem(last=False)
-        if self.learn(example):
-            outcome.label_delays.append(max(0.0, now - example.predicted_at))
+        # A record from before named models holds one model's prediction at its top level.
+        entries = prediction.get("models") or {self.lanes[0].name: prediction}
+        learned = False
+        for lane in self.lanes:
+            entry = entries.get(lane.name)
+            if entry is None:
+                continue  # this model did not answer it (an HTTP client asked another one)
+            y = lane.model.label_of(label)
+            if y is MISSING:
+                outcome.missing_targets[lane.name] += 1
+                continue
+            challenger = entry.get("challenger")
+            example = Example(
+                event_id=event_id,
+                ts=prediction["ts"],
+                features=entry.get("features", prediction["features"]),
+                label=y,
+                prediction=Prediction.from_record(entry["prediction"]),
+                model_version=entry["model_version"],
+                source=source,
+                label_source=LABELS_TOPIC,
+                predicted_at=prediction["predicted_at"],
+                challenger=None if challenger is None else Prediction.from_record(challenger),
+                model_samples=entry.get("model_samples", 0),
+                served=bool(prediction.get("served")),
+            )
+            learned = lane.models.learn(example) or learned
+        if learned:
+            outcome.label_delays.append(max(0.0, now - prediction["predicted_at"]))
 
     def expire(self, now: float | None = None) -> Expiry:
         """Drops predictions past their TTL or over the bound; dead-letters labels past their grace."""

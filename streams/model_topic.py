@@ -104,13 +104,16 @@ class Heartbeat:
 
 
 class ModelReplica:
-    """The latest champion and challenger from the models topic, swapped in atomically.
+    """The latest champion and challenger of one named model from the models topic, swapped
+    in atomically: the records keyed under `prefix` (empty: the single model of an engine
+    without MODELS, whose keys are bare).
 
     `ready` is set once the topic has been read up to where it ended when reading began."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, prefix: bytes = b"") -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.prefix = prefix
         self.champion: ModelVersion | None = None
         self.challenger: ModelVersion | None = None
         self.registry: dict[str, Any] = {}
@@ -173,6 +176,9 @@ class ModelReplica:
                     self.ready.set()
 
     async def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None or not key.startswith(self.prefix):
+            return  # another model's
+        key = key[len(self.prefix) :]
         try:
             if key == HEARTBEAT and value is not None:
                 beat = orjson.loads(value)

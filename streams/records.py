@@ -12,7 +12,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from models.factory import Task
+from models.named import NamedModel, targets_by_task
 from streams.dead_letters import DeadLetterReason as Reason
 from streams.dead_letters import InvalidMessage
 
@@ -154,16 +155,16 @@ _TAKES = {
 }
 
 
-def fit_label(value: Any, max_magnitude: float, task: Task | None = None) -> Any:
+def fit_label(value: Any, max_magnitude: float, task: Task | None = None, field: str = "label") -> Any:
     """A class or a target that fits the model's task (any of them when `task` is None).
 
     A binary model takes booleans, and 0/1 as booleans: River would learn 2 as true. Targets
     have the features' magnitude limit: a regression model learning from a target of 1e308
     overflows like one fed such a feature."""
     if value is None or isinstance(value, (dict, list)):
-        raise InvalidMessage(Reason.WRONG_TYPE, "label must be a number, a string or a boolean", "label")
+        raise InvalidMessage(Reason.WRONG_TYPE, f"{field} must be a number, a string or a boolean", field)
     if _is_number(value):
-        _check_number(value, "label", max_magnitude)
+        _check_number(value, field, max_magnitude)
     if task is None:
         return value
     kind = type(value)
@@ -178,8 +179,67 @@ def fit_label(value: Any, max_magnitude: float, task: Task | None = None) -> Any
     elif kind is int or kind is float:
         return value
     raise InvalidMessage(
-        Reason.WRONG_TYPE, f"label {value!r} does not fit a {task} model, which takes {_TAKES[task]}", "label"
+        Reason.WRONG_TYPE, f"{field} {value!r} does not fit a {task} model, which takes {_TAKES[task]}", field
     )
+
+
+@dataclass(frozen=True)
+class LabelTargets:
+    """What a label must be when several named models learn from it: a scalar for the models
+    without a target (`scalar`, their tasks), an object of target -> value for the others
+    (`targets`, the tasks learning each). A target an object leaves out, or null, teaches
+    none of its models; an object that has none of the targets teaches nothing and is refused."""
+
+    scalar: tuple[Task, ...] = ()
+    targets: Mapping[str, tuple[Task, ...]] = field(default_factory=dict)
+
+    def fit(self, value: Any, max_magnitude: float) -> Any:
+        if type(value) is dict:
+            if not self.targets:
+                raise InvalidMessage(Reason.WRONG_TYPE, "label must be a number, a string or a boolean", "label")
+            fitted = {}
+            for target, tasks in self.targets.items():
+                item = value.get(target)
+                if item is None:
+                    continue
+                for task in tasks:
+                    item = fit_label(item, max_magnitude, task, f"label.{target}")
+                fitted[target] = item
+            if not fitted:
+                raise InvalidMessage(
+                    Reason.WRONG_TYPE,
+                    f"label has none of the targets the models learn: {sorted(self.targets)}",
+                    "label",
+                )
+            return fitted
+        if not self.scalar:
+            raise InvalidMessage(
+                Reason.WRONG_TYPE,
+                f"label must be an object of target -> value; the models learn {sorted(self.targets)}",
+                "label",
+            )
+        for task in self.scalar:
+            value = fit_label(value, max_magnitude, task)
+        return value
+
+
+LabelRule = Task | LabelTargets | None
+
+
+def label_rule(models: Sequence[NamedModel]) -> LabelRule:
+    """What labels must be: one model's task, or, for named models with targets or of
+    several tasks, an object of target -> value and/or the scalar label."""
+    scalar, targets = targets_by_task(tuple(models))
+    if not targets and len(set(scalar)) == 1:
+        return scalar[0]
+    return LabelTargets(scalar, targets)
+
+
+def fit_any_label(value: Any, max_magnitude: float, rule: LabelRule) -> Any:
+    """The label as the models learn it, by one model's task or by several models' targets."""
+    if isinstance(rule, LabelTargets):
+        return rule.fit(value, max_magnitude)
+    return fit_label(value, max_magnitude, rule)
 
 
 def validate_features(
@@ -242,7 +302,7 @@ def parse_event(
     max_magnitude: float = DEFAULT_MAX_MAGNITUDE,
     max_id_length: int = DEFAULT_MAX_ID_LENGTH,
     max_features: int = DEFAULT_MAX_FEATURES,
-    task: Task | None = None,
+    task: LabelRule = None,
     latest_ts: float = math.inf,
 ) -> Event:
     """An event; `latest_ts` is the latest event time accepted (the wall clock plus a margin)."""
@@ -257,7 +317,7 @@ def parse_event(
     features, nulls = validate_features(
         _require(data, "features"), ranges, max_magnitude=max_magnitude, max_features=max_features
     )
-    label = fit_label(data["label"], max_magnitude, task) if data.get("label") is not None else NO_LABEL
+    label = fit_any_label(data["label"], max_magnitude, task) if data.get("label") is not None else NO_LABEL
     return Event(event_id, entity_id, ts, features, label, nulls)
 
 
@@ -267,11 +327,11 @@ def parse_label(
     *,
     max_magnitude: float = DEFAULT_MAX_MAGNITUDE,
     max_id_length: int = DEFAULT_MAX_ID_LENGTH,
-    task: Task | None = None,
+    task: LabelRule = None,
 ) -> Label:
     data = _load_object(raw, max_bytes)
     event_id = validate_id(data, "event_id", max_id_length)
-    label = fit_label(_require(data, "label"), max_magnitude, task)
+    label = fit_any_label(_require(data, "label"), max_magnitude, task)
     ts = _timestamp(data["ts"], "ts") if data.get("ts") is not None else None
     return Label(event_id, label, ts)
 
@@ -286,7 +346,8 @@ class Contract:
     max_id_length: int = DEFAULT_MAX_ID_LENGTH
     max_features: int = DEFAULT_MAX_FEATURES
     max_ahead_seconds: float = DEFAULT_MAX_AHEAD_SECONDS
-    task: Task | None = None  # labels must fit the model's task; None takes any class or target
+    # Labels must fit the model's task, or the named models' targets; None takes any class or target.
+    task: LabelRule = None
 
     def event(self, raw: bytes, now: float | None = None) -> Event:
         """The event in `raw`, judged at wall-clock time `now` (default: the time of the call)."""

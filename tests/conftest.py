@@ -77,8 +77,9 @@ class Pipeline:
         from engine.learning import LearningService
         from engine.worker_modes import EmbeddedLearner
         from models.learner import Learner
+        from models.named import NamedModel
         from models.online import OnlineModel
-        from streams.events import EventProcessor
+        from streams.events import EventProcessor, ModelLane
         from streams.features import FeatureRegistry
         from streams.join import Join
         from streams.records import Contract
@@ -89,10 +90,11 @@ class Pipeline:
         settings = Settings.from_env({"REDIS_URL": "", "STATE_DIR": tempfile.mkdtemp(prefix="pipeline-")})
         mode = EmbeddedLearner(LearningService(settings, self.learner, self.registry))
         contract = Contract(ranges=self.registry.ranges, task=self.learner.model.task)
+        lanes = [ModelLane(NamedModel(model_name, model_name), mode)]
         self.events = EventProcessor(
-            contract, self.registry, self.rows, mode, mode.learn, fresh_predictions=mode.fresh_predictions
+            contract, self.registry, self.rows, lanes, fresh_predictions=mode.fresh_predictions
         )
-        self.join = Join(contract, self.pending, mode.learn, **join_options)
+        self.join = Join(contract, self.pending, lanes, **join_options)
         self.offsets = {"events": 0, "labels": 0, "predictions": 0}
         self.dead_letters: list[Any] = []
 

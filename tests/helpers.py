@@ -82,3 +82,20 @@ def replay_features(
         states[e["entity_id"]] = apply_event(states.get(e["entity_id"]), e["ts"], e["features"], aggregates)
         after.append(states[e["entity_id"]])
     return after, states
+
+
+class LearningOnly:
+    """A model lane's models that only learn (the join's half of a worker): each example to `learn`."""
+
+    version = 1
+    samples = 0
+
+    def __init__(self, learn: Any) -> None:
+        self.learn = learn
+
+
+def learning_lanes(learn: Any, name: str = "logreg", target: str | None = None) -> list[Any]:
+    from models.named import NamedModel
+    from streams.events import ModelLane
+
+    return [ModelLane(NamedModel(name, "logreg", target), LearningOnly(learn))]

@@ -45,7 +45,7 @@ def client():
     settings = Settings.from_env({"REDIS_URL": "", "ADMIN_TOKEN": TOKEN, "STATE_DIR": tempfile.mkdtemp()})
     runtime = Runtime.in_process(settings, FixedModel(OnlineModel("logreg")), {})
 
-    async def learner_answers(command):  # admin routes reach a learner that carries out anything
+    async def learner_answers(command, served):  # admin routes reach a learner that carries out anything
         return {"outcome": "done", "id": command["id"]}
 
     runtime.command = learner_answers

@@ -100,7 +100,7 @@ class RecordedCommands:
         self.answer = answer
         self.sent = []
 
-    async def __call__(self, command):
+    async def __call__(self, command, served):
         self.sent.append(command)
         return None if self.answer is None else {"id": command["id"], **self.answer}
 

@@ -18,6 +18,7 @@ from streams.features import FeatureRegistry, apply_event, model_features
 from streams.join import Join
 from streams.records import Contract
 from tests.conftest import MemoryTable
+from tests.helpers import learning_lanes
 from tests.test_serving import trained_model
 
 REGISTRY_N = FeatureRegistry([{"name": "n", "agg": "count"}])
@@ -44,16 +45,19 @@ async def test_a_served_prediction_with_an_id_is_logged_as_the_stream_logs_one()
     # The features as the model saw them: the request's, joined with the entity's online ones.
     assert record["features"] == model_features({"a": 0.0}, predictor.entities.get("card-1")["values"])
     assert record["features"] == {"a": 0.0, "n": 1.0}
-    assert record["prediction"] == {
+    # The one model that answered (named after its factory without MODELS).
+    [(name, entry)] = record["models"].items()
+    assert name == "logreg"
+    assert entry["prediction"] == {
         "value": answer["prediction"],
         "proba": [[label, p] for label, p in answer["probabilities"].items()],
     }
-    assert record["model_version"] == 1 and record["model_samples"] == 20
+    assert entry["model_version"] == 1 and entry["model_samples"] == 20
     assert record["served"] == {"cached": None, "fallback": None, "rollout": None}
 
     # The join takes it like a prediction of the stream: the label makes a served example.
     learned = []
-    join = Join(Contract(), MemoryTable(), lambda example: learned.append(example) or True)
+    join = Join(Contract(), MemoryTable(), learning_lanes(lambda example: learned.append(example) or True))
 
     join.on_predictions(0, [Record("app-predictions", 0, 0, b"order-1", orjson.dumps(record), (), None)])
     join.on_labels(
@@ -79,7 +83,7 @@ async def test_a_cached_answer_is_logged_with_the_classes_the_model_learned():
     cached = await predictor.predict("card-1", {"a": 0.0}, "order-2")
     assert cached["cached"] == "l1" and cached["logged"] == "queued"
     # JSON turned the class True into the key "true" in the cache: the log has the class back.
-    labels = [label for label, _ in log._buffer[1][1]["prediction"]["proba"]]
+    labels = [label for label, _ in log._buffer[1][1]["models"]["logreg"]["prediction"]["proba"]]
     assert sorted(labels) == [False, True]
 
 
@@ -176,4 +180,5 @@ async def test_a_canary_answer_is_logged_with_the_challengers_version():
     answer = await predictor.predict("card-1", {"a": 1.0}, "order-1")
     assert answer["rollout"] == "canary" and answer["model"]["version"] == 7
     [(_, record)] = log._buffer
-    assert record["model_version"] == 7 and record["model_samples"] == 40
+    entry = record["models"]["logreg"]
+    assert entry["model_version"] == 7 and entry["model_samples"] == 40

@@ -103,8 +103,8 @@ class Broken(OnlineModel):
         return self.answer
 
 
-def model_healthy():
-    return REGISTRY.get_sample_value("rtml_model_healthy")
+def model_healthy(model="logreg"):
+    return REGISTRY.get_sample_value("rtml_model_healthy", {"model": model})
 
 
 async def test_model_error_is_answered_by_the_prior_and_flagged():

@@ -233,5 +233,5 @@ def test_a_worker_with_a_relative_state_dir_keeps_its_tables_under_it(tmp_path, 
 
     monkeypatch.chdir(tmp_path)
     settings = Settings.from_env({"STATE_DIR": "state/engine", "REDIS_URL": ""})
-    worker = StreamWorker(settings, FeatureRegistry(), LearnerApart(settings))
+    worker = StreamWorker(settings, FeatureRegistry(), [(settings.model, LearnerApart(settings))])
     assert worker.app.conf.tabledir == tmp_path / "state/engine/tables/worker-0"

@@ -62,7 +62,7 @@ class InferenceService:
         return pb.ServerMetadataResponse(**inference.server_metadata())
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        meta = inference.metadata(inference.serving_model(self.runtime, request.name))
+        meta = inference.metadata(inference.serving_model(self.runtime, request.name), request.name)
         return pb.ModelMetadataResponse(
             name=meta["name"],
             versions=meta["versions"],
@@ -72,7 +72,7 @@ class InferenceService:
         )
 
     async def model_config(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
-        config = inference.config(inference.serving_model(self.runtime, request.name))
+        config = inference.config(inference.serving_model(self.runtime, request.name), request.name)
         return pb.ModelConfigResponse(
             config=pb.ModelConfig(
                 name=config["name"],

@@ -23,7 +23,7 @@ from typing import Any
 from engine.contract import PredictRequest, RequestError
 from engine.oip.tensors import ProtocolError, Tensor
 from engine.request_rules import predict_input
-from engine.runtime import Runtime
+from engine.runtime import Runtime, ServedModel
 from models.online import OnlineModel
 
 ENTITY_INPUT = "entity_id"
@@ -49,15 +49,28 @@ class Inference:
     parameters: dict[str, Any]
 
 
-def serving_model(runtime: Runtime, name: str) -> OnlineModel:
-    """The model a v2 path names: 404 naming the choices when it is not the serving model."""
-    model = runtime.predictor.model
-    choices = runtime.settings.model_name if model is None else model.name
-    if name != choices:
-        raise ProtocolError(404, f"no model {name!r}; the models served: {choices}")
+def served_for(runtime: Runtime, name: str) -> tuple[ServedModel, OnlineModel]:
+    """The model a v2 path names, and its serving model: 404 naming the choices for another
+    name. Named models (MODELS) go by their names, the single model of an engine without
+    MODELS by its serving model's factory."""
+    default = runtime.model(None)
+    found: ServedModel | None
+    if default.settings.model.scoped:
+        found, choices = runtime.served.get(name), list(runtime.served)
+    else:
+        live = default.predictor.model
+        choices = [default.settings.model_name if live is None else live.name]
+        found = default if name == choices[0] else None
+    if found is None:
+        raise ProtocolError(404, f"no model {name!r}; the models served: {', '.join(choices)}")
+    model = found.predictor.model
     if model is None:
         raise ProtocolError(400, f"model {name!r} is not loaded yet")
-    return model
+    return found, model
+
+
+def serving_model(runtime: Runtime, name: str) -> OnlineModel:
+    return served_for(runtime, name)[1]
 
 
 def model_ready(runtime: Runtime, name: str) -> bool:
@@ -116,9 +129,9 @@ def _feature(tensor: Tensor, value: Any) -> Any:
 
 
 async def infer(runtime: Runtime, name: str, tensors: list[Tensor], requested: list[str] | None) -> Inference:
-    model = serving_model(runtime, name)
+    served, model = served_for(runtime, name)
     rows = rows_of(runtime, tensors)
-    answers = [await runtime.predictor.predict(entity_id, features) for entity_id, features in rows]
+    answers = [await served.predictor.predict(entity_id, features) for entity_id, features in rows]
     outputs = _outputs(model, answers)
     if requested is not None:
         known = {output.name: output for output in outputs}
@@ -131,7 +144,7 @@ async def infer(runtime: Runtime, name: str, tensors: list[Tensor], requested: l
     if fallbacks:
         parameters["fallback"] = fallbacks[0]
         parameters["fallback_rows"] = len(fallbacks)
-    return Inference(model.name, str(model.version), outputs, parameters)
+    return Inference(name, str(model.version), outputs, parameters)
 
 
 def class_text(label: Any) -> str:
@@ -157,10 +170,10 @@ def _outputs(model: OnlineModel, answers: list[dict[str, Any]]) -> list[Output]:
     ]
 
 
-def metadata(model: OnlineModel) -> dict[str, Any]:
-    features = [{"name": name, "datatype": "FP64", "shape": [-1]} for name in sorted(model.feature_names)]
+def metadata(model: OnlineModel, name: str) -> dict[str, Any]:
+    features = [{"name": feature, "datatype": "FP64", "shape": [-1]} for feature in sorted(model.feature_names)]
     return {
-        "name": model.name,
+        "name": name,
         "versions": [str(model.version)],
         "platform": PLATFORM,
         "inputs": [{"name": ENTITY_INPUT, "datatype": "BYTES", "shape": [-1]}, *features],
@@ -181,12 +194,12 @@ def _output_metadata(model: OnlineModel) -> list[dict[str, Any]]:
 CONFIG_TYPES = {"BYTES": "TYPE_STRING", "FP64": "TYPE_FP64"}
 
 
-def config(model: OnlineModel) -> dict[str, Any]:
+def config(model: OnlineModel, name: str) -> dict[str, Any]:
     """Triton's model configuration: no batch dimension of Triton's own (max_batch_size 0),
     the rows are the first dimension of every tensor."""
-    meta = metadata(model)
+    meta = metadata(model, name)
     return {
-        "name": model.name,
+        "name": name,
         "platform": PLATFORM,
         "backend": PLATFORM,
         "max_batch_size": 0,

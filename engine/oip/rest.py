@@ -74,13 +74,14 @@ async def model_config(request: Request) -> Response:
     return _describe(request, inference.config)
 
 
-def _describe(request: Request, describe: Callable[[OnlineModel], dict[str, Any]]) -> Response:
+def _describe(request: Request, describe: Callable[[OnlineModel, str], dict[str, Any]]) -> Response:
     """The served model named in the path, described; the protocol's 404 for another name."""
+    name = request.path_params["name"]
     try:
-        model = inference.serving_model(request.state.runtime, request.path_params["name"])
+        model = inference.serving_model(request.state.runtime, name)
     except ProtocolError as exc:
         return _error(exc)
-    return _json(describe(model))
+    return _json(describe(model, name))
 
 
 INFER_PREFIX, INFER_SUFFIX = "/v2/models/", "/infer"
