@@ -99,3 +99,30 @@ def learning_lanes(learn: Any, name: str = "logreg", target: str | None = None) 
     from streams.events import ModelLane
 
     return [ModelLane(NamedModel(name, "logreg", target), LearningOnly(learn))]
+
+
+# Three named models, two targets: a classifier and a tree on the class, a regressor on a score.
+NAMED_MODELS = "clf=logreg@is_phishing,tree=hoeffding@is_phishing,score=linreg@score"
+NAMED_FACTORIES = {"clf": "logreg", "tree": "hoeffding", "score": "linreg"}
+NAMED_TARGETS = {"clf": "is_phishing", "tree": "is_phishing", "score": "score"}
+
+
+def score_of(row: dict[str, Any]) -> float:
+    """A regression target the Phishing features explain (a deterministic function of them);
+    `row`: the features, or an event that holds them."""
+    features = row.get("features", row)
+    return 4 * features["is_popular"] + features["long_url"] - 2 * features["https"] + features["age_of_domain"]
+
+
+def named_labels(rows: Rows, score_every: int = 7) -> Rows:
+    """Phishing rows with object labels: every row has its class; all but every
+    `score_every`-th have the score (those teach the regressor nothing)."""
+    return [
+        (x, {"is_phishing": y, **({"score": score_of(x)} if i % score_every else {})}) for i, (x, y) in enumerate(rows)
+    ]
+
+
+def rows_for(named: str, rows: Rows) -> Rows:
+    """What River's progressive_val_score of one named model sees: the rows with its target."""
+    target = NAMED_TARGETS[named]
+    return [(x, y[target]) for x, y in rows if target in y]
