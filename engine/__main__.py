@@ -3,7 +3,7 @@
 python -m engine run        the embedded default: a stream worker that is also the learner,
                             and SERVE_PROCESSES serving processes, supervised
 python -m engine worker     one stream worker (add --embedded-learner to learn in it too)
-python -m engine learn      the learner of MODEL, apart from the workers
+python -m engine learn      the learner of one model (LEARN_MODEL with several), apart from the workers
 python -m engine serve      one serving process
 python -m engine demo | retrain | settings
 """
@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from engine.settings import Settings
+from engine.settings import Settings, SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="the whole engine: a stream worker with the learner, and the serving processes")
     worker = sub.add_parser("worker", help="a stream worker: events to features, predictions, examples")
     worker.add_argument("--embedded-learner", action="store_true", help="learn in this worker (the embedded default)")
-    sub.add_parser("learn", help="the learner of MODEL: examples topic to model versions")
+    sub.add_parser("learn", help="the learner of one model (LEARN_MODEL names it): examples topic to model versions")
     sub.add_parser("serve", help="a serving process: the HTTP API")
     sub.add_parser("demo", help="start the engine, stream a River dataset through Kafka, query /predict")
     retrain_parser = sub.add_parser("retrain", help="train a candidate from the training log and register it")
@@ -31,8 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     retrain_parser.add_argument("--passes", type=int, default=3, help="passes over the training window")
     retrain_parser.add_argument("--holdout", type=float, default=0.2, help="most recent share kept for the comparison")
     retrain_parser.add_argument("--every", type=float, help="keep retraining every this many seconds")
+    retrain_parser.add_argument("--model", help="the named model to retrain (MODELS; default: the first)")
     sub.add_parser("settings", help="print the settings the engine would use")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except SettingsError as exc:
+        print(f"python -m engine {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if args.command == "settings":
         for name, default, help in Settings.documentation():
@@ -63,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "retrain":
         from engine.retrain_cli import main as retrain_main
 
-        return retrain_main(settings, args.candidate, args.passes, args.holdout, args.every)
+        named = next((m for m in settings.models if m.name == args.model), None) if args.model else settings.model
+        if named is None:
+            raise SettingsError(f"--model {args.model!r} is not one of the models: {settings.model_names}")
+        return retrain_main(settings.for_model(named), args.candidate, args.passes, args.holdout, args.every)
     from engine.demo import run_demo
 
     return run_demo(settings, rate=float(os.environ.get("DEMO_RATE", "400")))

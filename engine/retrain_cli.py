@@ -35,7 +35,7 @@ def main(settings: Settings, candidate: str | None, passes: int, holdout: float,
             f"candidate v{report['registered_version']} ({report['candidate']}) is {verdict} than the champion on "
             f"{report['primary_metric']}: {report['candidate_metrics'][report['primary_metric']]:.4f} vs "
             f"{report['champion_metrics'][report['primary_metric']]:.4f}. Promote it with "
-            f'POST /models/<name>/promote {{"version": {report["registered_version"]}}}.',
+            f'POST /models/{settings.model.name}/promote {{"version": {report["registered_version"]}}}.',
             flush=True,
         )
         if every is None:

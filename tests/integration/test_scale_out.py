@@ -15,7 +15,7 @@ from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
 from engine.publish import dataset_events
 from models.examples import Example
 from models.online import OnlineModel
-from tests.helpers import dataset_messages, replay_features
+from tests.helpers import dataset_messages, named_labels, replay_features
 from tests.integration.kafka_client import eventually, produce
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,8 @@ PARTITIONS = 4
 class Cluster:
     """A learner, a serving process and stream workers, each a process of its own."""
 
-    def __init__(self, tmp_path: Path, **settings: object) -> None:
+    def __init__(self, tmp_path: Path, learners: tuple[str, ...] = ("",), **settings: object) -> None:
+        """`learners`: the LEARN_MODEL of each learner (empty: the only model)."""
         features = tmp_path / "features.json"
         features.write_text(json.dumps(DEFINITIONS))
         self.env = unique_env(
@@ -44,7 +45,10 @@ class Cluster:
         )
         self.tmp_path = tmp_path
         self.workers: dict[int, EngineProcess] = {}
-        self.learner = self._process("learner", ("learn",))
+        self.learners = [
+            self._process(f"learner-{name}", ("learn",), **({"LEARN_MODEL": name} if name else {})) for name in learners
+        ]
+        self.learner = self.learners[0]
         self.serving = self._process("serve", ("serve",))
 
     def _process(self, name: str, command: tuple[str, ...], **env: str) -> EngineProcess:
@@ -53,7 +57,8 @@ class Cluster:
         return EngineProcess({**self.env, **env}, folder, command)
 
     def start(self, workers: int) -> Cluster:
-        self.learner.launch()
+        for learner in self.learners:
+            learner.launch()
         for i in range(workers):
             self.add_worker(i)
         self.serving.start(ready_timeout=120)
@@ -65,7 +70,7 @@ class Cluster:
         return worker
 
     def stop(self) -> None:
-        for process in [*self.workers.values(), self.learner, self.serving]:
+        for process in [*self.workers.values(), *self.learners, self.serving]:
             process.stop()
 
     @property
@@ -135,10 +140,10 @@ async def learned_order(topic: str) -> list[Example]:
         await consumer.stop()
 
 
-def uninterrupted_metrics(examples: list[Example]) -> dict[str, float]:
+def uninterrupted_metrics(examples: list[Example], factory: str = "logreg") -> dict[str, float]:
     """What one learner that never crashed computes over the same order: it scores the
     prediction each worker made (what users got) and learns."""
-    model = OnlineModel("logreg")
+    model = OnlineModel(factory)
     for example in examples:
         model.learn(example.features, example.label, example.prediction)
     return model.metric_values()
@@ -225,3 +230,30 @@ async def test_a_worker_added_mid_stream_gets_partitions(cluster):
     await produce(KAFKA_BOOTSTRAP, c.settings.events_topic, messages[half:])
     c.serving.wait_until(lambda: c.learned() == len(rows), timeout=120, what="every label learned once")
     c.serving.wait_until(lambda: _features_match(c, rows), timeout=30, what="features of every entity")
+
+
+async def test_named_models_each_with_its_learner_apart_learn_every_label_once(cluster):
+    models = {"clf": "logreg", "score": "linreg"}
+    c = cluster(learners=tuple(models), MODELS="clf=logreg@is_phishing,score=linreg@score").start(workers=1)
+    _, rows = phishing(600)
+    rows = named_labels(rows)
+    await produce(KAFKA_BOOTSTRAP, c.settings.events_topic, dataset_messages(rows))
+    for name, factory in models.items():
+        target = "is_phishing" if name == "clf" else "score"
+        expected = sum(1 for _, y in rows if target in y)
+
+        def learned(name=name):
+            return c.serving.get(f"/models?model={name}").json()["serving"]["samples_learned"]
+
+        c.serving.wait_until(lambda n=expected, f=learned: f() == n, timeout=120, what=f"{name} learned every label")
+        examples = await learned_order(f"{c.settings.app_id}-examples-{name}")
+        # Each model learned its own target of every label (in the order the partitions gave).
+        targets = {e["event_id"]: y[target] for e, y in rows if target in y}
+        assert {e.event_id: e.label for e in examples} == targets and len(examples) == expected
+        c.serving.wait_until(
+            lambda e=examples, f=factory, name=name: (
+                c.serving.get(f"/models?model={name}").json()["serving"]["metrics"] == uninterrupted_metrics(e, f)
+            ),
+            timeout=10,
+            what=f"{name}: the metrics of a learner that never crashed",
+        )
