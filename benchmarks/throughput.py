@@ -80,9 +80,21 @@ async def _record_at(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
 
 
 def run_engine(
-    command: tuple[str, ...], topic: str, events: int, model: str, partitions: int, workers: int, workdir: Path
+    command: tuple[str, ...],
+    topic: str,
+    events: int,
+    model: str,
+    partitions: int,
+    workers: int,
+    workdir: Path,
+    named_models: int = 0,
 ) -> dict:
+    """`named_models`: that many named models of `model` (MODELS), each learning the stream;
+    timed on the first one's examples topic (the worker sends every model's examples of a
+    batch together)."""
     env = unique_env(MODEL=model, EVENTS_TOPIC=topic, TOPIC_PARTITIONS=partitions, REDIS_URL="", LOG_LEVEL="warning")
+    if named_models:
+        env["MODELS"] = ",".join(f"m{i}={model}" for i in range(named_models))
     processes = []
     folder = Path(tempfile.mkdtemp(prefix="throughput-", dir=workdir))
     if workers == 1:
@@ -93,11 +105,14 @@ def run_engine(
             processes.append(EngineProcess({**env, "WORKER_ID": str(i)}, folder / f"worker-{i}", ("worker",)).launch())
     try:
         settings = processes[0].settings
-        rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, settings.examples_topic, events, timeout=900))
+        examples_topic = settings.for_model(settings.model).examples_topic
+        rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, examples_topic, events, timeout=900))
     finally:
         for process in processes:
             process.stop()
     name = f"engine {' '.join(command)}" if workers == 1 else f"engine, {workers} workers + learner"
+    if named_models:
+        name += f", {named_models} named models"
     result = {"path": name, "model": model, "events": events, **rate}
     if workers > 1:
         result["model_version_lag"] = asyncio.run(model_version_lag(KAFKA_BOOTSTRAP, settings.models_topic))
@@ -192,6 +207,11 @@ def main() -> None:
     )
     parser.add_argument("--learner", action="store_true", help="also the learner's own ceiling (engine learn alone)")
     parser.add_argument("--output", default="throughput.json", help="file name under benchmarks/results/")
+    parser.add_argument(
+        "--named-models",
+        default="",
+        help="also the worker with this many named models of each model (MODELS), comma-separated: 1,2,4",
+    )
     args = parser.parse_args()
     models = args.model or ["logreg", "hoeffding"]
     workdir = RESULTS / "work"
@@ -205,6 +225,10 @@ def main() -> None:
             runs.append(("engine", ("run",), 1))
             for _, command, workers in runs:
                 results.append(run_engine(command, topic, args.events, model, args.partitions, workers, workdir))
+                print(json.dumps(results[-1]), flush=True)
+            for n in filter(None, args.named_models.split(",")):
+                command = ("worker", "--embedded-learner")
+                results.append(run_engine(command, topic, args.events, model, args.partitions, 1, workdir, int(n)))
                 print(json.dumps(results[-1]), flush=True)
             for path in filter(None, args.paths.split(",")):
                 results.append(run_path(path, KAFKA_BOOTSTRAP, topic, args.events, model, args.partitions))

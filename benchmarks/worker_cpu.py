@@ -68,49 +68,59 @@ def backlog(events: int) -> list[list[Record]]:
     return [records[i : i + BATCH] for i in range(0, len(records), BATCH)]
 
 
-def run_engine(batches: list[list[Record]], model_name: str, offline_dir: str) -> float:
-    model = OnlineModel(model_name)
-    learner = Learner(model)
+class LearnerModels:
+    """One model's half of the embedded worker (engine/worker_modes.EmbeddedLearner's calls)."""
+
+    fresh_predictions = True
+
+    def __init__(self, learner: Learner) -> None:
+        self.learner = learner
+        self.model = learner.model
+
+    @property
+    def version(self) -> int:
+        return self.model.version
+
+    @property
+    def samples(self) -> int:
+        return self.model.samples_learned
+
+    def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        return self.model.admit(x)
+
+    def predict(self, x: dict[str, Any]) -> Prediction:
+        return self.learner.predict(x)
+
+    def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
+        return None
+
+    def learn(self, example: Example) -> bool:
+        return self.learner.learn(example)
+
+
+def run_engine(batches: list[list[Record]], model_name: str, offline_dir: str, models: int = 1) -> float:
+    """`models`: how many named models (each `model_name`, each its own learner) learn the stream."""
+    learners = [Learner(OnlineModel(model_name)) for _ in range(models)]
     rows_table = MemoryRows()
     offline = OfflineFeatureLog(offline_dir)
     training_log: list[bytes] = []
     contract = Contract(task=get_spec(model_name).task)
-
-    class Models:
-        fresh_predictions = True
-
-        @property
-        def version(self) -> int:
-            return model.version
-
-        @property
-        def samples(self) -> int:
-            return model.samples_learned
-
-        def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
-            return model.admit(x)
-
-        def predict(self, x: dict[str, Any]) -> Prediction:
-            return learner.predict(x)
-
-        def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
-            return None
-
-        def learn(self, example: Example) -> bool:
-            return learner.learn(example)
-
-    lanes = [ModelLane(NamedModel(model_name, model_name), Models())]
+    lanes = [
+        ModelLane(NamedModel(f"{model_name}-{i}", model_name, scoped=models > 1), LearnerModels(learner))
+        for i, learner in enumerate(learners)
+    ]
     processor = EventProcessor(
         contract, FeatureRegistry(), rows_table, lanes, on_row=offline.append, fresh_predictions=True
     )
     started = time.process_time()
     for batch in batches:
         outcome = processor.process(0, batch)
-        learned = learner.end_batch()
         [orjson.dumps(record) for _, record in outcome.predictions]
-        encoded = [example.encode() for example in learned.learned]
+        for learner in learners:
+            learned = learner.end_batch()
+            encoded = [example.encode() for example in learned.learned]
+            training_log.extend(encoded)
         rows_table.encode_staged()
-        training_log.extend(encoded)
         offline.take()
     return time.process_time() - started
 
@@ -140,8 +150,16 @@ def main() -> None:
     parser.add_argument("--model", default="logreg")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--models",
+        default="",
+        help="comma-separated counts of named models learning the stream, e.g. 1,2,4: what each extra one costs",
+    )
     args = parser.parse_args()
     batches = backlog(args.events)
+    if args.models:
+        print(json.dumps(compare_model_counts(batches, args, [int(n) for n in args.models.split(",")]), indent=2))
+        return
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -172,6 +190,36 @@ def main() -> None:
             indent=2,
         )
     )
+
+
+def compare_model_counts(batches: list[list[Record]], args: argparse.Namespace, counts: list[int]) -> dict:
+    """The engine with 1, 2, 4... named models (each `--model`, each its own learner) beside
+    River with metrics alone: each extra model should cost no more than its own River work."""
+    import tempfile
+
+    river: list[float] = []
+    engine: dict[int, list[float]] = {n: [] for n in counts}
+    for _ in range(args.rounds):
+        river.append(run_river(batches, args.model, with_metrics=True))
+        for n in counts:
+            with tempfile.TemporaryDirectory() as offline_dir:
+                engine[n].append(run_engine(batches, args.model, offline_dir, models=n))
+    per_event = 1e6 / args.events
+    river_us = min(river) * per_event
+    engine_us = {n: min(times) * per_event for n, times in engine.items()}
+    one = min(counts)
+    extra = {str(n): round((engine_us[n] - engine_us[one]) / (n - one), 1) for n in counts if n != one}
+    return {
+        "command": "python -m benchmarks.worker_cpu " + " ".join(sys.argv[1:]),
+        "model": args.model,
+        "events": args.events,
+        "microseconds_per_event": {
+            "river_with_metrics": round(river_us, 1),
+            **{f"engine_{n}_models": round(us, 1) for n, us in engine_us.items()},
+        },
+        f"each_extra_model_microseconds_from_{one}": extra,
+        "each_extra_model_over_river": {n: round(us / river_us, 2) for n, us in extra.items()},
+    }
 
 
 if __name__ == "__main__":
