@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -214,9 +215,9 @@ class Settings:
 
     # -- the models ----------------------------------------------------------------------------
 
-    @property
+    @cached_property
     def models(self) -> tuple[NamedModel, ...]:
-        """Every model on the stream, the default first."""
+        """Every model on the stream, the default first (parsed once: requests read it)."""
         return parse_models(self.models_declared, self.model_name)
 
     @property
