@@ -1,6 +1,7 @@
 """A stream worker's CPU per event, in process, without Kafka: our work beside River's.
 
     .venv/bin/python -m benchmarks.worker_cpu [--events 50000] [--model logreg] [--rounds 3] [--profile]
+    .venv/bin/python -m benchmarks.worker_cpu --models 1,2,4   (named models: results/worker-cpu-models.json)
 
 Runs the worker's per-batch work on the throughput benchmark's backlog (labelled Phishing
 events, 1,000 entities, batches of 1,000) exactly as a worker with the embedded learner
@@ -24,6 +25,7 @@ import json
 import pstats
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -41,6 +43,7 @@ from streams.offline_store import OfflineFeatureLog
 from streams.records import Contract
 
 BATCH = 1000
+RESULTS = Path(__file__).parent / "results"
 
 
 class MemoryRows:
@@ -158,7 +161,9 @@ def main() -> None:
     args = parser.parse_args()
     batches = backlog(args.events)
     if args.models:
-        print(json.dumps(compare_model_counts(batches, args, [int(n) for n in args.models.split(",")]), indent=2))
+        report = compare_model_counts(batches, args, [int(n) for n in args.models.split(",")])
+        print(json.dumps(report, indent=2))
+        RESULTS.joinpath("worker-cpu-models.json").write_text(json.dumps(report, indent=2) + "\n")
         return
     if args.profile:
         profiler = cProfile.Profile()
@@ -213,6 +218,8 @@ def compare_model_counts(batches: list[list[Record]], args: argparse.Namespace, 
         "command": "python -m benchmarks.worker_cpu " + " ".join(sys.argv[1:]),
         "model": args.model,
         "events": args.events,
+        "rounds": args.rounds,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "microseconds_per_event": {
             "river_with_metrics": round(river_us, 1),
             **{f"engine_{n}_models": round(us, 1) for n, us in engine_us.items()},
