@@ -77,7 +77,7 @@ async def test_three_models_on_two_targets_each_match_progressive_val_score(engi
 
 
 async def test_object_labels_that_come_later_teach_each_model_its_target(engine_factory):
-    engine = engine_factory(MODELS=NAMED_MODELS, PYTHONHASHSEED=0).start()
+    engine = engine_factory(MODELS=NAMED_MODELS, PYTHONHASHSEED=0, ADMIN_TOKEN="t0ken").start()
     rows = named_labels(list(dataset_events("Phishing", limit=600)))
     await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, dataset_messages(rows, inline_labels=False))
     engine.wait_until(
@@ -134,3 +134,23 @@ async def test_sigkill_with_several_models_is_exact_for_each(engine_factory):
         # Each example once on its model's topic: none learned twice, none lost.
         assert await end_offset(KAFKA_BOOTSTRAP, f"{engine.settings.app_id}-examples-{name}") == len(own)
         assert engine.get(f"/models?model={name}").json()["serving"]["metrics"] == progressive_metrics(factory, own)
+
+    # A prediction served over HTTP with an event_id teaches the model that answered, alone.
+    entity = rows[0][0]["entity_id"]
+    served = httpx.post(
+        f"{engine.base_url}/predict?model=score", json={"entity_id": entity, "event_id": "served-1"}
+    ).json()
+    assert served["logged"] == "queued"
+    assert engine.post("/labels", {"labels": [{"event_id": "served-1", "label": {"score": 2.5}}]}).status_code == 202
+    engine.wait_until(
+        lambda: engine.get("/models?model=score").json()["serving"]["served_samples"] == 1,
+        what="the served prediction learned by score",
+    )
+    assert engine.get("/models?model=clf").json()["serving"]["served_samples"] == 0
+
+    # Admin commands go to the named model's own learner.
+    auth = {"Authorization": "Bearer t0ken"}
+    nothing = httpx.post(f"{engine.base_url}/models/score/rollback", headers=auth, timeout=15)
+    assert nothing.status_code == 409 and "roll back" in nothing.json()["error"]
+    unknown = httpx.post(f"{engine.base_url}/models/forest/rollback", headers=auth, timeout=15)
+    assert unknown.status_code == 404 and "['clf', 'tree', 'score']" in unknown.json()["error"]
