@@ -168,7 +168,9 @@ class LearningService:
 
     async def start(self, producer: AIOKafkaProducer, *, follow_control: bool = True) -> None:
         s = self.settings
-        self.publisher = ModelPublisher(producer, s.models_topic, s.model_key_prefix, s.model.name)
+        self.publisher = ModelPublisher(
+            producer, s.models_topic, s.model_key_prefix, s.model.name if s.model.scoped else ""
+        )
         started = time.perf_counter()
         replayed = await self.replay()
         if replayed:
@@ -236,7 +238,7 @@ class LearningService:
         for example, record in zip(outcome.learned, records):
             self.training_log.append(example.ts, record)
         inline = sum(1 for example in outcome.learned if example.label_source == INLINE)
-        name = self.settings.model.name
+        name = self.series
         if inline:
             metrics.LABELS_LEARNED.labels(name, "inline").inc(inline)
         if len(outcome.learned) > inline:
@@ -248,13 +250,20 @@ class LearningService:
         await self._decide_rollout()
         await self._maybe_publish_and_snapshot()
 
+    @property
+    def series(self) -> str:
+        """The `model` label of this learner's series: a named model's name; without MODELS,
+        the serving model's factory (as it was before named models)."""
+        named = self.settings.model
+        return named.name if named.scoped else self.learner.model.name
+
     def _count_dropped_features(self) -> None:
         """The values the model left out since the last batch (past MAX_MODEL_FEATURES), counted
         here for both worker modes: the embedded worker admits on this very model."""
         model = self.learner.model
         dropped = model.features_dropped - self._dropped_counted
         if dropped > 0:
-            metrics.FEATURES_DROPPED.labels(self.settings.model.name).inc(dropped)
+            metrics.FEATURES_DROPPED.labels(self.series).inc(dropped)
         # A heal or a promotion can move the model's own count back: count on from there.
         self._dropped_counted = model.features_dropped
 
@@ -336,7 +345,7 @@ class LearningService:
             self._snapshot_failed(exc)
 
     def _record_snapshot(self, path: Path, size: int, seconds: float, meta: dict[str, Any]) -> None:
-        metrics.SNAPSHOT_BYTES.labels(self.settings.model.name).set(size)
+        metrics.SNAPSHOT_BYTES.labels(self.series).set(size)
         metrics.SNAPSHOT_SECONDS.observe(seconds)
         log.info("snapshot %s: %d samples, %d bytes in %.3f s", path.name, meta["samples_learned"], size, seconds)
 
@@ -381,7 +390,7 @@ class LearningService:
         self.learner.rollout = None
         if verdict == "promote":
             self.learner.replace_model(challenger)  # it went on learning during the rollout
-        metrics.ROLLOUT_DECISIONS.labels(self.settings.model.name, verdict).inc()
+        metrics.ROLLOUT_DECISIONS.labels(self.series, verdict).inc()
         await self.publish_all()
         self.snapshot()
 

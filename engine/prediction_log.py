@@ -45,16 +45,18 @@ class ServedPredictionLog:
         self._producer = producer
         self.topic = topic
         self._partitions = partitions
-        self._buffer: deque[tuple[str, dict[str, Any]]] = deque()
+        self._buffer: deque[tuple[str, dict[str, Any], str]] = deque()  # (event id, record, model)
         self._capacity = buffer
         self._remember = remember
-        self._logged: OrderedDict[str, None] = OrderedDict()  # ids queued or sent, oldest first
+        self._logged: OrderedDict[tuple[str, str], None] = OrderedDict()  # (model, id) queued or sent, oldest first
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
-    def log(self, event_id: str, record: dict[str, Any]) -> Logged:
-        """Queues the record of a served prediction; what became of it, for the response."""
-        if event_id in self._logged:
+    def log(self, event_id: str, record: dict[str, Any], model: str = "") -> Logged:
+        """Queues the record of a served prediction of `model`; what became of it, for the
+        response (a duplicate: this model's prediction of this event was logged before)."""
+        key = (model, event_id)
+        if key in self._logged:
             return "duplicate"
         if self._producer() is None:  # Kafka not reached yet: say so now, not after a failed send
             metrics.SERVED_UNLOGGED.labels("kafka").inc()
@@ -62,10 +64,10 @@ class ServedPredictionLog:
         if len(self._buffer) >= self._capacity:
             metrics.SERVED_UNLOGGED.labels("buffer_full").inc()
             return "unlogged"
-        self._logged[event_id] = None
+        self._logged[key] = None
         if len(self._logged) > self._remember:
             self._logged.popitem(last=False)
-        self._buffer.append((event_id, record))
+        self._buffer.append((event_id, record, model))
         self._wake.set()
         return "queued"
 
@@ -106,14 +108,14 @@ class ServedPredictionLog:
             await asyncio.wait_for(self._send(batch), SEND_TIMEOUT_SECONDS)
         except BaseException:
             metrics.SERVED_UNLOGGED.labels("kafka").inc(len(batch))
-            for event_id, _ in batch:  # a retry of the same id may be logged after all
-                self._logged.pop(event_id, None)
+            for event_id, _, model in batch:  # a retry of the same id may be logged after all
+                self._logged.pop((model, event_id), None)
             raise
         metrics.SERVED_LOGGED.inc(len(batch))
 
-    async def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _send(self, batch: list[tuple[str, dict[str, Any], str]]) -> None:
         producer = self._producer()
         if producer is None:
             raise ConnectionError("no Kafka producer in this process")
-        encoded = ((event_id, orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)) for event_id, record in batch)
+        encoded = ((event_id, orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)) for event_id, record, _ in batch)
         await asyncio.gather(*await send_by_event_id(producer, self.topic, self._partitions, encoded))

@@ -193,7 +193,11 @@ class Runtime:
         for own, replica in zip(owns, replicas):
             # A breaker each: one slow model does not send the others to their fallbacks.
             breaker = DeadlineBreaker(settings.predict_deadline_seconds, settings.breaker_cooldown_seconds)
-            predictor = Predictor(PublishedModels(replica), features, cache, breaker, served_log, own.model.name)
+            # The cache's tiers are shared; whether Redis pays is each model's own (its prediction time).
+            view = None if cache is None else PredictionCache(cache.l1, cache.l2, cache.l2_mode)
+            predictor = Predictor(
+                PublishedModels(replica), features, view, breaker, served_log, own.model.name, own.model.scoped
+            )
             snapshots = SnapshotStore(own.snapshot_path, own.snapshot_retention)
             served[own.model.name] = ServedModel(own, replica, predictor, snapshots)
         default = next(iter(served.values()))

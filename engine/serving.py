@@ -138,11 +138,14 @@ class Predictor:
         breaker: DeadlineBreaker,
         served_log: ServedPredictionLog | None = None,
         name: str = "",
+        scoped: bool = False,
     ) -> None:
         """`name`: the named model this predictor answers for (its series, cache keys and
-        served records carry it); empty: named after the model's factory."""
+        served records carry it); empty: named after the model's factory. `scoped`: one of
+        MODELS (its served records name it), not the single model of an engine without MODELS."""
         self.models = FixedModel(models) if isinstance(models, OnlineModel) else models
         self.named = name
+        self.scoped = scoped
         self.entities = entities
         self.cache = cache
         self.breaker = breaker
@@ -215,11 +218,14 @@ class Predictor:
             "entity_id": entity_id,
             "ts": now,
             "features": x,
-            "models": {self.name: entry},  # the one model that answered: its label teaches it alone
             "predicted_at": now,
             "served": {"cached": answer["cached"], "fallback": answer["fallback"], "rollout": answer["rollout"]},
         }
-        return self.served_log.log(event_id, record)
+        if self.scoped:
+            record["models"] = {self.name: entry}  # the one model that answered: its label teaches it alone
+        else:
+            record.update(entry)  # the single model of an engine without MODELS: the record as it always was
+        return self.served_log.log(event_id, record, self.name)
 
     async def _predict(self, entity_id: str, features: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The answer, and the features the model predicted from (None when it did not)."""

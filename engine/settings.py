@@ -253,7 +253,7 @@ class Settings:
         return f"{self.model.name}/".encode() if self.model.scoped else b""
 
     def _scoped(self, base: str) -> str:
-        return f"{base}-{self.model.name}" if self.model.scoped else base
+        return f"{base}-{self.model.scope}" if self.model.scoped else base
 
     @property
     def predictions_topic(self) -> str:
@@ -279,7 +279,7 @@ class Settings:
     @property
     def control_group(self) -> str:
         """The consumer group keeping this model's learner's position on the control topic."""
-        return self._scoped(f"{self.app_id}-control")
+        return f"{self.app_id}-control-{self.model.name}" if self.model.scoped else f"{self.app_id}-control"
 
     @property
     def table_path(self) -> Path:
@@ -324,7 +324,7 @@ class Settings:
     def snapshot_path(self) -> Path:
         """This model's snapshots (and its registry, inside)."""
         base = Path(self.snapshot_dir) if self.snapshot_dir else self.state_path / "snapshots"
-        return base / "models" / self.model.name if self.model.scoped else base
+        return base / "models" / self.model.scope if self.model.scoped else base
 
     @classmethod
     def documentation(cls) -> list[tuple[str, Any, str]]:

@@ -83,6 +83,7 @@ class StreamWorker:
         self.settings = settings
         self.features = features
         self.modes = [mode for _, mode in modes]
+        self.model_names = [named.name for named, _ in modes]
         self.examples_topics = [settings.for_model(named).examples_topic for named, _ in modes]
         lanes = [ModelLane(named, mode) for named, mode in modes]
         self.app = self._build_app()
@@ -221,7 +222,7 @@ class StreamWorker:
         """Sends a batch's output in the order that makes a replay harmless (see the module doc)."""
         assert self.producer is not None and self.dead_letters is not None
         outcomes = [mode.end_batch() for mode in self.modes]
-        refused = [r for outcome in outcomes for r in outcome.refused]
+        refused = self._refusals(outcomes)
         if refused:
             dead_letters = sorted(
                 dead_letters + [_refused_in_batch(r, records) for r in refused],
@@ -235,6 +236,21 @@ class StreamWorker:
         self.pending.written()
         for mode, outcome, end, values in zip(self.modes, outcomes, ends, encoded):
             await mode.batch_sent(outcome, end, values)
+
+    def _refusals(self, outcomes: list[BatchOutcome]) -> list[Refusal]:
+        """The examples the models' learners refused, one per record: with several models the
+        detail names the model (the others learned it: only this model left it out)."""
+        if len(outcomes) == 1:
+            return outcomes[0].refused
+        by_source: dict[tuple[str, int, int], Refusal] = {}
+        for named, outcome in zip(self.model_names, outcomes):
+            for refusal in outcome.refused:
+                detail = f"model {named}: {refusal.detail}"
+                first = by_source.get(refusal.example.source)
+                if first is not None:
+                    detail = f"{first.detail}; {detail}"
+                by_source[refusal.example.source] = Refusal(refusal.example, refusal.reason, detail)
+        return list(by_source.values())
 
     @staticmethod
     async def _wait(futures: list[asyncio.Future]) -> None:

@@ -11,7 +11,7 @@ named after its factory, that keeps the topics, keys and folders of a single-mod
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from models.errors import EngineError
@@ -24,7 +24,8 @@ class ModelsError(EngineError, ValueError):
 
 # Names go into topic names, record keys, folder names and URLs: keep them plain.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-_TARGET = re.compile(r"[^\s,=@]{1,256}")
+# A target names its model's examples topic and folders too (name.target): Kafka's characters.
+_TARGET = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
 
 class _Missing:
@@ -41,20 +42,38 @@ class NamedModel:
     factory: str
     target: str | None = None
     scoped: bool = False  # its topics, keys and folders carry its name
+    binary: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "binary", get_spec(self.factory).task is Task.BINARY)
 
     @property
     def task(self) -> Task:
         return get_spec(self.factory).task
 
+    @property
+    def scope(self) -> str:
+        """What its topics and folders are named after: the name, and the target it learns
+        (another target is another examples log: its old examples would teach the wrong one)."""
+        return self.name if self.target is None else f"{self.name}.{self.target}"
+
     def label_of(self, label: Any) -> Any:
         """What this model learns from a (validated) label, or MISSING when it has nothing to
-        learn from it: an object label for a model without a target, a label without its target."""
+        learn from it: an object label for a model without a target, a label without its target.
+        A binary model learns 0/1 as false/true (River would learn 2 as true)."""
         if self.target is None:
-            return MISSING if type(label) is dict else label
-        if type(label) is not dict:
-            return MISSING
-        value = label.get(self.target)
-        return MISSING if value is None else value
+            if type(label) is dict:
+                return MISSING
+            value = label
+        else:
+            if type(label) is not dict:
+                return MISSING
+            value = label.get(self.target)
+            if value is None:
+                return MISSING
+        if self.binary and type(value) is not bool:
+            return value == 1
+        return value
 
     def describe(self) -> str:
         return f"{self.name}={self.factory}" + (f"@{self.target}" if self.target else "")
@@ -73,10 +92,12 @@ def parse_models(declared: str, single: str) -> tuple[NamedModel, ...]:
         if not equals or not _NAME.fullmatch(name) or not factory or (at and not _TARGET.fullmatch(target)):
             raise ModelsError(
                 f"MODELS entry {entry!r} is not name=factory or name=factory@target"
-                " (names: letters, digits, - and _, at most 64, starting with a letter or digit)"
+                " (names: letters, digits, - and _, at most 64, starting with a letter or digit;"
+                " targets: letters, digits, ., - and _, at most 64)"
             )
         get_spec(factory)
-        if any(model.name == name for model in models):
+        # Folders are named after models: two names a case-insensitive file system sees as one are one.
+        if any(model.name.lower() == name.lower() for model in models):
             raise ModelsError(f"MODELS names {name!r} twice")
         models.append(NamedModel(name, factory, target or None, scoped=True))
     return tuple(models)

@@ -117,6 +117,7 @@ class EventProcessor:
         self.fresh_predictions = fresh_predictions
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
         self._seen = 0
+        self._flat = len(lanes) == 1 and not lanes[0].model.scoped
 
     def process(self, partition: int, records: list[Record], now: float | None = None) -> EventOutcome:
         now = time.time() if now is None else now
@@ -211,20 +212,22 @@ class EventProcessor:
             if challenger is not None:
                 entry["challenger"] = challenger.to_record()
             entries[lane.name] = entry
-        outcome.predictions.append(
-            (
-                event.event_id,
-                {
-                    "event_id": event.event_id,
-                    "entity_id": event.entity_id,
-                    "ts": event.ts,
-                    "features": shared,
-                    "models": entries,
-                    "predicted_at": now,
-                    "source": list(source),
-                },
-            )
-        )
+        prediction_record: dict[str, Any] = {
+            "event_id": event.event_id,
+            "entity_id": event.entity_id,
+            "ts": event.ts,
+            "features": shared,
+            "predicted_at": now,
+            "source": list(source),
+        }
+        if self._flat:
+            # The single model of an engine without MODELS: the record as it always was.
+            (entry,) = entries.values()
+            prediction_record["features"] = entry.pop("features", shared)
+            prediction_record.update(entry)
+        else:
+            prediction_record["models"] = entries
+        outcome.predictions.append((event.event_id, prediction_record))
 
     def _sample_drift(self, event: Event, prediction: Prediction) -> None:
         # Every event would cost as much as the model call; a steady sample estimates the same distributions.

@@ -76,6 +76,12 @@ class Join:
             entry = self.table.get(event_id)
             if entry is None:
                 self.table.set(partition, event_id, {"prediction": prediction, "at": now, "p": partition})
+            elif "prediction" in entry:
+                # Another model's prediction of the same event (a client asked it over HTTP):
+                # kept beside the first ones, each model's first prediction wins.
+                merged = _merged(entry["prediction"], prediction, self.lanes[0].name)
+                if merged is not None:
+                    self.table.set(partition, event_id, {**entry, "prediction": merged})
             elif "label" in entry:
                 self._meet(
                     partition, prediction, entry["label"], (record.topic, partition, record.offset), now, outcome
@@ -129,8 +135,7 @@ class Join:
         self._joined[event_id] = None
         if len(self._joined) > self.recent_window:
             self._joined.popitem(last=False)
-        # A record from before named models holds one model's prediction at its top level.
-        entries = prediction.get("models") or {self.lanes[0].name: prediction}
+        entries = _entries(prediction, self.lanes[0].name)
         learned = False
         for lane in self.lanes:
             entry = entries.get(lane.name)
@@ -150,10 +155,10 @@ class Join:
                 model_version=entry["model_version"],
                 source=source,
                 label_source=LABELS_TOPIC,
-                predicted_at=prediction["predicted_at"],
+                predicted_at=entry.get("predicted_at", prediction["predicted_at"]),
                 challenger=None if challenger is None else Prediction.from_record(challenger),
                 model_samples=entry.get("model_samples", 0),
-                served=bool(prediction.get("served")),
+                served=bool(entry.get("served", prediction.get("served"))),
             )
             learned = lane.models.learn(example) or learned
         if learned:
@@ -186,6 +191,40 @@ class Join:
 
     def _entries(self) -> Iterator[tuple[str, dict[str, Any]]]:
         return iter(self.table.items())
+
+
+def _entries(record: dict[str, Any], default: str) -> dict[str, Any]:
+    """Each model's part of a prediction record, by model name. The single model of an engine
+    without MODELS writes its prediction at the record's top level."""
+    entries = record.get("models")
+    return entries if entries is not None else {default: record}
+
+
+def _merged(first: dict[str, Any], later: dict[str, Any], default: str) -> dict[str, Any] | None:
+    """`first` with the models only `later` predicted (each entry with its own features, time
+    and served flag: they are another moment's); None when `later` adds no model."""
+    known = _entries(first, default)
+    added = {name: entry for name, entry in _entries(later, default).items() if name not in known}
+    if not added:
+        return None
+    base = {
+        k: v for k, v in first.items() if k in ("event_id", "entity_id", "ts", "features", "predicted_at", "source")
+    }
+    models = {name: _standalone(entry, first) for name, entry in known.items()}
+    models.update((name, _standalone(entry, later)) for name, entry in added.items())
+    return {**base, "models": models}
+
+
+def _standalone(entry: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """A model's entry that carries what it otherwise takes from its record."""
+    part: dict[str, Any] = {
+        k: entry[k] for k in ("prediction", "model_version", "model_samples", "challenger") if k in entry
+    }
+    part["features"] = entry.get("features", record["features"])
+    part["predicted_at"] = entry.get("predicted_at", record["predicted_at"])
+    if entry.get("served", record.get("served")):
+        part["served"] = entry.get("served", record.get("served"))
+    return part
 
 
 def _unknown_event(entry: dict[str, Any]) -> DeadLetter:

@@ -194,6 +194,8 @@ class LabelTargets:
     targets: Mapping[str, tuple[Task, ...]] = field(default_factory=dict)
 
     def fit(self, value: Any, max_magnitude: float) -> Any:
+        """The label as sent, once it fits every task that learns it (each checked on the value
+        as sent: a binary model's 0/1 becomes false/true in NamedModel.label_of, for it alone)."""
         if type(value) is dict:
             if not self.targets:
                 raise InvalidMessage(Reason.WRONG_TYPE, "label must be a number, a string or a boolean", "label")
@@ -203,7 +205,7 @@ class LabelTargets:
                 if item is None:
                     continue
                 for task in tasks:
-                    item = fit_label(item, max_magnitude, task, f"label.{target}")
+                    fit_label(item, max_magnitude, task, f"label.{target}")
                 fitted[target] = item
             if not fitted:
                 raise InvalidMessage(
@@ -219,7 +221,7 @@ class LabelTargets:
                 "label",
             )
         for task in self.scalar:
-            value = fit_label(value, max_magnitude, task)
+            fit_label(value, max_magnitude, task)
         return value
 
 

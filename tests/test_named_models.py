@@ -11,6 +11,7 @@ import pytest
 from engine.learning import LearningService
 from engine.settings import Settings, SettingsError
 from engine.worker_modes import EmbeddedLearner
+from models.examples import Example
 from models.factory import Task
 from models.learner import Learner
 from models.named import MISSING, NamedModel, parse_models
@@ -52,6 +53,8 @@ def test_models_are_declared_by_name_factory_and_target():
         ("a/b=logreg", "not name=factory"),
         ("a=logreg@", "not name=factory"),
         ("a=logreg,a=linreg", "names 'a' twice"),
+        ("a=logreg,A=linreg", "names 'A' twice"),
+        ("a=logreg@is fraud", "not name=factory"),
         ("a=nope", "unknown model 'nope'"),
     ],
 )
@@ -65,12 +68,16 @@ def test_each_named_model_has_its_own_topics_keys_and_folders(tmp_path):
     assert settings.model_names == ["clf", "tree", "score"] and settings.model.name == "clf"
     owns = {m.name: settings.for_model(m) for m in settings.models}
     assert {o.examples_topic for o in owns.values()} == {
-        "rtml-examples-clf",
-        "rtml-examples-tree",
-        "rtml-examples-score",
+        "rtml-examples-clf.is_phishing",
+        "rtml-examples-tree.is_phishing",
+        "rtml-examples-score.score",
     }
     assert len({o.snapshot_path for o in owns.values()}) == 3 and len({o.training_log_path for o in owns.values()}) == 3
+    assert owns["score"].snapshot_path == tmp_path / "snapshots" / "models" / "score.score"
     assert owns["score"].model_key_prefix == b"score/" and owns["score"].control_group == "rtml-control-score"
+    # Another target is another examples log: the old one's examples would teach the wrong target.
+    moved = Settings.from_env({"MODELS": "score=linreg@amount", "STATE_DIR": str(tmp_path)})
+    assert moved.for_model(moved.model).examples_topic == "rtml-examples-score.amount"
     assert owns["score"].model_name == "linreg"
     # A fallback only for the models of its task.
     assert owns["clf"].fallback_model == "hoeffding" and owns["score"].fallback_model == ""
@@ -103,7 +110,7 @@ def test_labels_must_fit_each_target_s_model():
     def label(value):
         return parse_label(orjson.dumps({"event_id": "e", "label": value}), 10_000, task=rule).label
 
-    assert label({"is_phishing": 1, "score": 2.5, "other": "x"}) == {"is_phishing": True, "score": 2.5}
+    assert label({"is_phishing": 1, "score": 2.5, "other": "x"}) == {"is_phishing": 1, "score": 2.5}
     assert label({"score": 2.5, "is_phishing": None}) == {"score": 2.5}  # null: that target is missing
     refusals = {
         "a scalar": (True, "label", "must be an object of target -> value"),
@@ -119,10 +126,21 @@ def test_labels_must_fit_each_target_s_model():
     assert label_rule(Settings.from_env({}).models) is Task.BINARY
 
 
+@pytest.mark.parametrize("declared", ["a=logreg@y,b=linreg@y,m=softmax@y", "m=softmax@y,b=linreg@y,a=logreg@y"])
+def test_each_model_learns_a_shared_target_as_its_task_reads_it_whatever_the_order(declared):
+    models = {m.name: m for m in Settings.from_env({"MODELS": declared}).models}
+    rule = label_rule(tuple(models.values()))
+    fitted = parse_label(orjson.dumps({"event_id": "e", "label": {"y": 1}}), 10_000, task=rule)
+    # The binary model learns 1 as true; the regressor and the multiclass model learn 1.
+    assert {name: m.label_of(fitted.label) for name, m in models.items()} == {"a": True, "b": 1, "m": 1}
+    assert type(models["b"].label_of(fitted.label)) is int
+
+
 class NamedPipeline:
     """The embedded default's stream logic for several named models, without Kafka."""
 
     def __init__(self, declared: str) -> None:
+        """`declared`: MODELS; empty: the single model of an engine without MODELS (logreg)."""
         settings = Settings.from_env({"MODELS": declared, "REDIS_URL": "", "STATE_DIR": tempfile.mkdtemp()})
         registry = FeatureRegistry()
         self.learners = {}
@@ -184,3 +202,69 @@ def test_an_event_whose_label_fits_no_target_is_dead_lettered_whole():
     outcome = pipeline.events.process(0, [Record("events", 0, i, None, v, (), None) for i, v in enumerate(bad)])
     assert [letter.reason for letter in outcome.dead_letters] == [DeadLetterReason.WRONG_TYPE] * 2
     assert outcome.processed == 0 and all(learner.model.samples_learned == 0 for learner in pipeline.learners.values())
+
+
+def test_predictions_of_several_models_served_for_one_event_each_teach_their_model():
+    pipeline = NamedPipeline(NAMED_MODELS)
+    learned = {name: [] for name in NAMED_FACTORIES}
+    for lane in pipeline.join.lanes:
+        lane.models.learn = lambda example, name=lane.name: learned[name].append(example) or True
+
+    def served(name, value, features, at):
+        entry = {"prediction": {"value": value, "proba": None}, "model_version": 1, "model_samples": 3}
+        return {
+            "event_id": "o-1",
+            "entity_id": "card-7",
+            "ts": at,
+            "features": features,
+            "models": {name: entry},
+            "predicted_at": at,
+            "served": {"cached": None, "fallback": None, "rollout": None},
+        }
+
+    records = [
+        served("clf", True, {"a": 1.0}, 10.0),
+        served("score", 4.5, {"a": 2.0}, 11.0),
+        served("clf", False, {}, 12.0),
+    ]
+    pipeline.join.on_predictions(0, [Record("p", 0, i, None, orjson.dumps(r), (), None) for i, r in enumerate(records)])
+    label = orjson.dumps({"event_id": "o-1", "label": {"is_phishing": False, "score": 3.0}})
+    pipeline.join.on_labels(0, [Record("labels", 0, 0, None, label, (), None)])
+    [clf], [score] = learned["clf"], learned["score"]
+    # Each model's first prediction, with the features it saw then, learned as served.
+    assert (clf.prediction.value, clf.features, clf.label, clf.served) == (True, {"a": 1.0}, False, True)
+    assert (score.prediction.value, score.features, score.label, score.served) == (4.5, {"a": 2.0}, 3.0, True)
+    assert learned["tree"] == []  # it answered no one for this event
+
+
+def test_the_single_model_of_an_engine_without_models_writes_its_records_as_before():
+    pipeline = NamedPipeline("")
+    outcome = pipeline.events.process(0, [Record("events", 0, 0, None, event(1, "e", {"a": 1.0}), (), None)])
+    [(_, record)] = outcome.predictions
+    assert "models" not in record and record["prediction"] == {"value": False, "proba": [[False, 0.5], [True, 0.5]]}
+    assert record["model_version"] == 1 and record["features"] == {"a": 1.0}
+
+
+def test_an_example_refused_by_one_model_is_dead_lettered_once_naming_the_models(tmp_path):
+    from engine.stream_worker import StreamWorker
+    from engine.worker_modes import LearnerApart
+    from models.guard import Refusal
+    from models.learner import BatchOutcome
+    from models.online import Prediction
+
+    settings = Settings.from_env({"MODELS": NAMED_MODELS, "STATE_DIR": str(tmp_path), "REDIS_URL": ""})
+    worker = StreamWorker(
+        settings, FeatureRegistry(), [(m, LearnerApart(settings.for_model(m))) for m in settings.models]
+    )
+    example = Example("e1", 1.0, {"a": 1.0}, True, Prediction(True), 1, ("events", 0, 7))
+    other = Example("e2", 1.0, {"a": 1.0}, True, Prediction(True), 1, ("events", 0, 8))
+    outcomes = [
+        BatchOutcome(refused=[Refusal(example, "model_diverged", "the model answers nan")]),
+        BatchOutcome(),
+        BatchOutcome(refused=[Refusal(example, "model_diverged", "x"), Refusal(other, "model_error", "y")]),
+    ]
+    refused = {r.example.source: r.detail for r in worker._refusals(outcomes)}
+    assert refused == {
+        ("events", 0, 7): "model clf: the model answers nan; model score: x",
+        ("events", 0, 8): "model score: y",
+    }

@@ -40,14 +40,14 @@ async def test_a_served_prediction_with_an_id_is_logged_as_the_stream_logs_one()
     predictor, log = served()
     answer = await predictor.predict("card-1", {"a": 0.0}, "order-1")
     assert answer["event_id"] == "order-1" and answer["logged"] == "queued"
-    [(event_id, record)] = log._buffer
+    [(event_id, record, _)] = log._buffer
     assert event_id == "order-1"
     # The features as the model saw them: the request's, joined with the entity's online ones.
     assert record["features"] == model_features({"a": 0.0}, predictor.entities.get("card-1")["values"])
     assert record["features"] == {"a": 0.0, "n": 1.0}
-    # The one model that answered (named after its factory without MODELS).
-    [(name, entry)] = record["models"].items()
-    assert name == "logreg"
+    # Without MODELS, the one model's prediction at the record's top level, as the stream writes it.
+    assert "models" not in record
+    entry = record
     assert entry["prediction"] == {
         "value": answer["prediction"],
         "proba": [[label, p] for label, p in answer["probabilities"].items()],
@@ -83,7 +83,7 @@ async def test_a_cached_answer_is_logged_with_the_classes_the_model_learned():
     cached = await predictor.predict("card-1", {"a": 0.0}, "order-2")
     assert cached["cached"] == "l1" and cached["logged"] == "queued"
     # JSON turned the class True into the key "true" in the cache: the log has the class back.
-    labels = [label for label, _ in log._buffer[1][1]["models"]["logreg"]["prediction"]["proba"]]
+    labels = [label for label, _ in log._buffer[1][1]["prediction"]["proba"]]
     assert sorted(labels) == [False, True]
 
 
@@ -179,6 +179,16 @@ async def test_a_canary_answer_is_logged_with_the_challengers_version():
     predictor = Predictor(Canary(), {}, None, DeadlineBreaker(1.0, 60), log)
     answer = await predictor.predict("card-1", {"a": 1.0}, "order-1")
     assert answer["rollout"] == "canary" and answer["model"]["version"] == 7
-    [(_, record)] = log._buffer
-    entry = record["models"]["logreg"]
-    assert entry["model_version"] == 7 and entry["model_samples"] == 40
+    [(_, record, _)] = log._buffer
+    assert record["model_version"] == 7 and record["model_samples"] == 40
+
+
+async def test_two_named_models_asked_about_one_event_are_both_logged():
+    log = ServedPredictionLog(lambda: object(), "app-predictions", 1)
+    entities = {"card-1": apply_event(None, 1.0, {"a": 1.0}, REGISTRY_N.aggregates)}
+    first = Predictor(trained_model(), entities, None, DeadlineBreaker(1.0, 60), log, "fraud", scoped=True)
+    second = Predictor(trained_model(), entities, None, DeadlineBreaker(1.0, 60), log, "fraud_tree", scoped=True)
+    assert (await first.predict("card-1", {}, "order-1"))["logged"] == "queued"
+    assert (await second.predict("card-1", {}, "order-1"))["logged"] == "queued"
+    assert (await second.predict("card-1", {}, "order-1"))["logged"] == "duplicate"
+    assert [list(record["models"]) for _, record, _ in log._buffer] == [["fraud"], ["fraud_tree"]]

@@ -26,6 +26,10 @@ from tests.integration.kafka_client import end_offset, eventually, produce, wait
 pytestmark = pytest.mark.integration
 
 
+def examples_topic(settings, name: str) -> str:
+    return settings.for_model(next(m for m in settings.models if m.name == name)).examples_topic
+
+
 def learned(engine, name: str) -> int:
     return engine.get(f"/models?model={name}").json()["serving"]["samples_learned"]
 
@@ -54,7 +58,7 @@ async def test_three_models_on_two_targets_each_match_progressive_val_score(engi
         assert document["model"] == name and document["serving"]["metrics"] == reference, name
         assert board[name]["value"] == reference[board[name]["primary_metric"]]
         # Each model's examples, once each, on its own topic.
-        assert await end_offset(KAFKA_BOOTSTRAP, f"{engine.settings.app_id}-examples-{name}") == len(own)
+        assert await end_offset(KAFKA_BOOTSTRAP, examples_topic(engine.settings, name)) == len(own)
     engine.wait_until(
         lambda: missing_target_count(engine, "score") == len(rows) - len(rows_for("score", rows)),
         what="the labels without a score counted",
@@ -98,6 +102,25 @@ async def test_object_labels_that_come_later_teach_each_model_its_target(engine_
         # Every prediction was made before any label: River's delay=len(rows).
         reference = progressive_metrics(factory, own, delay=len(own))
         assert engine.get(f"/models?model={name}").json()["serving"]["metrics"] == reference, name
+    # A prediction served over HTTP with an event_id teaches the model that answered, alone.
+    entity = rows[0][0]["entity_id"]
+    served = httpx.post(
+        f"{engine.base_url}/predict?model=score", json={"entity_id": entity, "event_id": "served-1"}
+    ).json()
+    assert served["logged"] == "queued"
+    assert engine.post("/labels", {"labels": [{"event_id": "served-1", "label": {"score": 2.5}}]}).status_code == 202
+    engine.wait_until(
+        lambda: engine.get("/models?model=score").json()["serving"]["served_samples"] == 1,
+        what="the served prediction learned by score",
+    )
+    assert engine.get("/models?model=clf").json()["serving"]["served_samples"] == 0
+
+    # Admin commands go to the named model's own learner.
+    auth = {"Authorization": "Bearer t0ken"}
+    nothing = httpx.post(f"{engine.base_url}/models/score/rollback", headers=auth, timeout=15)
+    assert nothing.status_code == 409 and "roll back" in nothing.json()["error"]
+    unknown = httpx.post(f"{engine.base_url}/models/forest/rollback", headers=auth, timeout=15)
+    assert unknown.status_code == 404 and "['clf', 'tree', 'score']" in unknown.json()["error"]
 
 
 async def test_sigkill_with_several_models_is_exact_for_each(engine_factory):
@@ -132,25 +155,5 @@ async def test_sigkill_with_several_models_is_exact_for_each(engine_factory):
     for name, factory in NAMED_FACTORIES.items():
         own = [(e["features"], y) for e, y in rows_for(name, rows)]
         # Each example once on its model's topic: none learned twice, none lost.
-        assert await end_offset(KAFKA_BOOTSTRAP, f"{engine.settings.app_id}-examples-{name}") == len(own)
+        assert await end_offset(KAFKA_BOOTSTRAP, examples_topic(engine.settings, name)) == len(own)
         assert engine.get(f"/models?model={name}").json()["serving"]["metrics"] == progressive_metrics(factory, own)
-
-    # A prediction served over HTTP with an event_id teaches the model that answered, alone.
-    entity = rows[0][0]["entity_id"]
-    served = httpx.post(
-        f"{engine.base_url}/predict?model=score", json={"entity_id": entity, "event_id": "served-1"}
-    ).json()
-    assert served["logged"] == "queued"
-    assert engine.post("/labels", {"labels": [{"event_id": "served-1", "label": {"score": 2.5}}]}).status_code == 202
-    engine.wait_until(
-        lambda: engine.get("/models?model=score").json()["serving"]["served_samples"] == 1,
-        what="the served prediction learned by score",
-    )
-    assert engine.get("/models?model=clf").json()["serving"]["served_samples"] == 0
-
-    # Admin commands go to the named model's own learner.
-    auth = {"Authorization": "Bearer t0ken"}
-    nothing = httpx.post(f"{engine.base_url}/models/score/rollback", headers=auth, timeout=15)
-    assert nothing.status_code == 409 and "roll back" in nothing.json()["error"]
-    unknown = httpx.post(f"{engine.base_url}/models/forest/rollback", headers=auth, timeout=15)
-    assert unknown.status_code == 404 and "['clf', 'tree', 'score']" in unknown.json()["error"]

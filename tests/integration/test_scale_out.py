@@ -246,7 +246,8 @@ async def test_named_models_each_with_its_learner_apart_learn_every_label_once(c
             return c.serving.get(f"/models?model={name}").json()["serving"]["samples_learned"]
 
         c.serving.wait_until(lambda n=expected, f=learned: f() == n, timeout=120, what=f"{name} learned every label")
-        examples = await learned_order(f"{c.settings.app_id}-examples-{name}")
+        named = next(m for m in c.settings.models if m.name == name)
+        examples = await learned_order(c.settings.for_model(named).examples_topic)
         # Each model learned its own target of every label (in the order the partitions gave).
         targets = {e["event_id"]: y[target] for e, y in rows if target in y}
         assert {e.event_id: e.label for e in examples} == targets and len(examples) == expected
