@@ -31,7 +31,9 @@ from typing import Any
 import orjson
 
 from benchmarks.throughput_baselines import rows
-from models.examples import Example
+from engine.learning import LearningService
+from engine.settings import Settings
+from engine.worker_modes import EmbeddedLearner
 from models.factory import build_model, get_spec
 from models.learner import Learner
 from models.named import NamedModel
@@ -71,36 +73,6 @@ def backlog(events: int) -> list[list[Record]]:
     return [records[i : i + BATCH] for i in range(0, len(records), BATCH)]
 
 
-class LearnerModels:
-    """One model's half of the embedded worker (engine/worker_modes.EmbeddedLearner's calls)."""
-
-    fresh_predictions = True
-
-    def __init__(self, learner: Learner) -> None:
-        self.learner = learner
-        self.model = learner.model
-
-    @property
-    def version(self) -> int:
-        return self.model.version
-
-    @property
-    def samples(self) -> int:
-        return self.model.samples_learned
-
-    def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        return self.model.admit(x)
-
-    def predict(self, x: dict[str, Any]) -> Prediction:
-        return self.learner.predict(x)
-
-    def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
-        return None
-
-    def learn(self, example: Example) -> bool:
-        return self.learner.learn(example)
-
-
 def run_engine(batches: list[list[Record]], model_name: str, offline_dir: str, models: int = 1) -> float:
     """`models`: how many named models (each `model_name`, each its own learner) learn the stream."""
     learners = [Learner(OnlineModel(model_name)) for _ in range(models)]
@@ -108,10 +80,13 @@ def run_engine(batches: list[list[Record]], model_name: str, offline_dir: str, m
     offline = OfflineFeatureLog(offline_dir)
     training_log: list[bytes] = []
     contract = Contract(task=get_spec(model_name).task)
-    lanes = [
-        ModelLane(NamedModel(f"{model_name}-{i}", model_name, scoped=models > 1), LearnerModels(learner))
-        for i, learner in enumerate(learners)
-    ]
+    settings = Settings.from_env({"STATE_DIR": offline_dir, "REDIS_URL": ""})
+    lanes = []
+    for i, learner in enumerate(learners):
+        named = NamedModel(f"{model_name}-{i}", model_name, scoped=models > 1)
+        # The worker's own half of the learner: what it predicts with and hands examples to.
+        mode = EmbeddedLearner(LearningService(settings.for_model(named), learner, FeatureRegistry()))
+        lanes.append(ModelLane(named, mode))
     processor = EventProcessor(
         contract, FeatureRegistry(), rows_table, lanes, on_row=offline.append, fresh_predictions=True
     )

@@ -112,3 +112,37 @@ async def wait_until_consumed(engine: Any, timeout: float = 60.0) -> None:
         return True
 
     await eventually(consumed, timeout, what="the events topic consumed and committed to its end", log=engine.log_tail)
+
+
+async def kill_while_publishing(
+    engine_factory: Callable[..., Any],
+    env: dict[str, str],
+    rows: list[tuple[dict[str, Any], Any]],
+    kill_points: list[int],
+    learned: Callable[[Any], int],
+) -> Any:
+    """Starts an engine and publishes `rows` (labels inline) 50 at a time while it learns;
+    each time `learned(engine)` reaches the next of `kill_points`, kill -9 and a fresh start.
+    Returns the engine running once every row is published."""
+    from tests.conftest import KAFKA_BOOTSTRAP
+    from tests.helpers import dataset_messages
+
+    engine = engine_factory(env).start()
+    topic = engine.settings.events_topic
+
+    async def publish_slowly() -> None:
+        for start in range(0, len(rows), 50):
+            await produce(KAFKA_BOOTSTRAP, topic, dataset_messages(rows[start : start + 50]))
+            await asyncio.sleep(0.15)
+
+    publishing = asyncio.create_task(publish_slowly())
+    for point in sorted(kill_points):
+
+        async def reached(engine: Any = engine, point: int = point) -> bool:
+            return learned(engine) >= point
+
+        await eventually(reached, timeout=120, what=f"{point} labels learned", log=engine.log_tail)
+        engine.kill()
+        engine = engine_factory(env).start()
+    await publishing
+    return engine

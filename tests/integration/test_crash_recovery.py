@@ -3,7 +3,6 @@ state equals an uninterrupted run's (progressive metrics, feature aggregates, pr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 
@@ -13,7 +12,7 @@ from engine.publish import dataset_events
 from streams.features import model_features
 from tests.conftest import KAFKA_BOOTSTRAP, unique_env
 from tests.helpers import dataset_messages, progressive_metrics, replay_features, trained
-from tests.integration.kafka_client import end_offset, eventually, produce, wait_until_consumed
+from tests.integration.kafka_client import end_offset, kill_while_publishing, produce, wait_until_consumed
 
 pytestmark = pytest.mark.integration
 
@@ -45,24 +44,8 @@ async def test_sigkill_during_replay_is_exact(engine_factory, tmp_path):
     )
     rows = list(dataset_events("Phishing", entities=40, start_ts=1_700_000_000.0))
     total = len(rows)
-    engine = engine_factory(env).start()
-
-    async def publish_slowly():
-        for start in range(0, total, 50):
-            await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, dataset_messages(rows[start : start + 50]))
-            await asyncio.sleep(0.15)
-
-    publishing = asyncio.create_task(publish_slowly())
-    kill_points = sorted(random.Random(11).sample(range(150, total - 150), 3))
-    for point in kill_points:
-
-        async def reached(engine=engine, point=point) -> bool:
-            return engine.samples_learned() >= point
-
-        await eventually(reached, timeout=120, what=f"{point} labels learned", log=engine.log_tail)
-        engine.kill()
-        engine = engine_factory(env).start()
-    await publishing
+    kill_points = random.Random(11).sample(range(150, total - 150), 3)
+    engine = await kill_while_publishing(engine_factory, env, rows, kill_points, lambda e: e.samples_learned())
 
     engine.wait_until(lambda: engine.samples_learned() == total, timeout=120, what="every label learned")
     # Once every event is processed for good, an event learned twice would show: its

@@ -4,7 +4,6 @@ topic and POST /labels) and kill -9; serving answers from the model a request na
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 import httpx
@@ -21,7 +20,7 @@ from tests.helpers import (
     progressive_metrics,
     rows_for,
 )
-from tests.integration.kafka_client import end_offset, eventually, produce, wait_until_consumed
+from tests.integration.kafka_client import end_offset, kill_while_publishing, produce, wait_until_consumed
 
 pytestmark = pytest.mark.integration
 
@@ -130,23 +129,8 @@ async def test_sigkill_with_several_models_is_exact_for_each(engine_factory):
     )
     rows = named_labels(list(dataset_events("Phishing", entities=40, start_ts=1_700_000_000.0)))
     total = len(rows)
-    engine = engine_factory(env).start()
-
-    async def publish_slowly():
-        for start in range(0, total, 50):
-            await produce(KAFKA_BOOTSTRAP, engine.settings.events_topic, dataset_messages(rows[start : start + 50]))
-            await asyncio.sleep(0.15)
-
-    publishing = asyncio.create_task(publish_slowly())
-    for point in sorted(random.Random(19).sample(range(150, total - 150), 2)):
-
-        async def reached(engine=engine, point=point) -> bool:
-            return learned(engine, "clf") >= point
-
-        await eventually(reached, timeout=120, what=f"{point} labels learned", log=engine.log_tail)
-        engine.kill()
-        engine = engine_factory(env).start()
-    await publishing
+    kill_points = random.Random(19).sample(range(150, total - 150), 2)
+    engine = await kill_while_publishing(engine_factory, env, rows, kill_points, lambda e: learned(e, "clf"))
 
     for name in NAMED_FACTORIES:
         n = len(rows_for(name, rows))
