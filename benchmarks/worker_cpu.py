@@ -32,6 +32,7 @@ import orjson
 
 from benchmarks.throughput_baselines import rows
 from engine.learning import LearningService
+from engine.process import freeze_heap
 from engine.settings import Settings
 from engine.worker_modes import EmbeddedLearner
 from models.factory import build_model, get_spec
@@ -135,6 +136,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     batches = backlog(args.events)
+    # As a worker does once started: what lives as long as the process is out of the collector's way.
+    freeze_heap()
     if args.models:
         report = compare_model_counts(batches, args, [int(n) for n in args.models.split(",")])
         print(json.dumps(report, indent=2))

@@ -88,19 +88,30 @@ class Learner:
 
     def learn(self, example: Example) -> bool:
         """Learns the example; False when it was learned before (or diverged before)."""
-        if self.has_learned(example):
+        # has_learned and _remember in one, on the path every example takes.
+        topic, partition, offset = example.source
+        key = (topic, partition)
+        done = self._learned_offsets.get(key)
+        recent = self._recent_ids
+        if (done is not None and offset <= done) or example.event_id in recent:
             self._outcome.duplicates += 1
             return False
-        self._remember(example)
+        if done is None or offset > done:
+            self._learned_offsets[key] = offset
+        recent[example.event_id] = None
+        if len(recent) > self.dedupe_window:
+            recent.popitem(last=False)
+        model = self.model
+        outcome = self._outcome
         if example.label_source == INLINE:
-            self._outcome.model_lags.append(self.model.samples_learned - example.model_samples)
+            outcome.model_lags.append(model.samples_learned - example.model_samples)
         try:
-            self.model.learn(example.features, example.label, example.prediction, served=example.served)
+            model.learn(example.features, example.label, example.prediction, served=example.served)
         except Exception:  # noqa: BLE001 - a raising learner may leave partial state: heal
             self._heal(extra=[example])
             return not any(refusal.example.source == example.source for refusal in self._outcome.refused)
         self._since_checkpoint.append(example)
-        self._outcome.learned.append(example)
+        outcome.learned.append(example)
         if self.rollout is not None:
             self.rollout.learn(example.features, example.label, example.prediction, example.challenger)
         if len(self._since_checkpoint) >= self._interval:
@@ -111,14 +122,15 @@ class Learner:
         """The model's answer for x, healing the model first if it has been poisoned.
 
         Raises ModelError when the model cannot answer for x itself (and is otherwise fine)."""
+        try:
+            return checked_predict(self.model, x)
+        except ModelError:
+            if not self._unhealthy():
+                raise  # the model is fine: it cannot answer for this x
+        self._heal()
         problem, prediction = self._predict(x)
         if problem is None:
             return prediction
-        if self._unhealthy():
-            self._heal()
-            problem, prediction = self._predict(x)
-            if problem is None:
-                return prediction
         raise ModelError(problem)
 
     def end_batch(self) -> BatchOutcome:
@@ -191,15 +203,6 @@ class Learner:
             self._interval = int(min(self.max_interval, max(self.min_interval, wanted)))
         self._since_checkpoint = []
         self._checkpoint_at = self._clock()
-
-    def _remember(self, example: Example) -> None:
-        topic, partition, offset = example.source
-        key = (topic, partition)
-        if offset > self._learned_offsets.get(key, -1):
-            self._learned_offsets[key] = offset
-        self._recent_ids[example.event_id] = None
-        if len(self._recent_ids) > self.dedupe_window:
-            self._recent_ids.popitem(last=False)
 
     def replace_model(self, model: OnlineModel) -> None:
         """Serves another model from now on (a promotion, a rollback); it learns from here."""

@@ -110,6 +110,7 @@ class OnlineModel:
         self.name = name
         self.version = version
         self.task = spec.task
+        self.classifies = spec.task is not Task.REGRESSION  # asked on every call: not a property
         # The feature names this model sees, at most `max_features`: River's models and scalers
         # keep every name they are ever shown, even in predict_one, so a flood of new names (an
         # id put into a name by mistake) would grow them without bound.
@@ -144,7 +145,7 @@ class OnlineModel:
 
     @property
     def is_classifier(self) -> bool:
-        return self.task is not Task.REGRESSION
+        return self.classifies
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Snapshots and versions from before the feature-name limit load with the default one.
@@ -152,6 +153,7 @@ class OnlineModel:
         state.setdefault("features_dropped", 0)
         state.setdefault("served_samples", 0)
         state.setdefault("grows_names", True)
+        state.setdefault("classifies", state["task"] is not Task.REGRESSION)
         if "served_metrics" not in state:
             state["served_metrics"] = metrics_for(state["task"])
         if "feature_names" not in state:
@@ -180,25 +182,32 @@ class OnlineModel:
         return seen, left_out
 
     def predict(self, x: Features) -> Prediction:
-        x, _ = self.admit(x)
-        if not self.is_classifier:
-            return Prediction(value=self.estimator.predict_one(x))
+        if not self.feature_names.issuperset(x):
+            x, _ = self.admit(x)
+        if not self.classifies:
+            return Prediction(self.estimator.predict_one(x))
         proba = self.estimator.predict_proba_one(x)
         # Same rule as river.base.Classifier.predict_one, computed from one proba call.
-        value = max(proba, key=proba.get) if proba else None
-        return Prediction(value=value, proba=proba)
+        return Prediction(max(proba, key=proba.get) if proba else None, proba)
 
     def learn(self, x: Features, y: Any, prediction: Prediction, *, served: bool = False) -> None:
         """Learns (x, y); `prediction` is what was answered for x before the label was known,
         by the stream or (`served`) to an HTTP client."""
-        x, _ = self.admit(x)
+        if not self.feature_names.issuperset(x):
+            x, _ = self.admit(x)
         if served:
             update_metrics(self.served_metrics, self.task, y, prediction)
             self.served_samples += 1
         else:
             self._score(y, prediction)
         self.estimator.learn_one(x, y)
-        self.prior.learn_one(x, y)
+        prior = self.prior
+        if self.classifies:
+            # PriorClassifier.learn_one's own update, without building a list for Counter.update.
+            prior.counts[y] += 1  # type: ignore[union-attr]
+            prior.n += 1  # type: ignore[union-attr]
+        else:
+            prior.learn_one(x, y)
         if self.fallback is not None:
             try:
                 self.fallback.learn_one(x, y)
@@ -231,7 +240,7 @@ class OnlineModel:
         update_metrics(self.metrics, self.task, y, prediction)
         if prediction.value is None:
             return
-        error = float(prediction.value != y) if self.is_classifier else abs(y - prediction.value)
+        error = float(prediction.value != y) if self.classifies else abs(y - prediction.value)
         self.drift_detector.update(error)
         if self.drift_detector.drift_detected:
             self.drifts_detected += 1
@@ -267,6 +276,15 @@ def checked_predict(model: OnlineModel, x: Features) -> Prediction:
         prediction = model.predict(x)
     except Exception as exc:
         raise ModelError(f"predicting raised {type(exc).__name__}: {exc}") from exc
+    proba = prediction.proba
+    # The common answer of a classifier, checked in one C call: a class (never a NaN) and
+    # probabilities whose sum is finite, which it is only when every one of them is.
+    if proba and type(prediction.value) in _CLASS_TYPES and prediction.value is not None:
+        try:
+            if math.isfinite(sum(proba.values())):
+                return prediction
+        except TypeError:  # a None among them: non_finite says which
+            pass
     problem = prediction.non_finite()
     if problem is None and prediction.value is None and prediction.proba:
         problem = f"probabilities {prediction.proba} without a class"
