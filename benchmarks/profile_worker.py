@@ -1,6 +1,6 @@
 """Where a stream worker's CPU goes, sampled with py-spy over one backlog.
 
-    .venv/bin/python -m benchmarks.profile_worker [--events 100000] [--model logreg]
+    .venv/bin/python -m benchmarks.profile_worker [--events 100000] [--model logreg] [--named-models N]
 
 Fills a fresh topic with N labelled Phishing events, starts `engine worker --embedded-learner`
 on it, attaches py-spy (on-CPU samples only) from its first example until every example is
@@ -10,6 +10,9 @@ logged, and sorts the samples two ways:
   the event loop, everything else;
 - by what the stack passes through (inclusive): the River calls, the per-event path
   (`EventProcessor.process` without the River calls inside it), the learner, the sends.
+
+With --named-models N the worker runs N named models of `--model` (MODELS), each its own
+learner; timed on the first one's examples (results: profile-worker-N-models.json).
 
 Results: benchmarks/results/profile-worker.json. py-spy needs ptrace rights (root, or
 kernel.yama.ptrace_scope = 0).
@@ -127,6 +130,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--model", default="logreg")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--named-models", type=int, default=0, help="that many named models of --model (MODELS)")
     args = parser.parse_args()
     if not PY_SPY.exists():
         sys.exit("py-spy is missing: .venv/bin/pip install -e '.[bench]'")
@@ -135,13 +139,16 @@ def main() -> None:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     produce_backlog(KAFKA_BOOTSTRAP, topic, args.events)
     env = unique_env(MODEL=args.model, EVENTS_TOPIC=topic, REDIS_URL="", LOG_LEVEL="warning")
+    if args.named_models:
+        env["MODELS"] = ",".join(f"m{i}={args.model}" for i in range(args.named_models))
     folder = Path(tempfile.mkdtemp(prefix="profile-", dir=workdir))
     worker = EngineProcess(env, folder, ("worker", "--embedded-learner")).launch()
     raw_path = folder / "worker.raw"
     spy = None
     try:
         # Sampling starts at the first example: the start-up (imports, connections) is not ingestion.
-        asyncio.run(first_record(worker.settings.examples_topic, timeout=120))
+        examples_topic = worker.settings.for_model(worker.settings.model).examples_topic
+        asyncio.run(first_record(examples_topic, timeout=120))
         pid = str(worker.process.pid) if worker.process else ""
         command = [str(PY_SPY), "record", "--format", "raw", "--full-filenames", "--nonblocking"]
         spy = subprocess.Popen(
@@ -149,7 +156,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, worker.settings.examples_topic, args.events, timeout=900))
+        rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, examples_topic, args.events, timeout=900))
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -166,11 +173,13 @@ def main() -> None:
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()} CPython {platform.python_version()}",
         "model": args.model,
+        "named_models": args.named_models,
         "events": args.events,
         "events_per_second_while_profiled": rate["events_per_second"],
         **summarize(raw_path.read_text()),
     }
-    (RESULTS / "profile-worker.json").write_text(json.dumps(report, indent=2) + "\n")
+    output = f"profile-worker-{args.named_models}-models.json" if args.named_models else "profile-worker.json"
+    (RESULTS / output).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

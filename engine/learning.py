@@ -33,8 +33,9 @@ from models.examples import INLINE, Example
 from models.learner import BatchOutcome, Learner
 from models.offload import OFFLOAD_ABOVE_SECONDS, Child
 from models.online import OnlineModel
+from models.parquet_log import PendingFile
 from models.registry import ModelRegistry, RegistryError
-from models.snapshots import Snapshot, SnapshotStore
+from models.snapshots import Snapshot, SnapshotStore, encode_snapshot
 from models.training_log import TrainingLog
 from streams.features import FeatureRegistry
 
@@ -43,6 +44,13 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 CONTROL_JOIN_SECONDS = 15.0
 PUBLISH_COST_FACTOR = 20  # publish no more often than 20x the pickling time: at most 5% of the time
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 @dataclass
@@ -328,14 +336,42 @@ class LearningService:
         state = {"model": model, "learner": self.learner.state()}
         self._snapshot_cadence.done(model.samples_learned)
         try:
-            self.training_log.flush()
             if self.learner.pickle_seconds > OFFLOAD_ABOVE_SECONDS:
+                self.training_log.flush()
                 child = Child(lambda: pickle.dumps(self.snapshots.write(meta, state)))
                 self._snapshotting = asyncio.ensure_future(self._snapshot_written(child.result(), meta))
                 return
-            self._record_snapshot(*self.snapshots.write(meta, state), meta)
+            # The cut, on the loop: the training log's rows so far and the pickled state. The
+            # files (Parquet encoding, fsyncs: tens of milliseconds) are written on a thread
+            # while batches go on, the training log first, as before.
+            training = self.training_log.take()
+            data = encode_snapshot(meta, state)
         except OSError as exc:
             self._snapshot_failed(exc)
+            return
+        if _running_loop() is None:  # called outside the engine's loop (a script, a test)
+            try:
+                self._record_snapshot(*self._write_snapshot(training, data, meta), meta)
+            except OSError as exc:
+                self._snapshot_failed(exc)
+            return
+        self._snapshotting = asyncio.ensure_future(self._snapshot_written_on_thread(training, data, meta))
+
+    def _write_snapshot(
+        self, training: PendingFile | None, data: bytes, meta: dict[str, Any]
+    ) -> tuple[Path, int, float]:
+        self.training_log.write(training)
+        return self.snapshots.write_encoded(data, meta)
+
+    async def _snapshot_written_on_thread(
+        self, training: PendingFile | None, data: bytes, meta: dict[str, Any]
+    ) -> None:
+        try:
+            written = await asyncio.to_thread(self._write_snapshot, training, data, meta)
+        except OSError as exc:
+            self._snapshot_failed(exc)
+            return
+        self._record_snapshot(*written, meta)
 
     async def _snapshot_written(self, result: Awaitable[bytes], meta: dict[str, Any]) -> None:
         try:

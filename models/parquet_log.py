@@ -49,6 +49,12 @@ T = TypeVar("T")
 READ_ATTEMPTS = 5
 
 
+@dataclass(frozen=True)
+class PendingFile:
+    name: str
+    rows: list[tuple[Any, ...]]
+
+
 class ParquetLog:
     def __init__(
         self, directory: str | Path, schema: pa.Schema, prefix: str, flush_rows: int = 50_000, read_only: bool = False
@@ -68,12 +74,22 @@ class ParquetLog:
             self.flush()
 
     def flush(self) -> None:
+        self.write(self.take())
+
+    def take(self) -> PendingFile | None:
+        """The rows appended since the last flush, with the name of the file they go to: named
+        now, so that files written later (on another thread) still read back in this order."""
         if not self._rows:
-            return
+            return None
         rows, self._rows = self._rows, []
-        name = f"{self.prefix}-{time.time_ns():020d}-{next(self._sequence):06d}.parquet"
-        with atomic_path(self.directory / name) as partial:
-            pq.write_table(rows_to_table(rows, self.schema), partial)
+        return PendingFile(f"{self.prefix}-{time.time_ns():020d}-{next(self._sequence):06d}.parquet", rows)
+
+    def write(self, pending: PendingFile | None) -> None:
+        """Writes rows taken with `take` (on any thread: it touches nothing `append` does)."""
+        if pending is None:
+            return
+        with atomic_path(self.directory / pending.name) as partial:
+            pq.write_table(rows_to_table(pending.rows, self.schema), partial)
 
     def files(self) -> list[str]:
         return sorted(str(p) for p in self.directory.glob(f"{self.prefix}-*.parquet"))

@@ -71,7 +71,13 @@ class SnapshotStore:
     def write(self, meta: dict[str, Any], state: dict[str, Any]) -> tuple[Path, int, float]:
         """Returns (path, size in bytes, seconds taken)."""
         started = time.perf_counter()
-        data = encode_snapshot(meta, state)
+        path, size, _ = self.write_encoded(encode_snapshot(meta, state), meta)
+        return path, size, time.perf_counter() - started
+
+    def write_encoded(self, data: bytes, meta: dict[str, Any]) -> tuple[Path, int, float]:
+        """Writes a snapshot encoded with `encode_snapshot` (on any thread: the bytes are the
+        cut); returns (path, size in bytes, seconds taken)."""
+        started = time.perf_counter()
         name = f"snapshot-{time.time_ns():020d}.bin"
         final = self.directory / name
         atomic_write_bytes(final, data)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from models.parquet_log import ParquetLog
+from models.parquet_log import ParquetLog, PendingFile
 
 # One row per example: its event time, and the example as the examples topic carries it
 # (JSON keeps each example's own feature set and the label's type: bool, int, str, float).
@@ -27,6 +27,13 @@ class TrainingLog:
 
     def flush(self) -> None:
         self._log.flush()
+
+    def take(self) -> PendingFile | None:
+        """The rows to flush, named in order now, to `write` later on any thread."""
+        return self._log.take()
+
+    def write(self, pending: PendingFile | None) -> None:
+        self._log.write(pending)
 
     def examples(self) -> Iterator[tuple[float, dict[str, Any], Any]]:
         """(event time, features, label) of every example, in the order they were learned."""

@@ -229,15 +229,47 @@ def test_admin_bodies_get_422_naming_the_field(client, path, body, field):
     assert client.runtime.command.sent == []
 
 
-def test_a_snapshot_that_cannot_be_written_is_counted_and_tried_again(service, monkeypatch):
-    def disk_full(meta, state):
-        raise OSError(28, "No space left on device")
+def learn_rows(service, start, end):
+    for i, (x, y) in enumerate(ROWS[start:end], start):
+        example = Example(f"row-{i}", 0.0, x, y, service.learner.predict(x), 1, ("events", 0, i))
+        service.learner.learn(example)
+        service.training_log.append(0.0, example.encode())
+    service.learner.end_batch()
 
-    monkeypatch.setattr(service.snapshots, "write", disk_full)
-    for x, y in ROWS[200:220]:
-        service.learner.learn(Example(str(id(x)), 0.0, x, y, service.learner.predict(x), 1, ("events", 0, 0)))
+
+def disk_full(data, meta):
+    raise OSError(28, "No space left on device")
+
+
+def test_a_snapshot_that_cannot_be_written_is_counted_and_tried_again(service, monkeypatch):
+    monkeypatch.setattr(service.snapshots, "write_encoded", disk_full)
+    learn_rows(service, 200, 220)
     service.snapshot()  # logged and counted, the stream goes on
     assert service._snapshot_cadence.due(service.learner.model.samples_learned)  # due again at the next check
+
+
+async def test_a_snapshot_written_on_a_thread_that_fails_is_counted_and_tried_again(service, monkeypatch):
+    monkeypatch.setattr(service.snapshots, "write_encoded", disk_full)
+    learn_rows(service, 200, 220)
+    service.snapshot()
+    assert service._snapshotting is not None
+    await service._snapshotting
+    assert service._snapshot_cadence.due(service.learner.model.samples_learned)
+
+
+async def test_a_snapshot_holds_the_model_and_training_log_of_its_moment_while_learning_goes_on(service):
+    """On the engine's loop the files are written on a thread: what they hold is the cut taken
+    when the snapshot was asked for, not what the learner learned while they were written."""
+    learn_rows(service, 200, 300)
+    at_cut = service.learner.model.samples_learned
+    service.snapshot()
+    learn_rows(service, 300, 400)  # before the thread has written anything
+    await service._snapshotting
+    latest = service.snapshots.latest()
+    assert latest is not None
+    assert latest.meta["samples_learned"] == at_cut == latest.state["model"].samples_learned
+    assert len(list(service.training_log.examples())) == 100  # the rows up to the cut, none after
+    assert service.learner.model.samples_learned == at_cut + 100
 
 
 async def test_a_rollout_decision_waits_for_the_registry_to_record_it(service, monkeypatch):
