@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from models.factory import Task
@@ -296,6 +297,21 @@ def _check_range(value: Any, bounds: tuple[float, float], field: str) -> None:
         raise InvalidMessage(Reason.OUT_OF_RANGE, f"{field}={value} outside [{low}, {high}]", field)
 
 
+class _EventShape(msgspec.Struct):
+    """An event's fields and types, for msgspec to decode and type-check in one pass in C.
+    Only what the rules allow passes (no float or boolean ids, ts a number, flat features);
+    the limits are checked after, in `_fast_event`."""
+
+    event_id: str | int
+    entity_id: str | int
+    ts: float
+    features: dict[str, int | float | str | bool | None]
+    label: Any = None
+
+
+_EVENT_SHAPE = msgspec.json.Decoder(_EventShape)
+
+
 def parse_event(
     raw: bytes,
     max_bytes: int,
@@ -307,7 +323,81 @@ def parse_event(
     task: LabelRule = None,
     latest_ts: float = math.inf,
 ) -> Event:
-    """An event; `latest_ts` is the latest event time accepted (the wall clock plus a margin)."""
+    """An event; `latest_ts` is the latest event time accepted (the wall clock plus a margin).
+
+    Two paths, one set of rules. The fast one decodes with msgspec and checks the limits; it
+    takes only events every rule accepts (about a quarter of the cost). Anything else (a
+    broken rule, or a form it does not take, such as an ISO-8601 ts) goes the thorough way,
+    which decides, and says why it refuses."""
+    if len(raw) <= max_bytes:
+        try:
+            shape = _EVENT_SHAPE.decode(raw)
+        except (msgspec.DecodeError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            pass
+        else:
+            event = _fast_event(shape, ranges, max_magnitude, max_id_length, max_features, task, latest_ts)
+            if event is not None:
+                return event
+    return _checked_event(raw, max_bytes, ranges, max_magnitude, max_id_length, max_features, task, latest_ts)
+
+
+def _fast_event(
+    shape: _EventShape,
+    ranges: Mapping[str, tuple[float, float]],
+    max_magnitude: float,
+    max_id_length: int,
+    max_features: int,
+    task: LabelRule,
+    latest_ts: float,
+) -> Event | None:
+    """The event, when it keeps every rule; None for the thorough path to say which it breaks."""
+    event_id, entity_id = shape.event_id, shape.entity_id
+    if type(event_id) is not str:
+        event_id = str(event_id)
+    if type(entity_id) is not str:
+        entity_id = str(entity_id)
+    if not (0 < len(event_id) <= max_id_length and 0 < len(entity_id) <= max_id_length):
+        return None
+    ts = shape.ts
+    if not -math.inf < ts <= latest_ts:  # NaN fails this too
+        return None
+    features: dict[str, Any] = shape.features  # Any: type() decides below, in the order that costs least
+    if len(features) > max_features:
+        return None
+    nulls: list[str] = []
+    low, high = -max_magnitude, max_magnitude
+    for name, value in features.items():
+        kind = type(value)
+        if (kind is float or kind is int) and not low <= value <= high:
+            return None
+        if value is None:
+            nulls.append(name)
+    for name, (low_bound, high_bound) in ranges.items():
+        value = features.get(name)
+        if value is not None and not (_is_number(value) and low_bound <= value <= high_bound):
+            return None
+    label = NO_LABEL
+    if shape.label is not None:
+        try:
+            label = fit_any_label(shape.label, max_magnitude, task)
+        except InvalidMessage:
+            return None
+    if nulls:
+        return Event(event_id, entity_id, ts, {n: v for n, v in features.items() if v is not None}, label, tuple(nulls))
+    return Event(event_id, entity_id, ts, features, label)
+
+
+def _checked_event(
+    raw: bytes,
+    max_bytes: int,
+    ranges: Mapping[str, tuple[float, float]],
+    max_magnitude: float,
+    max_id_length: int,
+    max_features: int,
+    task: LabelRule,
+    latest_ts: float,
+) -> Event:
+    """The thorough path: every rule in turn, refusing with the first one broken."""
     data = _load_object(raw, max_bytes)
     event_id = validate_id(data, "event_id", max_id_length)
     entity_id = validate_id(data, "entity_id", max_id_length)

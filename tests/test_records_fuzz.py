@@ -9,6 +9,7 @@ from datetime import timedelta, timezone
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from models.factory import Task
 from streams.dead_letters import DeadLetterReason
 from streams.records import (
     DEFAULT_MAX_ID_LENGTH,
@@ -16,6 +17,7 @@ from streams.records import (
     Event,
     InvalidMessage,
     Label,
+    _checked_event,
     parse_event,
     parse_label,
 )
@@ -178,3 +180,28 @@ def test_every_valid_event_is_accepted_as_sent(document):
     assert event.event_id == str(document["event_id"]) and event.entity_id == str(document["entity_id"])
     assert event.features == {name: value for name, value in document["features"].items() if value is not None}
     assert event.label == document.get("label", event.label)
+
+
+LATEST_TS = 1e14  # most valid_numbers are earlier: events get as far as the label check
+
+
+def judged_thoroughly(raw, task=None):
+    return _checked_event(
+        raw, MAX_BYTES, {"amount": (0.0, 100.0)}, DEFAULT_MAX_MAGNITUDE, DEFAULT_MAX_ID_LENGTH, 256, task, LATEST_TS
+    )
+
+
+def judgement(parse, raw):
+    try:
+        return repr(parse(raw))  # the repr tells 1 from 1.0 and from True, which == does not
+    except InvalidMessage as exc:
+        return (exc.reason, exc.detail)
+
+
+@fuzz
+@given(encoded(json_values | event_shaped | valid_events), st.sampled_from([None, *Task]))
+def test_the_fast_path_judges_every_event_as_the_thorough_one_does(raw, task):
+    """Events go through msgspec first and the rule-by-rule reading only when that refuses
+    them: both must give the same event, or the same reason and detail."""
+    fast = judgement(lambda r: parse_event(r, MAX_BYTES, {"amount": (0.0, 100.0)}, task=task, latest_ts=LATEST_TS), raw)
+    assert fast == judgement(lambda r: judged_thoroughly(r, task), raw)
