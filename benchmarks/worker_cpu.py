@@ -13,7 +13,8 @@ sending) is left out, as is the publishing of model versions.
 Beside it, River alone on the same rows (decode with orjson, `predict_proba_one`, then
 `learn_one`) and River with the progressive metrics the engine keeps; `our_work_over_river`
 is (engine - River with metrics) / River with metrics. CPU time of the process, the fastest
-of interleaved rounds (this machine's noise only ever adds time). With --profile, cProfile's top
+of interleaved rounds (this machine's noise only ever adds time), with the heap frozen after
+start-up as a worker freezes it. With --profile, cProfile's top
 functions by own time.
 """
 
