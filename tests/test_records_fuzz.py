@@ -18,6 +18,7 @@ from streams.records import (
     InvalidMessage,
     Label,
     _checked_event,
+    _checked_label,
     parse_event,
     parse_label,
 )
@@ -205,3 +206,11 @@ def test_the_fast_path_judges_every_event_as_the_thorough_one_does(raw, task):
     them: both must give the same event, or the same reason and detail."""
     fast = judgement(lambda r: parse_event(r, MAX_BYTES, {"amount": (0.0, 100.0)}, task=task, latest_ts=LATEST_TS), raw)
     assert fast == judgement(lambda r: judged_thoroughly(r, task), raw)
+
+
+@fuzz
+@given(encoded(json_values | label_shaped), st.sampled_from([None, *Task]))
+def test_the_fast_path_judges_every_label_as_the_thorough_one_does(raw, task):
+    fast = judgement(lambda r: parse_label(r, MAX_BYTES, task=task), raw)
+    limits = (DEFAULT_MAX_MAGNITUDE, DEFAULT_MAX_ID_LENGTH)
+    assert fast == judgement(lambda r: _checked_label(r, MAX_BYTES, *limits, task), raw)
