@@ -312,6 +312,17 @@ class _EventShape(msgspec.Struct):
 _EVENT_SHAPE = msgspec.json.Decoder(_EventShape)
 
 
+def _decoded(decoder: msgspec.json.Decoder, raw: bytes, max_bytes: int) -> Any:
+    """The message in `decoder`'s shape, or None when it is too large or not of that shape
+    (the thorough path then says why)."""
+    if len(raw) > max_bytes:
+        return None
+    try:
+        return decoder.decode(raw)
+    except (msgspec.DecodeError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
 def parse_event(
     raw: bytes,
     max_bytes: int,
@@ -329,15 +340,11 @@ def parse_event(
     takes only events every rule accepts (about a quarter of the cost). Anything else (a
     broken rule, or a form it does not take, such as an ISO-8601 ts) goes the thorough way,
     which decides, and says why it refuses."""
-    if len(raw) <= max_bytes:
-        try:
-            shape = _EVENT_SHAPE.decode(raw)
-        except (msgspec.DecodeError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-            pass
-        else:
-            event = _fast_event(shape, ranges, max_magnitude, max_id_length, max_features, task, latest_ts)
-            if event is not None:
-                return event
+    shape = _decoded(_EVENT_SHAPE, raw, max_bytes)
+    if shape is not None:
+        event = _fast_event(shape, ranges, max_magnitude, max_id_length, max_features, task, latest_ts)
+        if event is not None:
+            return event
     return _checked_event(raw, max_bytes, ranges, max_magnitude, max_id_length, max_features, task, latest_ts)
 
 
@@ -434,19 +441,15 @@ def parse_label(
 ) -> Label:
     """A label; as for events, msgspec first, and the rule-by-rule reading for anything it
     does not take whole."""
-    if len(raw) <= max_bytes:
-        try:
-            shape = _LABEL_SHAPE.decode(raw)
-        except (msgspec.DecodeError, ValueError, RecursionError):
-            pass
-        else:
-            event_id = shape.event_id if type(shape.event_id) is str else str(shape.event_id)
-            ts = shape.ts
-            if 0 < len(event_id) <= max_id_length and shape.label is not None and (ts is None or math.isfinite(ts)):
-                try:
-                    return Label(event_id, fit_any_label(shape.label, max_magnitude, task), ts)
-                except InvalidMessage:
-                    pass
+    shape = _decoded(_LABEL_SHAPE, raw, max_bytes)
+    if shape is not None:
+        event_id = shape.event_id if type(shape.event_id) is str else str(shape.event_id)
+        ts = shape.ts
+        if 0 < len(event_id) <= max_id_length and shape.label is not None and (ts is None or math.isfinite(ts)):
+            try:
+                return Label(event_id, fit_any_label(shape.label, max_magnitude, task), ts)
+            except InvalidMessage:
+                pass
     return _checked_label(raw, max_bytes, max_magnitude, max_id_length, task)
 
 
