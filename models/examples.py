@@ -49,17 +49,12 @@ class Example:
         return orjson.dumps(self.to_record(), option=orjson.OPT_SERIALIZE_NUMPY)
 
     def to_record(self) -> dict[str, Any]:
-        # Prediction.to_record inline: this runs once per example and model.
-        proba = self.prediction.proba
         record = {
             "event_id": self.event_id,
             "ts": self.ts,
             "features": self.features,
             "label": self.label,
-            "prediction": {
-                "value": self.prediction.value,
-                "proba": None if proba is None else [[label, p] for label, p in proba.items()],
-            },
+            "prediction": self.prediction.to_record(),
             "model_version": self.model_version,
             "source": list(self.source),
             "label_source": self.label_source,

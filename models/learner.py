@@ -88,16 +88,13 @@ class Learner:
 
     def learn(self, example: Example) -> bool:
         """Learns the example; False when it was learned before (or diverged before)."""
-        # has_learned and _remember in one, on the path every example takes.
-        topic, partition, offset = example.source
-        key = (topic, partition)
-        done = self._learned_offsets.get(key)
-        recent = self._recent_ids
-        if (done is not None and offset <= done) or example.event_id in recent:
+        if self.has_learned(example):
             self._outcome.duplicates += 1
             return False
-        if done is None or offset > done:
-            self._learned_offsets[key] = offset
+        topic, partition, offset = example.source
+        if offset > self._learned_offsets.get((topic, partition), -1):
+            self._learned_offsets[(topic, partition)] = offset
+        recent = self._recent_ids
         recent[example.event_id] = None
         if len(recent) > self.dedupe_window:
             recent.popitem(last=False)

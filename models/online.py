@@ -182,8 +182,7 @@ class OnlineModel:
         return seen, left_out
 
     def predict(self, x: Features) -> Prediction:
-        if not self.feature_names.issuperset(x):
-            x, _ = self.admit(x)
+        x, _ = self.admit(x)
         if not self.classifies:
             return Prediction(self.estimator.predict_one(x))
         proba = self.estimator.predict_proba_one(x)
@@ -193,8 +192,7 @@ class OnlineModel:
     def learn(self, x: Features, y: Any, prediction: Prediction, *, served: bool = False) -> None:
         """Learns (x, y); `prediction` is what was answered for x before the label was known,
         by the stream or (`served`) to an HTTP client."""
-        if not self.feature_names.issuperset(x):
-            x, _ = self.admit(x)
+        x, _ = self.admit(x)
         if served:
             update_metrics(self.served_metrics, self.task, y, prediction)
             self.served_samples += 1
@@ -276,15 +274,6 @@ def checked_predict(model: OnlineModel, x: Features) -> Prediction:
         prediction = model.predict(x)
     except Exception as exc:
         raise ModelError(f"predicting raised {type(exc).__name__}: {exc}") from exc
-    proba = prediction.proba
-    # The common answer of a classifier, checked in one C call: a class (never a NaN) and
-    # probabilities whose sum is finite, which it is only when every one of them is.
-    if proba and type(prediction.value) in _CLASS_TYPES and prediction.value is not None:
-        try:
-            if math.isfinite(sum(proba.values())):
-                return prediction
-        except TypeError:  # a None among them: non_finite says which
-            pass
     problem = prediction.non_finite()
     if problem is None and prediction.value is None and prediction.proba:
         problem = f"probabilities {prediction.proba} without a class"
