@@ -46,13 +46,6 @@ CONTROL_JOIN_SECONDS = 15.0
 PUBLISH_COST_FACTOR = 20  # publish no more often than 20x the pickling time: at most 5% of the time
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 @dataclass
 class Cadence:
     """When something is due: after `every_labels` examples, or `every_seconds` if any."""
@@ -348,12 +341,6 @@ class LearningService:
             data = encode_snapshot(meta, state)
         except OSError as exc:
             self._snapshot_failed(exc)
-            return
-        if _running_loop() is None:  # called outside the engine's loop (a script, a test)
-            try:
-                self._record_snapshot(*self._write_snapshot(training, data, meta), meta)
-            except OSError as exc:
-                self._snapshot_failed(exc)
             return
         self._snapshotting = asyncio.ensure_future(self._snapshot_written_on_thread(training, data, meta))
 
