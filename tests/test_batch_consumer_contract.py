@@ -7,14 +7,18 @@ must be checked against the new code (and the hashes below updated) before the p
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
+from types import SimpleNamespace
 
 import aiokafka
 import faust
+from aiokafka.consumer import fetcher as aiokafka_fetcher
 from faust.stores import memory
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from streams.batch_consumer import FAUST_VERSION, BatchConsumer, BatchConsumerThread
 
@@ -32,6 +36,10 @@ RELIED_ON = {
         faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer,
         "c2701bfc3e6f6cad",
     ),
+    "Consumer.pause_partitions": (faust_consumer.Consumer.pause_partitions, "27a1c94bdacd54de"),
+    "Consumer.resume_partitions": (faust_consumer.Consumer.resume_partitions, "afe6b7c02a41d63c"),
+    # Holds back a broker's fetches while a partition's fetched records are not taken.
+    "Fetcher._get_actions_per_node": (aiokafka_fetcher.Fetcher._get_actions_per_node, "1dab2cf937d165d0"),
     "memory.Store._create_batch_iterator": (memory.Store._create_batch_iterator, "b082c8bcc0403823"),
     "memory.Store.on_recovery_completed": (memory.Store.on_recovery_completed, "a00bef343e139602"),
 }
@@ -61,3 +69,28 @@ def test_the_private_state_relied_on_exists():
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.start)
     assert issubclass(BatchConsumer, faust_aiokafka.Consumer)
     assert issubclass(BatchConsumerThread, faust_aiokafka.AIOKafkaConsumerThread)
+
+
+async def test_a_changelog_faust_pauses_is_not_fetched_by_aiokafka_either():
+    """A table changelog paused after recovery is paused in aiokafka too (else its records
+    sit in the fetcher and hold back the events' fetches); resumed for a recovery, it is
+    fetched again. Stream partitions stay Faust's own business."""
+    changelog, events = TP("app-entities-changelog", 0), TP("events", 0)
+    kafka = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")
+    kafka.assign([aiokafka.TopicPartition(*changelog), aiokafka.TopicPartition(*events)])
+    consumer = BatchConsumer.__new__(BatchConsumer)
+    consumer._active_partitions = {changelog, events}
+    consumer._paused_partitions = set()
+    consumer._thread = SimpleNamespace(_consumer=kafka, thread_loop=asyncio.get_running_loop())
+    consumer.app = SimpleNamespace(tables=SimpleNamespace(changelog_topics={changelog.topic}))
+
+    consumer.pause_partitions([changelog, events])
+    await asyncio.sleep(0)
+    assert kafka.paused() == {aiokafka.TopicPartition(*changelog)}
+    assert consumer._paused_partitions == {changelog, events}
+
+    consumer.resume_partitions([changelog])
+    await asyncio.sleep(0)
+    assert kafka.paused() == set()
+    assert consumer._active_partitions == {changelog}
+    await kafka.stop()
