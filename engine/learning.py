@@ -35,7 +35,7 @@ from models.offload import OFFLOAD_ABOVE_SECONDS, Child
 from models.online import OnlineModel
 from models.parquet_log import PendingFile
 from models.registry import ModelRegistry, RegistryError
-from models.snapshots import Snapshot, SnapshotStore, encode_snapshot
+from models.snapshots import Snapshot, SnapshotStore, pickled_snapshot, sealed
 from models.training_log import TrainingLog
 from streams.features import FeatureRegistry
 
@@ -335,10 +335,10 @@ class LearningService:
                 self._snapshotting = asyncio.ensure_future(self._snapshot_written(child.result(), meta))
                 return
             # The cut, on the loop: the training log's rows so far and the pickled state. The
-            # files (Parquet encoding, fsyncs: tens of milliseconds) are written on a thread
-            # while batches go on, the training log first, as before.
+            # rest (checksum, Parquet encoding, fsyncs: tens of milliseconds) is done on a
+            # thread while batches go on, the training log first, as before.
             training = self.training_log.take()
-            data = encode_snapshot(meta, state)
+            data = pickled_snapshot(meta, state)
         except OSError as exc:
             self._snapshot_failed(exc)
             return
@@ -348,7 +348,7 @@ class LearningService:
         self, training: PendingFile | None, data: bytes, meta: dict[str, Any]
     ) -> tuple[Path, int, float]:
         self.training_log.write(training)
-        return self.snapshots.write_encoded(data, meta)
+        return self.snapshots.write_encoded(sealed(data), meta)
 
     async def _snapshot_written_on_thread(
         self, training: PendingFile | None, data: bytes, meta: dict[str, Any]

@@ -49,7 +49,16 @@ def _json_safe(value: Any) -> Any:
 
 
 def encode_snapshot(meta: dict[str, Any], state: dict[str, Any]) -> bytes:
-    payload = pickle.dumps({"meta": meta, "state": state}, protocol=pickle.HIGHEST_PROTOCOL)
+    return sealed(pickled_snapshot(meta, state))
+
+
+def pickled_snapshot(meta: dict[str, Any], state: dict[str, Any]) -> bytes:
+    """The cut of a snapshot (on the thread that owns the state); `sealed` finishes it."""
+    return pickle.dumps({"meta": meta, "state": state}, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def sealed(payload: bytes) -> bytes:
+    """The snapshot file's bytes: on any thread (hashlib lets go of the GIL on large inputs)."""
     return MAGIC + hashlib.blake2b(payload, digest_size=DIGEST_SIZE).digest() + payload
 
 

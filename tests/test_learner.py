@@ -1,6 +1,7 @@
 """The learner without Kafka: poisoned examples are undone exactly, duplicates learned once."""
 
 import itertools
+import pickle
 
 import pytest
 from river import datasets
@@ -101,6 +102,23 @@ def test_snapshot_state_keeps_the_duplicate_filters():
     restored = Learner(OnlineModel("logreg"))
     restored.restore_state(learner.state())
     assert restored.has_learned(example(0, x, y, None))
+
+
+def test_the_recent_ids_survive_a_snapshot_in_their_order():
+    # The same event ids read back from another topic: only the id filter knows them. Its
+    # window keeps the most recent ids, so the order decides which one goes first.
+    rows = phishing(5)
+    learner = Learner(OnlineModel("logreg"), dedupe_window=3)
+    for i, (x, y) in enumerate(rows):
+        learner.learn(example(i, x, y, learner.predict(x)))
+    for state in (learner.state(), {**learner.state(), "recent_ids": ["e-2", "e-3", "e-4"]}):  # and older snapshots
+        restored = Learner(OnlineModel("logreg"), dedupe_window=3)
+        restored.restore_state(pickle.loads(pickle.dumps(state)))
+        again = [example(i, x, y, None, topic="replayed") for i, (x, y) in enumerate(rows)]
+        assert [restored.has_learned(e) for e in again] == [False, False, True, True, True]
+        x, y = rows[0]
+        restored.learn(example(9, x, y, restored.predict(x), topic="other"))
+        assert [restored.has_learned(e) for e in again] == [False, False, False, True, True]
 
 
 def test_a_poison_that_shows_only_in_the_state_is_caught_at_the_batch_end():
