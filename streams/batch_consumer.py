@@ -10,8 +10,9 @@ Faust's normal path), standbys and offset commits.
 
 This relies on private parts of faust-streaming 0.15.3's `faust.transport.consumer`
 (`_drain_messages`, `_wait_next_records`, `_read_offset`, `_acked`, `_acked_index`,
-`_committed_offset`, `_add_gap`, `perform_seek`): the version is pinned in
-pyproject.toml and `tests/test_batch_consumer_contract.py` fails if they change.
+`_committed_offset`, `_add_gap`, `perform_seek`, `pause_partitions`, and the consumer
+thread's `_consumer` and `thread_loop`): the version is pinned in pyproject.toml and
+`tests/test_batch_consumer_contract.py` fails if they change.
 """
 
 from __future__ import annotations

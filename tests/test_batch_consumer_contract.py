@@ -67,6 +67,9 @@ def test_the_private_state_relied_on_exists():
     assert "self._key_partition" in inspect.getsource(memory.Store.__post_init__)
     # Our consumer thread sets the fetch wait the aiokafka consumer reads when it starts.
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+    # Changelog partitions are paused in aiokafka on the consumer thread's own loop.
+    thread_init = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread)
+    assert "self._consumer = self._create_consumer(loop=self.thread_loop)" in thread_init
     assert issubclass(BatchConsumer, faust_aiokafka.Consumer)
     assert issubclass(BatchConsumerThread, faust_aiokafka.AIOKafkaConsumerThread)
 
