@@ -4,8 +4,9 @@
     .venv/bin/python -m benchmarks.worker_cpu --models 1,2,4   (named models: results/worker-cpu-models.json)
 
 Runs the worker's per-batch work on the throughput benchmark's backlog (labelled Phishing
-events, 1,000 entities, batches of 1,000) exactly as a worker with the embedded learner
-does between fetching a batch and handing its records to the producer: validate, update
+events, 1,000 entities, batches of STREAM_BATCH_SIZE's default) exactly as a worker with
+the embedded learner does between fetching a batch and handing its records to the
+producer: validate, update
 the entities' rows, predict, learn, check the model, encode the examples and the changed
 rows, append to the training log and the offline feature log. Kafka's own work (fetching,
 sending) is left out, as is the publishing of model versions.
@@ -46,7 +47,7 @@ from streams.features import FeatureRegistry
 from streams.offline_store import OfflineFeatureLog
 from streams.records import Contract
 
-BATCH = 1000
+BATCH = Settings.from_env({}).stream_batch_size  # what a worker asks of each fetch by default
 RESULTS = Path(__file__).parent / "results"
 
 

@@ -73,8 +73,12 @@ class Settings:
     early_label_grace_seconds: float = _env(
         "EARLY_LABEL_GRACE_SECONDS", 30.0, "how long a label waits for its event before it is dead-lettered"
     )
+    # A batch's fixed costs (its ordered sends, the model checks at its end) and its
+    # changelog (one record per entity changed in it) are shared by more events in larger
+    # batches: over a backlog 4,000 learned 1.2-1.4x as fast as 1,000. Live, a batch holds
+    # what arrived since the last one, far fewer.
     stream_batch_size: int = _env(
-        "STREAM_BATCH_SIZE", 1000, "most records one fetch hands to a batch (max_poll_records)"
+        "STREAM_BATCH_SIZE", 4000, "most records one fetch hands to a batch (max_poll_records)"
     )
     serve_processes: int = _env("SERVE_PROCESSES", 1, "serving processes `engine run` starts, sharing API_PORT")
     model_publish_every_labels: int = _env(
