@@ -6,9 +6,8 @@
 Runs the worker's per-batch work on the throughput benchmark's backlog (labelled Phishing
 events, 1,000 entities, batches of STREAM_BATCH_SIZE's default) exactly as a worker with
 the embedded learner does between fetching a batch and handing its records to the
-producer: validate, update
-the entities' rows, predict, learn, check the model, encode the examples and the changed
-rows, append to the training log and the offline feature log. Kafka's own work (fetching,
+producer: validate, update the entities' rows, predict, learn, check the model, encode the
+examples and the changed rows, append to the training log and the offline feature log. Kafka's own work (fetching,
 sending) is left out, as is the publishing of model versions.
 
 Beside it, River alone on the same rows (decode with orjson, `predict_proba_one`, then

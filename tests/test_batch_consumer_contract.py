@@ -68,8 +68,8 @@ def test_the_private_state_relied_on_exists():
     # Our consumer thread sets the fetch wait the aiokafka consumer reads when it starts.
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.start)
     # Changelog partitions are paused in aiokafka on the consumer thread's own loop.
-    thread_init = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread)
-    assert "self._consumer = self._create_consumer(loop=self.thread_loop)" in thread_init
+    thread_source = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread)
+    assert "self._consumer = self._create_consumer(loop=self.thread_loop)" in thread_source
     assert issubclass(BatchConsumer, faust_aiokafka.Consumer)
     assert issubclass(BatchConsumerThread, faust_aiokafka.AIOKafkaConsumerThread)
 
