@@ -4,9 +4,14 @@
 
 One engine (`engine run`, `logreg`, trained on Phishing); then, alternated twice so that
 drift in the machine's load hits each alike: `POST /predict`, `POST /v2/models/logreg/infer`
-with a JSON tensor body (vegeta), and gRPC `ModelInfer` (ghz). Every request is one row,
-with a feature no other request has, so none is a cache hit. Needs infra/bench-tools.sh
-(vegeta and ghz). Results: benchmarks/results/latency-oip.json.
+with a JSON tensor body (vegeta), gRPC `ModelInfer` (ghz), and the same gRPC call to a bare
+grpc.aio + River server (benchmarks/bare_grpc_server.py): the floor of gRPC in this stack,
+the load generator's own time included. Every request is one row, with a feature no other
+request has, so none is a cache hit. ghz reads its requests from a file of serialized
+messages, parsed once before the run: a template rendered per request (ghz's
+`{{.RequestNumber}}`) cost the generator more than the server's whole answer and showed as
+milliseconds of tail. Needs infra/bench-tools.sh (vegeta and ghz). Results:
+benchmarks/results/latency-oip.json.
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from benchmarks import latency
 from engine.harness import ROOT
+from engine.oip import grpc_predict_v2_pb2 as pb
 from tests.conftest import free_port
 
 GHZ = ROOT / ".state/bin/ghz"
 # ghz needs a service to call: the protocol's, over our messages (see engine/oip/grpc_predict_v2.proto).
 SERVICE_PROTO = ROOT / "benchmarks/oip_service.proto"
+ENGINE_GRPC = "v2 gRPC ModelInfer, cache miss"
+BARE_GRPC = "bare grpc.aio + River, ModelInfer"
 
 
 def v2_body(body: dict) -> dict:
@@ -36,18 +45,33 @@ def v2_body(body: dict) -> dict:
     return {"inputs": inputs}
 
 
-def ghz_data(body: dict) -> dict:
-    """The same row as a ModelInferRequest in protobuf's JSON mapping; ghz fills in the
-    request number, so that every request has a value of its own (a cache miss)."""
-    inputs = [{"name": "entity_id", "datatype": "BYTES", "shape": [1], "contents": {"bytes_contents": ["ZTE="]}}]
-    for name, value in body["features"].items():
-        if name == "request_jitter":
-            value = "{{.RequestNumber}}e-9"
-        inputs.append({"name": name, "datatype": "FP64", "shape": [1], "contents": {"fp64_contents": [value]}})
-    return {"model_name": "logreg", "inputs": inputs}
+def ghz_requests(bodies: list[dict], path: Path) -> Path:
+    """The bodies as one-row ModelInferRequests with typed contents, written as ghz reads
+    several messages from a file (each prefixed with its length as a varint); ghz sends
+    them in turn."""
+    chunks = []
+    for body in bodies:
+        request = pb.ModelInferRequest(model_name="logreg")
+        entity = request.inputs.add(name="entity_id", datatype="BYTES", shape=[1])
+        entity.contents.bytes_contents.append(body["entity_id"].encode())
+        for name, value in body["features"].items():
+            request.inputs.add(name=name, datatype="FP64", shape=[1]).contents.fp64_contents.append(float(value))
+        message = request.SerializeToString()
+        chunks += [_varint(len(message)), message]
+    path.write_bytes(b"".join(chunks))
+    return path
 
 
-def ghz(port: int, data: dict, rate: int, duration: float) -> dict:
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def ghz(port: int, requests: Path, rate: int, duration: float) -> dict:
     command = [
         str(GHZ),
         "--insecure",
@@ -57,8 +81,9 @@ def ghz(port: int, data: dict, rate: int, duration: float) -> dict:
         str(ROOT),
         "--call",
         "inference.GRPCInferenceService.ModelInfer",
-        "--data",
-        json.dumps(data),
+        f"--binary-file={requests}",
+        "--disable-template-functions",
+        "--disable-template-data",
         f"--rps={rate}",
         f"--duration={duration}s",
         "--connections=4",
@@ -73,7 +98,8 @@ def ghz(port: int, data: dict, rate: int, duration: float) -> dict:
     by_percent = {d["percentage"]: d["latency"] / 1e6 for d in report["latencyDistribution"]}
     # ghz ends its run by closing the connections under the calls still in flight: those come
     # back Unavailable ("use of closed network connection") and are not the server's.
-    cut = sum(n for e, n in report.get("errorDistribution", {}).items() if "use of closed network connection" in e)
+    kinds = dict(report.get("errorDistribution") or {})
+    cut = sum(kinds.pop(e) for e in list(kinds) if "use of closed network connection" in e)
     errors = sum(n for code, n in report.get("statusCodeDistribution", {}).items() if code != "OK") - cut
     return {
         "requests": report["count"],
@@ -83,7 +109,19 @@ def ghz(port: int, data: dict, rate: int, duration: float) -> dict:
         "p95_ms": round(by_percent[95], 3),
         "p99_ms": round(by_percent[99], 3),
         "cut_at_the_end": cut,
+        **({"error_kinds": kinds} if kinds else {}),
     }
+
+
+def measure_grpc(scenario: str, port: int, requests: Path, rate: int, duration: float) -> dict:
+    ghz(port, requests, rate, 2)  # warm-up, as latency.measure() does
+    result = {"scenario": scenario, "rate": rate, "duration_s": duration, **ghz(port, requests, rate, duration)}
+    print(
+        f"{scenario:<34} rate {rate:>5}/s  p50 {result['p50_ms']:>8.3f} ms  "
+        f"p99 {result['p99_ms']:>8.3f} ms  errors {result['errors']}",
+        flush=True,
+    )
+    return result
 
 
 def main() -> None:
@@ -97,8 +135,9 @@ def main() -> None:
     work = latency.RESULTS / "work"
     work.mkdir(parents=True, exist_ok=True)
     n = int(args.rate * (args.duration + 2) * 1.2)
-    grpc_port = free_port()
+    grpc_port, bare_port = free_port(), free_port()
     engine = latency.engine_process(work, GRPC_PORT=grpc_port).start()
+    bare = subprocess.Popen([sys.executable, "-m", "benchmarks.bare_grpc_server", str(bare_port)], cwd=ROOT)
     results = []
     try:
         asyncio.run(latency._train(engine))
@@ -114,19 +153,14 @@ def main() -> None:
                 [v2_body(b) for b in latency.unique_bodies(n, start=start + n)],
             )
             results.append(latency.measure("v2 REST infer (JSON), cache miss", v2, args.rate, args.duration))
-            data = ghz_data(latency.unique_bodies(1, start=start + 2 * n)[0])
-            ghz(grpc_port, data, args.rate, 2)  # warm-up, as measure() does
-            result = {"scenario": "v2 gRPC ModelInfer, cache miss", "rate": args.rate, "duration_s": args.duration}
-            result.update(ghz(grpc_port, data, args.rate, args.duration))
-            print(
-                f"{result['scenario']:<34} rate {args.rate:>5}/s  p50 {result['p50_ms']:>8.3f} ms  "
-                f"p99 {result['p99_ms']:>8.3f} ms  errors {result['errors']}",
-                flush=True,
-            )
-            results.append(result)
+            requests = ghz_requests(latency.unique_bodies(n, start=start + 2 * n), work / "oip-grpc.bin")
+            results.append(measure_grpc(ENGINE_GRPC, grpc_port, requests, args.rate, args.duration))
+            results.append(measure_grpc(BARE_GRPC, bare_port, requests, args.rate, args.duration))
     finally:
         engine.stop()
-    rounds = [results[i : i + 3] for i in range(0, len(results), 3)]
+        bare.terminate()
+        bare.wait()
+    rounds = [results[i : i + 4] for i in range(0, len(results), 4)]
     report = {
         "command": " ".join(["python -m benchmarks.oip_latency", *sys.argv[1:]]),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -134,6 +168,8 @@ def main() -> None:
         "results": results,
         "p99_rest_minus_predict_ms": [round(r[1]["p99_ms"] - r[0]["p99_ms"], 3) for r in rounds],
         "p99_grpc_minus_predict_ms": [round(r[2]["p99_ms"] - r[0]["p99_ms"], 3) for r in rounds],
+        # The floor: what gRPC costs in this stack (grpc.aio, ghz) with nothing of ours in it.
+        "p99_bare_grpc_minus_predict_ms": [round(r[3]["p99_ms"] - r[0]["p99_ms"], 3) for r in rounds],
     }
     (latency.RESULTS / "latency-oip.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k.startswith("p99")}))

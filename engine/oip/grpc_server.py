@@ -20,7 +20,15 @@ from grpc import aio
 
 from engine.oip import grpc_predict_v2_pb2 as pb
 from engine.oip import inference
-from engine.oip.tensors import ProtocolError, Tensor, check_datatype, decode_binary, element_count, encode_binary
+from engine.oip.tensors import (
+    MAX_ROWS,
+    ProtocolError,
+    Tensor,
+    check_datatype,
+    decode_binary,
+    element_count,
+    encode_binary,
+)
 from engine.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -105,15 +113,18 @@ def _inputs(request: pb.ModelInferRequest) -> list[Tensor]:
         raise ProtocolError(400, f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
     tensors = []
     for i, spec in enumerate(request.inputs):
-        shape = list(spec.shape)
+        # Each read of a message's field builds a new Python object: read each once.
+        name, datatype, shape = spec.name, spec.datatype, spec.shape[:]  # a slice: twice as fast as list()
         if raw:
-            tensors.append(decode_binary(spec.name, spec.datatype, shape, raw[i]))
+            tensors.append(decode_binary(name, datatype, shape, raw[i]))
             continue
-        check_datatype(spec.name, spec.datatype)
-        values = list(getattr(spec.contents, CONTENTS[spec.datatype]))
-        if len(values) != element_count(spec.name, shape):
-            raise ProtocolError(400, f"input {spec.name!r}: {len(values)} elements of contents for shape {shape}")
-        tensors.append(Tensor(spec.name, spec.datatype, shape, values))
+        if datatype not in CONTENTS:
+            check_datatype(name, datatype)  # refuses it, naming the types there are
+        values = getattr(spec.contents, CONTENTS[datatype])[:]
+        count = shape[0] if len(shape) == 1 and 0 <= shape[0] <= MAX_ROWS else element_count(name, shape)
+        if len(values) != count:
+            raise ProtocolError(400, f"input {name!r}: {len(values)} elements of contents for shape {shape}")
+        tensors.append(Tensor(name, datatype, shape, values))
     return tensors
 
 
