@@ -113,8 +113,9 @@ def ghz(port: int, requests: Path, rate: int, duration: float) -> dict:
     }
 
 
-def measure_grpc(scenario: str, port: int, requests: Path, rate: int, duration: float) -> dict:
-    ghz(port, requests, rate, 2)  # warm-up, as latency.measure() does
+def measure_grpc(scenario: str, port: int, requests: Path, warm_up: Path, rate: int, duration: float) -> dict:
+    """`warm_up`: other rows than the run's (ghz too starts every run at the file's first)."""
+    ghz(port, warm_up, rate, latency.WARM_UP_SECONDS)
     result = {"scenario": scenario, "rate": rate, "duration_s": duration, **ghz(port, requests, rate, duration)}
     print(
         f"{scenario:<34} rate {rate:>5}/s  p50 {result['p50_ms']:>8.3f} ms  "
@@ -153,9 +154,12 @@ def main() -> None:
                 [v2_body(b) for b in latency.unique_bodies(n, start=start + n)],
             )
             results.append(latency.measure("v2 REST infer (JSON), cache miss", v2, args.rate, args.duration))
-            requests = ghz_requests(latency.unique_bodies(n, start=start + 2 * n), work / "oip-grpc.bin")
-            results.append(measure_grpc(ENGINE_GRPC, grpc_port, requests, args.rate, args.duration))
-            results.append(measure_grpc(BARE_GRPC, bare_port, requests, args.rate, args.duration))
+            rows = latency.unique_bodies(n, start=start + 2 * n)
+            warm = int(args.rate * latency.WARM_UP_SECONDS * 1.2)
+            requests = ghz_requests(rows[:-warm], work / "oip-grpc.bin")
+            warm_up = ghz_requests(rows[-warm:], work / "oip-grpc-warm-up.bin")
+            results.append(measure_grpc(ENGINE_GRPC, grpc_port, requests, warm_up, args.rate, args.duration))
+            results.append(measure_grpc(BARE_GRPC, bare_port, requests, warm_up, args.rate, args.duration))
     finally:
         engine.stop()
         bare.terminate()
