@@ -135,3 +135,28 @@ def test_odd_header_lengths_and_lone_surrogates_are_400s(tmp_path):
         entity = b'{"name": "entity_id", "datatype": "BYTES", "shape": [1], "data": ["\\ud800"]}'
         answer = client.post(url, content=b'{"inputs": [' + entity + b'], "x": NaN}')
         assert answer.status_code == 400 and "not valid JSON" in answer.json()["error"]
+
+
+def test_grpc_typed_contents_are_judged_by_shape_and_datatype():
+    from engine.oip import grpc_predict_v2_pb2 as pb
+    from engine.oip.grpc_server import _inputs
+
+    def request(*specs):
+        message = pb.ModelInferRequest(model_name="logreg")
+        for name, datatype, shape, field, values in specs:
+            getattr(message.inputs.add(name=name, datatype=datatype, shape=shape).contents, field).extend(values)
+        return message
+
+    entity = ("entity_id", "BYTES", [2, 1], "bytes_contents", [b"a", b"b"])
+    tensors = _inputs(request(entity, ("amount", "FP64", [2], "fp64_contents", [1.5, math.nan])))
+    assert [(t.name, t.datatype, t.shape) for t in tensors] == [("entity_id", "BYTES", [2, 1]), ("amount", "FP64", [2])]
+    assert tensors[0].values == [b"a", b"b"] and tensors[1].values[0] == 1.5 and math.isnan(tensors[1].values[1])
+    for spec, why in (
+        (("amount", "FP64", [3], "fp64_contents", [1.0, 2.0]), "2 elements of contents for shape [3]"),
+        (("amount", "COMPLEX", [1], "fp64_contents", [1.0]), "datatype 'COMPLEX'"),
+        (("amount", "FP64", [-1], "fp64_contents", []), "negative dimension"),
+        (("amount", "FP64", [1001], "fp64_contents", [0.0] * 1001), "at most 1000 rows"),
+    ):
+        with pytest.raises(ProtocolError) as refused:
+            _inputs(request(entity, spec))
+        assert refused.value.status == 400 and why in refused.value.message, why
