@@ -150,13 +150,18 @@ def attack(targets: Path, rate: int, duration: float, connections: int | None = 
 WARM_UP_SECONDS = 2
 
 
+def warm_up_size(rate: int) -> int:
+    """How many requests a warm-up sends, with vegeta's and ghz's overshoot."""
+    return int(rate * WARM_UP_SECONDS * 1.2)
+
+
 def warm_up_targets(targets: Path, rate: int) -> Path:
     """The file's last targets, as many as a warm-up sends: vegeta starts every attack at the
     file's first target, so a warm-up on the run's own targets made its first two seconds
     cache hits. Files are sized for the run and the warm-up (rate x (duration + 2) x 1.2)."""
     lines = targets.read_bytes().splitlines(keepends=True)
     warm = targets.with_name(f"{targets.stem}-warm-up{targets.suffix}")
-    warm.write_bytes(b"".join(lines[-int(rate * WARM_UP_SECONDS * 1.2) :]))
+    warm.write_bytes(b"".join(lines[-warm_up_size(rate) :]))
     return warm
 
 

@@ -155,7 +155,7 @@ def main() -> None:
             )
             results.append(latency.measure("v2 REST infer (JSON), cache miss", v2, args.rate, args.duration))
             rows = latency.unique_bodies(n, start=start + 2 * n)
-            warm = int(args.rate * latency.WARM_UP_SECONDS * 1.2)
+            warm = latency.warm_up_size(args.rate)
             requests = ghz_requests(rows[:-warm], work / "oip-grpc.bin")
             warm_up = ghz_requests(rows[-warm:], work / "oip-grpc-warm-up.bin")
             results.append(measure_grpc(ENGINE_GRPC, grpc_port, requests, warm_up, args.rate, args.duration))

@@ -20,15 +20,7 @@ from grpc import aio
 
 from engine.oip import grpc_predict_v2_pb2 as pb
 from engine.oip import inference
-from engine.oip.tensors import (
-    MAX_ROWS,
-    ProtocolError,
-    Tensor,
-    check_datatype,
-    decode_binary,
-    element_count,
-    encode_binary,
-)
+from engine.oip.tensors import ProtocolError, Tensor, check_datatype, decode_binary, element_count, encode_binary
 from engine.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -121,8 +113,7 @@ def _inputs(request: pb.ModelInferRequest) -> list[Tensor]:
         if datatype not in CONTENTS:
             check_datatype(name, datatype)  # refuses it, naming the types there are
         values = getattr(spec.contents, CONTENTS[datatype])[:]
-        count = shape[0] if len(shape) == 1 and 0 <= shape[0] <= MAX_ROWS else element_count(name, shape)
-        if len(values) != count:
+        if len(values) != element_count(name, shape):
             raise ProtocolError(400, f"input {name!r}: {len(values)} elements of contents for shape {shape}")
         tensors.append(Tensor(name, datatype, shape, values))
     return tensors
