@@ -7,15 +7,14 @@ Runs the worker's per-batch work on the throughput benchmark's backlog (labelled
 events, 1,000 entities, batches of STREAM_BATCH_SIZE's default) exactly as a worker with
 the embedded learner does between fetching a batch and handing its records to the
 producer: validate, update the entities' rows, predict, learn, check the model, encode the
-examples and the changed rows, append to the training log and the offline feature log. Kafka's own work (fetching,
-sending) is left out, as is the publishing of model versions.
+examples and the changed rows, append to the training log and the offline feature log.
+Kafka's own work (fetching, sending) is left out, as is the publishing of model versions.
 
 Beside it, River alone on the same rows (decode with orjson, `predict_proba_one`, then
 `learn_one`) and River with the progressive metrics the engine keeps; `our_work_over_river`
 is (engine - River with metrics) / River with metrics. CPU time of the process, the fastest
 of interleaved rounds (this machine's noise only ever adds time), with the heap frozen after
-start-up as a worker freezes it. With --profile, cProfile's top
-functions by own time.
+start-up as a worker freezes it. With --profile, cProfile's top functions by own time.
 """
 
 from __future__ import annotations
