@@ -32,7 +32,7 @@ import orjson
 
 from benchmarks.throughput_baselines import rows
 from engine.learning import LearningService
-from engine.process import freeze_heap
+from engine.process import collect_young_less_often, freeze_heap
 from engine.settings import Settings
 from engine.worker_modes import EmbeddedLearner
 from models.factory import build_model, get_spec
@@ -138,6 +138,7 @@ def main() -> None:
     batches = backlog(args.events)
     # As a worker does once started: what lives as long as the process is out of the collector's way.
     freeze_heap()
+    collect_young_less_often()  # as a worker collects
     if args.models:
         report = compare_model_counts(batches, args, [int(n) for n in args.models.split(",")])
         print(json.dumps(report, indent=2))

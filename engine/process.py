@@ -36,6 +36,20 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+# A batch holds tens of thousands of young containers (records, examples, predictions) until
+# it is sent; with the default threshold (700) each is traversed by two or three collections
+# before it dies. Measured on the worker's per-batch work (benchmarks/worker_cpu.py): 41.4 ->
+# 37.4 us an event. The price is a longer young collection, a few ms at worst, about once a
+# batch: fine where throughput matters, not in the serving processes (p99 in ms).
+BATCH_PROCESS_YOUNG_THRESHOLD = 50_000
+
+
+def collect_young_less_often() -> None:
+    """For processes that work in batches (stream workers, learners)."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(BATCH_PROCESS_YOUNG_THRESHOLD, older, oldest)
+
+
 def arm_stop_deadline() -> None:
     """From now on, the process exits at the deadline whatever it is still waiting on."""
     timer = threading.Timer(STOP_DEADLINE_SECONDS, _exit_now)

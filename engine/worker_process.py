@@ -12,7 +12,7 @@ import faust
 from mode import Service
 
 from engine.learning import LearningService
-from engine.process import arm_stop_deadline, freeze_heap
+from engine.process import arm_stop_deadline, collect_young_less_often, freeze_heap
 from engine.settings import Settings
 from engine.stream_worker import StreamWorker
 from engine.worker_modes import EmbeddedLearner, LearnerApart, WorkerMode
@@ -58,6 +58,7 @@ def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learne
     worker = StreamWorker(settings, features, worker_modes(settings, features, embedded_learner=embedded_learner))
     loop.run_until_complete(worker.start())
     freeze_heap()
+    collect_young_less_often()
     faust_worker = DeadlineWorker(
         worker.app, WorkerService(worker, loop=loop), loop=loop, loglevel=settings.log_level.upper()
     )
