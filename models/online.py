@@ -17,6 +17,7 @@ from typing import Any
 
 from river import drift, dummy, metrics, stats
 
+from models import pickling
 from models.errors import ModelError
 from models.factory import Task, get_spec
 from models.fast_metrics import FastROCAUC
@@ -250,7 +251,7 @@ class OnlineModel:
         return {name: float(metric.get()) for name, metric in self.served_metrics.items()}
 
     def checkpoint(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickling.dumps(self)
 
     def restore(self, checkpoint: bytes) -> None:
         """Puts this very object back in the checkpoint's state, so every holder sees it."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models import pickling
 from models.atomic import atomic_write_bytes
 from models.errors import EngineError
 
@@ -54,7 +55,7 @@ def encode_snapshot(meta: dict[str, Any], state: dict[str, Any]) -> bytes:
 
 def pickled_snapshot(meta: dict[str, Any], state: dict[str, Any]) -> bytes:
     """The cut of a snapshot (on the thread that owns the state); `sealed` finishes it."""
-    return pickle.dumps({"meta": meta, "state": state}, protocol=pickle.HIGHEST_PROTOCOL)
+    return pickling.dumps({"meta": meta, "state": state})
 
 
 def sealed(payload: bytes) -> bytes:
