@@ -39,49 +39,106 @@ _ATOM_TYPES = frozenset(_ATOMS)
 def non_finite_state(obj: Any) -> str | None:
     """The path of a NaN or infinite float inside obj (attributes, containers, arrays), or None.
 
-    Floats in containers are checked where they stand and a path is written only for what
-    goes on the stack: a scaler of 10,000 features holds 30,000 of them, and a path per
-    float cost more than the rest of the walk."""
+    Floats are checked where they stand. A grown tree holds a few thousand objects, so the
+    walk decides what a type is once per type, not with a chain of isinstance per object,
+    and formats nothing on the way: each object on the stack keeps its parent and its key,
+    and only the path of the one found is written."""
     seen: set[int] = set()
-    stack: list[tuple[Any, str]] = [(obj, "model")]
+    # (value, parent entry, key, how the key is written) - the root has no parent.
+    stack: list[tuple[Any, Any, Any, str]] = [(obj, None, None, "")]
+    kinds = _KINDS
     while stack:
-        value, path = stack.pop()
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                return f"{path} = {value}"
-            continue
-        if isinstance(value, _ATOMS) or id(value) in seen:
+        entry = stack.pop()
+        value = entry[0]
+        kind = kinds.get(type(value))
+        if kind is None:
+            kind = _kind(type(value))
+        if kind == _ATOM or id(value) in seen:
             continue
         seen.add(id(value))
-        if isinstance(value, np.ndarray):
+        if kind == _FLOAT:
+            if not math.isfinite(value):
+                return f"{_path(entry)} = {value}"
+            continue
+        if kind == _ARRAY:
             if value.dtype.kind in "fc" and not np.isfinite(value).all():
-                return f"{path} holds NaN or infinity"
+                return f"{_path(entry)} holds NaN or infinity"
             continue
-        if isinstance(value, np.generic):
+        if kind == _NUMPY_SCALAR:
             if not np.isfinite(value):
-                return f"{path} = {value}"
+                return f"{_path(entry)} = {value}"
             continue
-        if isinstance(value, dict):
+        if kind == _MAPPING:
             items: Any = value.items()
             step = "[{!r}]"
-        elif isinstance(value, (list, tuple, set, frozenset)):
+        elif kind == _SEQUENCE:
             items = enumerate(value)
             step = "[{}]"
         else:
-            items = list(getattr(value, "__dict__", {}).items())
-            slots = getattr(type(value), "__slots__", ())
-            for name in (slots,) if isinstance(slots, str) else slots:
-                if isinstance(name, str) and hasattr(value, name):
-                    items.append((name, getattr(value, name)))
+            attributes = getattr(value, "__dict__", None)
+            slots = _slots(type(value))
+            if slots:
+                items = [*(attributes or {}).items(), *((n, getattr(value, n)) for n in slots if hasattr(value, n))]
+            else:
+                items = attributes.items() if attributes else ()
             step = ".{}"
         for key, child in items:
-            kind = type(child)
-            if kind is float:
+            child_kind = type(child)
+            if child_kind is float:
                 if not math.isfinite(child):
-                    return f"{path}{step.format(key)} = {child}"
-            elif kind not in _ATOM_TYPES:
-                stack.append((child, path + step.format(key)))
+                    return f"{_path((child, entry, key, step))} = {child}"
+            elif child_kind not in _ATOM_TYPES:
+                stack.append((child, entry, key, step))
     return None
+
+
+_ATOM, _FLOAT, _ARRAY, _NUMPY_SCALAR, _MAPPING, _SEQUENCE, _OBJECT = range(7)
+_KINDS: dict[type, int] = {}
+
+
+def _kind(kind: type) -> int:
+    if issubclass(kind, float):
+        found = _FLOAT
+    elif issubclass(kind, _ATOMS):
+        found = _ATOM
+    elif issubclass(kind, np.ndarray):
+        found = _ARRAY
+    elif issubclass(kind, np.generic):
+        found = _NUMPY_SCALAR
+    elif issubclass(kind, dict):
+        found = _MAPPING
+    elif issubclass(kind, (list, tuple, set, frozenset)):
+        found = _SEQUENCE
+    else:
+        found = _OBJECT
+    _KINDS[kind] = found
+    return found
+
+
+_SLOTS: dict[type, tuple[str, ...]] = {}
+
+
+def _slots(kind: type) -> tuple[str, ...]:
+    """The slot names declared along the class's MRO (once per class)."""
+    names = _SLOTS.get(kind)
+    if names is None:
+        found: list[str] = []
+        for klass in kind.__mro__:
+            declared = klass.__dict__.get("__slots__", ())
+            for name in (declared,) if isinstance(declared, str) else declared:
+                if isinstance(name, str) and name not in ("__dict__", "__weakref__") and name not in found:
+                    found.append(name)
+        names = _SLOTS[kind] = tuple(found)
+    return names
+
+
+def _path(entry: tuple[Any, Any, Any, str]) -> str:
+    parts = []
+    while entry[1] is not None:
+        _, parent, key, step = entry
+        parts.append(step.format(key))
+        entry = parent
+    return "model" + "".join(reversed(parts))
 
 
 def health(model: OnlineModel, inputs: Sequence[dict[str, Any]]) -> str | None:
