@@ -3,6 +3,7 @@ generated from it, answers without a server error and as the document says."""
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 
 import pytest
@@ -71,12 +72,16 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app_with_state)
 def learner(request):
     answer = ANSWERS[request.param]
 
-    async def command(cmd):
-        return answer(cmd)
+    async def command(command, served):
+        return answer(command)
 
     async def send_labels(labels):  # Kafka acknowledges (tests/integration/test_served_learning.py: the real one)
         return len(labels)
 
+    # The fakes take what the real methods take: a fake that drifted from its method hid a
+    # TypeError behind the rare generated request that reaches it.
+    for fake, real in ((command, Runtime.command), (send_labels, Runtime.send_labels)):
+        assert list(inspect.signature(fake).parameters) == list(inspect.signature(real).parameters)[1:]
     RUNTIME.command = command
     RUNTIME.send_labels = send_labels
     return request.param
