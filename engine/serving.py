@@ -23,6 +23,7 @@ from engine import metrics
 from engine.cache import PredictionCache, cache_key
 from engine.prediction_log import ServedPredictionLog
 from models.errors import ModelError
+from models.json_bytes import kept_json
 from models.online import OnlineModel, Prediction, checked_predict
 from models.rollout import canary_answers
 from streams.features import model_features
@@ -124,9 +125,12 @@ def _classes_restored(proba: dict[Any, float], model: OnlineModel) -> dict[Any, 
     return {by_key.get(key, key): p for key, p in proba.items()}
 
 
+JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
 def dumps_json(value: Any) -> bytes:
     """Class labels can be booleans or numbers (JSON keys must be strings); River returns numpy floats."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(value, option=JSON_OPTIONS)
 
 
 class Predictor:
@@ -276,7 +280,7 @@ class Predictor:
         answer, fallback = self._primary_or_fallback(model, x)
         if key is not None and fallback is None:
             assert self.cache is not None  # a key is only made for a cache
-            self.cache.put(key, dumps_json(answer))
+            self.cache.put(key, kept_json(answer, JSON_OPTIONS))
         return {
             "entity_id": entity_id,
             **answer,

@@ -1,6 +1,7 @@
 """Cache keys, the fallback chain and the deadline breaker, without Kafka or Redis."""
 
 import math
+import tracemalloc
 
 import pytest
 from prometheus_client import REGISTRY
@@ -64,6 +65,23 @@ async def test_learning_or_a_feature_update_is_never_hidden_by_the_cache():
     entities["u"] = apply_event(entities["u"], 2.0, {}, [])  # the entity's features moved on
     assert (await p.predict("u", {"a": 1.0}))["cached"] is None
     assert (await p.predict("u", {"a": 1.0}))["cached"] == "l1"
+
+
+async def test_the_l1_cache_holds_about_the_bytes_it_counts():
+    # CACHE_L1_BYTES bounds the cache by the entries' lengths: an answer must not hold more.
+    p = predictor()
+    p.cache.l1.max_entries = 1000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(500):
+            await p.predict(f"u{i}", {"a": 1.0})
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    counted = p.cache.l1.bytes
+    assert len(p.cache.l1._entries) == 500
+    assert held < 1.5 * counted, (held, counted)  # orjson's own buffers would be 4 KiB an entry
 
 
 def test_cache_key_ignores_feature_order_but_not_values():
