@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from models.json_bytes import kept_json
 from models.online import Prediction
 
 INLINE = "inline"
@@ -46,7 +47,7 @@ class Example:
 
     def encode(self) -> bytes:
         """The example as the examples topic and the training log hold it."""
-        return orjson.dumps(self.to_record(), option=orjson.OPT_SERIALIZE_NUMPY)
+        return kept_json(self.to_record(), orjson.OPT_SERIALIZE_NUMPY)
 
     def to_record(self) -> dict[str, Any]:
         record = {
