@@ -3,6 +3,13 @@
 Serving processes hold one: every partition of the changelog, read from the beginning
 (the topic is compacted), applied to a dict. Records are applied a few at a time with a
 yield in between, so a burst of updates never holds a request up for long.
+
+Rows are kept as the changelog's JSON bytes and decoded when asked for (1.2 µs a row).
+Decoded, every row was two objects the collector tracks (the row and its list of recent
+event ids). With 1,000,000 entities (a probe of this file's two ways, this machine): a
+full collection walked them in 1.28 s, a pause of every request in the process, and by
+CPython's rule ongoing updates bring one each time the rows they replace reach a quarter
+of the table; catching up took 9.5 s and 1.7 GB. As bytes: nothing to walk, 1.5 s and 463 MB.
 """
 
 from __future__ import annotations
@@ -23,14 +30,15 @@ class FeatureReplica:
     def __init__(self, bootstrap: str, changelog_topic: str) -> None:
         self.bootstrap = bootstrap
         self.topic = changelog_topic
-        self.rows: dict[str, Any] = {}
+        self.rows: dict[str, bytes] = {}  # entity id -> its row as the changelog holds it (JSON)
         self.ready = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._behind: dict[TopicPartition, int] = {}
 
     def get(self, entity_id: str) -> Any:
-        return self.rows.get(entity_id)
+        raw = self.rows.get(entity_id)
+        return None if raw is None else orjson.loads(raw)
 
     async def start(self, wait_for_topic: float = 60.0) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -96,7 +104,8 @@ class FeatureReplica:
                 if record.value is None:
                     rows.pop(key, None)
                 else:
-                    rows[key] = orjson.loads(record.value)
+                    orjson.loads(record.value)  # an unreadable row is ignored here, not at every read
+                    rows[key] = record.value
             except (orjson.JSONDecodeError, TypeError) as exc:
                 log.warning(
                     "ignoring an unreadable changelog record at %s:%d: %r", record.partition, record.offset, exc
