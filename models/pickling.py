@@ -32,13 +32,11 @@ def _reduce_random(generator: random.Random) -> tuple[Any, ...]:
     return _random_from_state, (version, array(_WORDS, internal).tobytes(), gauss_next)
 
 
-# Only the exact class: a subclass may carry state of its own, and pickles as it always did.
-_DISPATCH = {**copyreg.dispatch_table, random.Random: _reduce_random}
-
-
 def dumps(obj: Any) -> bytes:
     buffer = io.BytesIO()
     pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = _DISPATCH
+    # copyreg's table as it is now (a library may register a reducer after this module is
+    # imported), and only the exact Random class: a subclass may carry state of its own.
+    pickler.dispatch_table = {**copyreg.dispatch_table, random.Random: _reduce_random}
     pickler.dump(obj)
     return buffer.getvalue()

@@ -1,6 +1,8 @@
+import copyreg
 import pickle
 import random
 
+import pytest
 from river import datasets
 
 from models.pickling import dumps
@@ -41,3 +43,22 @@ def test_a_grown_tree_pickles_smaller_than_the_standard_pickle():
     # 625 words a generator, one per Gaussian of every leaf: as bytes, not 625 opcodes.
     model = trained(list(datasets.Phishing()), "hoeffding")
     assert len(dumps(model)) < 0.8 * len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class Celsius:
+    def __init__(self, degrees: float) -> None:
+        self.degrees = degrees
+
+
+def celsius_from_kelvin(kelvin: float) -> Celsius:
+    return Celsius(kelvin - 273.15)
+
+
+def test_a_reducer_registered_with_copyreg_later_is_used():
+    copyreg.pickle(Celsius, lambda c: (celsius_from_kelvin, (c.degrees + 273.15,)))
+    try:
+        payload = dumps(Celsius(20.0))
+    finally:
+        copyreg.dispatch_table.pop(Celsius)
+    assert b"celsius_from_kelvin" in payload
+    assert pickle.loads(payload).degrees == pytest.approx(20.0)
