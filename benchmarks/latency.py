@@ -148,17 +148,23 @@ def attack(targets: Path, rate: int, duration: float, connections: int | None = 
 
 
 WARM_UP_SECONDS = 2
+OVERSHOOT = 1.2  # vegeta and ghz send a little more than rate x duration
+
+
+def targets_size(rate: int, duration: float) -> int:
+    """How many distinct requests a file needs for a run and its warm-up."""
+    return int(rate * (duration + WARM_UP_SECONDS) * OVERSHOOT)
 
 
 def warm_up_size(rate: int) -> int:
-    """How many requests a warm-up sends, with vegeta's and ghz's overshoot."""
-    return int(rate * WARM_UP_SECONDS * 1.2)
+    """How many requests a warm-up sends."""
+    return int(rate * WARM_UP_SECONDS * OVERSHOOT)
 
 
 def warm_up_targets(targets: Path, rate: int) -> Path:
     """The file's last targets, as many as a warm-up sends: vegeta starts every attack at the
     file's first target, so a warm-up on the run's own targets made its first two seconds
-    cache hits. Files are sized for the run and the warm-up (rate x (duration + 2) x 1.2)."""
+    cache hits. Files are sized for the run and the warm-up (`targets_size`)."""
     lines = targets.read_bytes().splitlines(keepends=True)
     warm = targets.with_name(f"{targets.stem}-warm-up{targets.suffix}")
     warm.write_bytes(b"".join(lines[-warm_up_size(rate) :]))
@@ -434,7 +440,7 @@ def main() -> None:
         sys.exit("vegeta is missing: run infra/bench-tools.sh (make bench-latency does)")
     work = RESULTS / "work"
     work.mkdir(parents=True, exist_ok=True)
-    n_requests = int(args.rate * (args.duration + 2) * 1.2)
+    n_requests = targets_size(args.rate, args.duration)
     results, freshness_results = [], []
     if args.staleness_only:
         engine = engine_process(work).start()
@@ -547,7 +553,7 @@ def main() -> None:
             targets = targets_file(
                 work / "chantilly.jsonl",
                 f"http://127.0.0.1:{port}/api/predict",
-                unique_bodies(int(args.chantilly_rate * (args.duration + 2) * 1.2), chantilly=True),
+                unique_bodies(targets_size(args.chantilly_rate, args.duration), chantilly=True),
             )
             # One connection: concurrent requests corrupt its shelve store and it answers 500 from then on.
             results.append(

@@ -135,7 +135,7 @@ def main() -> None:
             sys.exit(f"{tool.name} is missing: run infra/bench-tools.sh")
     work = latency.RESULTS / "work"
     work.mkdir(parents=True, exist_ok=True)
-    n = int(args.rate * (args.duration + 2) * 1.2)
+    n = latency.targets_size(args.rate, args.duration)
     grpc_port, bare_port = free_port(), free_port()
     engine = latency.engine_process(work, GRPC_PORT=grpc_port).start()
     bare = subprocess.Popen([sys.executable, "-m", "benchmarks.bare_grpc_server", str(bare_port)], cwd=ROOT)
