@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from engine.dead_letter_sink import DeadLetterSink, refused_letter
 from engine.learning import LearningService, learn_records
-from engine.process import arm_stop_deadline, collect_young_less_often, configure_logging
+from engine.process import arm_stop_deadline, collect_young_less_often, configure_logging, time_collections
 from engine.settings import Settings
 from streams.features import FeatureRegistry
 from streams.model_topic import MAX_MODEL_BYTES
@@ -67,6 +67,7 @@ def run_learner(settings: Settings, features: FeatureRegistry) -> None:
 
     configure_logging(settings.log_level)
     collect_young_less_often()
+    time_collections("learner")
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     stopping = asyncio.Event()

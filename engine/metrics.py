@@ -110,6 +110,12 @@ MODEL_VERSION_LAG = Histogram(
     ["model"],
     buckets=(0, 1, 10, 100, 1000, 10_000, 100_000),
 )
+GC_PAUSE_SECONDS = Histogram(
+    "rtml_gc_pause_seconds",
+    "Garbage collections, each as long as it stopped the process (its event loop included)",
+    ["process", "generation"],
+    buckets=FAST_BUCKETS,
+)
 LEARNER_ERRORS = Counter("rtml_learner_errors_total", "Failed snapshots or publications (retried)", ["error"])
 MODELS_PUBLISHED = Counter(
     "rtml_model_publications_total", "Model versions published to the serving processes", ["model"]

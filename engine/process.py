@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import threading
+import time
 
 STOP_DEADLINE_SECONDS = 9.0
 SUPERVISOR_DEADLINE_SECONDS = STOP_DEADLINE_SECONDS + 0.5
@@ -48,6 +49,24 @@ def collect_young_less_often() -> None:
     """For processes that work in batches (stream workers, learners)."""
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(BATCH_PROCESS_YOUNG_THRESHOLD, older, oldest)
+
+
+def time_collections(process: str) -> None:
+    """Every garbage collection from now on, in rtml_gc_pause_seconds{process, generation}: a
+    collection stops the whole process, so its pause shows in every latency measured there."""
+    from engine.metrics import GC_PAUSE_SECONDS
+
+    by_generation = [GC_PAUSE_SECONDS.labels(process, str(generation)) for generation in range(3)]
+    started = 0.0
+
+    def on_collection(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            by_generation[info["generation"]].observe(time.perf_counter() - started)
+
+    gc.callbacks.append(on_collection)
 
 
 def arm_stop_deadline() -> None:

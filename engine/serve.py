@@ -14,7 +14,7 @@ import socket
 import uvicorn
 
 from engine.api import create_api
-from engine.process import arm_stop_deadline, configure_logging, freeze_heap
+from engine.process import arm_stop_deadline, configure_logging, freeze_heap, time_collections
 from engine.runtime import Runtime
 from engine.settings import Settings
 from engine.sockets import shared_socket
@@ -60,6 +60,7 @@ def run_serve(settings: Settings) -> None:
     )
     server = DeadlineServer(config)
     freeze_heap()
+    time_collections("serving")
     inherited = os.environ.get("RTML_LISTEN_FD")
     if inherited:
         sock = socket.socket(fileno=int(inherited))

@@ -12,7 +12,7 @@ import faust
 from mode import Service
 
 from engine.learning import LearningService
-from engine.process import arm_stop_deadline, collect_young_less_often, freeze_heap
+from engine.process import arm_stop_deadline, collect_young_less_often, freeze_heap, time_collections
 from engine.settings import Settings
 from engine.stream_worker import StreamWorker
 from engine.worker_modes import EmbeddedLearner, LearnerApart, WorkerMode
@@ -59,6 +59,7 @@ def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learne
     loop.run_until_complete(worker.start())
     freeze_heap()
     collect_young_less_often()
+    time_collections("worker")
     faust_worker = DeadlineWorker(
         worker.app, WorkerService(worker, loop=loop), loop=loop, loglevel=settings.log_level.upper()
     )
