@@ -1,6 +1,6 @@
 """Where a stream worker's CPU goes, sampled with py-spy over one backlog.
 
-    .venv/bin/python -m benchmarks.profile_worker [--events 100000] [--model logreg] [--named-models N]
+    .venv/bin/python -m benchmarks.profile_worker [--events 100000] [--model logreg] [--named-models N] [--gil]
 
 Fills a fresh topic with N labelled Phishing events, starts `engine worker --embedded-learner`
 on it, attaches py-spy (on-CPU samples only) from its first example until every example is
@@ -10,6 +10,9 @@ logged, and sorts the samples two ways:
   the event loop, everything else;
 - by what the stack passes through (inclusive): the River calls, the per-event path
   (`EventProcessor.process` without the River calls inside it), the learner, the sends.
+
+With --gil only the samples of the thread holding the GIL count: the worker's one core,
+without the time its other threads spend in C with the GIL released (Parquet, RocksDB).
 
 With --named-models N the worker runs N named models of `--model` (MODELS), each its own
 learner; timed on the first one's examples (results: profile-worker-N-models.json).
@@ -131,6 +134,7 @@ def main() -> None:
     parser.add_argument("--model", default="logreg")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--named-models", type=int, default=0, help="that many named models of --model (MODELS)")
+    parser.add_argument("--gil", action="store_true", help="only samples of the thread holding the GIL")
     args = parser.parse_args()
     if not PY_SPY.exists():
         sys.exit("py-spy is missing: .venv/bin/pip install -e '.[bench]'")
@@ -151,6 +155,8 @@ def main() -> None:
         asyncio.run(first_record(examples_topic, timeout=120))
         pid = str(worker.process.pid) if worker.process else ""
         command = [str(PY_SPY), "record", "--format", "raw", "--full-filenames", "--nonblocking"]
+        if args.gil:
+            command.append("--gil")
         spy = subprocess.Popen(
             [*command, "--rate", str(args.rate), "-o", str(raw_path), "--pid", pid],
             stdout=subprocess.DEVNULL,
