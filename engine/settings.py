@@ -105,6 +105,12 @@ class Settings:
         "where a worker keeps the feature table: rocksdb (local disk: a restart reads only the changelog's tail)"
         " or memory",
     )
+    table_cache_rows: int = _env(
+        "TABLE_CACHE_ROWS",
+        100_000,
+        "with TABLE_STORE=rocksdb, how many entities' rows a worker keeps decoded in memory (the ones"
+        " updated most recently); the others are read from disk when their entity comes back",
+    )
     worker_lagging_events: int = _env(
         "WORKER_LAGGING_EVENTS", 10_000, "/readyz calls a worker lagging when it trails its topics by more records"
     )
@@ -185,6 +191,8 @@ class Settings:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
         if self.table_store not in ("rocksdb", "memory"):
             raise SettingsError("TABLE_STORE must be rocksdb or memory")
+        if self.table_cache_rows < 1:
+            raise SettingsError("TABLE_CACHE_ROWS must be at least 1")
         if self.cache_l2 not in ("auto", "always", "never"):
             raise SettingsError("CACHE_L2 must be auto, always or never")
         if self.serve_processes < 1:

@@ -161,7 +161,10 @@ class StreamWorker:
         if s.table_store == "rocksdb":
             on_disk = {
                 "store": table_store.store_url(s.entity_table),
-                "options": {table_store.IDENTITY_OPTION: store_identity(s, self.features)},
+                "options": {
+                    table_store.IDENTITY_OPTION: store_identity(s, self.features),
+                    table_store.CACHE_ROWS_OPTION: s.table_cache_rows,
+                },
             }
         self.entities = app.Table(s.entity_table, default=None, partitions=partitions, key_type=str, **on_disk)
         self.join_table = app.Table("join", default=None, partitions=partitions, key_type=str)

@@ -10,10 +10,15 @@ that one, with three additions):
   any point the database holds the rows up to some changelog offset and says which, and
   Faust's recovery reads the changelog from there: the same rows an in-memory store would
   have rebuilt from the whole changelog.
-- **Rows are read once.** Decoded rows are kept in memory as they are read and written, so
-  a restarted worker starts at once and reads an entity's row from disk the first time it
-  sees the entity. A revoked partition's rows leave memory (another worker may change them
-  before the partition comes back, through the changelog, which recovery writes to disk).
+- **Rows are read from memory while they are hot.** Decoded rows are kept in memory as they
+  are read and written, up to `cache_rows` of them: past that, the rows set longest ago
+  leave memory once they are on disk, and are read from disk again when their entity comes
+  back. A restarted worker starts at once and reads an entity's row from disk the first
+  time it sees the entity. Bounded because a decoded row is a few nested containers: a
+  million of them held 1.7 GB, and every full garbage collection walked them all (a pause
+  of over a second). A revoked partition's rows leave memory (another worker may change
+  them before the partition comes back, through the changelog, which recovery writes to
+  disk).
 - **A database that is not ours is not used.** Each database holds who wrote it: the app,
   the table and the declared features. One written by another app or for another feature
   set, or one RocksDB cannot open (corrupt), is logged, removed and rebuilt from the
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,8 @@ IDENTITY_KEY = b"__rtml\0identity__"
 OFFSET_KEY = faust_rocksdb.Store.offset_key
 SPECIAL_KEYS = frozenset({IDENTITY_KEY, OFFSET_KEY})
 IDENTITY_OPTION = "rtml_identity"
+CACHE_ROWS_OPTION = "rtml_cache_rows"
+DEFAULT_CACHE_ROWS = 100_000
 URL_SCHEME = "rtmlrocksdb"
 
 
@@ -53,10 +61,14 @@ class RowStore(faust_rocksdb.Store):
     def __init__(self, url: Any, app: Any, table: Any, *, options: dict[str, Any] | None = None, **kwargs: Any) -> None:
         options = dict(options or {})
         self.identity: bytes = options.pop(IDENTITY_OPTION, b"")
+        self.cache_rows: int = options.pop(CACHE_ROWS_OPTION, DEFAULT_CACHE_ROWS)
         options.setdefault("driver", "rocksdict")
         super().__init__(url, app, table, options=options, **kwargs)
-        self.rows: dict[str, Any] = {}  # decoded rows of the active partitions, by key
+        # Decoded rows of the active partitions, by key, the one set longest ago first (None:
+        # deleted, not written yet).
+        self.rows: OrderedDict[str, Any] = OrderedDict()
         self.row_partitions: dict[str, int] = {}
+        self._unwritten: set[str] = set()  # kept since their batch was last written: memory is their only copy
 
     # -- opening -------------------------------------------------------------------------
 
@@ -110,25 +122,56 @@ class RowStore(faust_rocksdb.Store):
         return None
 
     def keep(self, partition: int, key: str, value: Any) -> None:
-        """Holds a row in memory until its batch is written (`write`)."""
-        if value is None:
-            self.rows.pop(key, None)
-            self.row_partitions.pop(key, None)
-        else:
-            self.rows[key] = value
-            self.row_partitions[key] = partition
+        """Holds a row (None: deleted) in memory until its batch is written (`write`)."""
+        rows = self.rows
+        if key in rows:
+            rows.move_to_end(key)
+        rows[key] = value
+        self.row_partitions[key] = partition
+        self._unwritten.add(key)
 
-    def write(self, partition: int, records: Iterable[tuple[bytes, bytes | None]], changelog_offset: int) -> None:
+    def write(
+        self,
+        partition: int,
+        records: Iterable[tuple[bytes, bytes | None]],
+        changelog_offset: int,
+        keys: Iterable[str] | None = None,
+    ) -> None:
         """Writes a batch's rows, as their changelog records (acknowledged up to
-        `changelog_offset`), and that offset, in one atomic write."""
+        `changelog_offset`), and that offset, in one atomic write; `keys` are the records'
+        keys as the table knows them (decoded from the records when not given). Then rows
+        past `cache_rows` leave memory, the ones set longest ago first."""
+        records = list(records)
         batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, value in records:
+        for encoded, value in records:
             if value is None:
-                batch.delete(key)
+                batch.delete(encoded)
             else:
-                batch.put(key, value)
+                batch.put(encoded, value)
         batch.put(OFFSET_KEY, str(changelog_offset).encode())
         self._db_for_partition(partition).write(batch)
+        written: list[str] = list(keys) if keys is not None else [orjson.loads(encoded) for encoded, _ in records]
+        self._unwritten.difference_update(written)
+        for key in written:
+            if key in self.rows and self.rows[key] is None:
+                del self.rows[key]  # deleted on disk now: a read finds nothing there either
+                del self.row_partitions[key]
+        self._evict()
+
+    def _evict(self) -> None:
+        rows = self.rows
+        excess = len(rows) - self.cache_rows
+        if excess <= 0:
+            return
+        leaving: list[str] = []
+        for key in rows:  # the one set longest ago first
+            if len(leaving) >= excess:
+                break
+            if key not in self._unwritten:
+                leaving.append(key)
+        for key in leaving:
+            del rows[key]
+            del self.row_partitions[key]
 
     def revoke_partitions(self, table: Any, tps: set[TP]) -> None:
         revoked = {tp.partition for tp in tps if tp.topic in table.changelog_topic.topics}
@@ -136,6 +179,7 @@ class RowStore(faust_rocksdb.Store):
             for key in [k for k, p in self.row_partitions.items() if p in revoked]:
                 del self.rows[key]
                 del self.row_partitions[key]
+                self._unwritten.discard(key)
         super().revoke_partitions(table, tps)
 
 

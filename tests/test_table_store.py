@@ -14,16 +14,26 @@ import pytest
 from faust.types import TP
 
 from streams.changelog import PersistentTableWriter
-from streams.table_store import IDENTITY_OPTION, RowStore, remove_stores_ahead_of, store_url, stores_ahead_of
+from streams.table_store import (
+    CACHE_ROWS_OPTION,
+    IDENTITY_OPTION,
+    RowStore,
+    remove_stores_ahead_of,
+    store_url,
+    stores_ahead_of,
+)
 
 TABLE = "entity-features"
 
 
-def open_store(tables: Path, identity: bytes = b"app/entity-features/features-1", partitions: int = 2) -> RowStore:
+def open_store(
+    tables: Path, identity: bytes = b"app/entity-features/features-1", partitions: int = 2, cache_rows: int = 1000
+) -> RowStore:
     """The store of a worker whose tables are in `tables`, with its partitions' databases
     open (as Faust opens them when they are assigned)."""
     app = faust.App("table-store-test", datadir=str(tables.parent / "faust"), tabledir=str(tables))
-    table = app.Table(TABLE, default=None, key_type=str, store=store_url(TABLE), options={IDENTITY_OPTION: identity})
+    options = {IDENTITY_OPTION: identity, CACHE_ROWS_OPTION: cache_rows}
+    table = app.Table(TABLE, default=None, key_type=str, store=store_url(TABLE), options=options)
     store = table.data
     assert isinstance(store, RowStore)
     for partition in range(partitions):
@@ -202,6 +212,47 @@ async def test_the_writer_puts_rows_on_disk_only_once_kafka_acknowledged_them(tm
     assert db.get(orjson.dumps("c")) is None  # its batch was never acknowledged
     assert db.get(orjson.dumps("b")) is None  # deleted, acknowledged
     assert store.persisted_offset(tp) == 2
+    close(store)
+
+
+async def acknowledged_batch(writer: PersistentTableWriter, producer: FakeProducer, rows: dict[str, dict]) -> None:
+    for key, value in rows.items():
+        writer.set(0, key, value)
+    futures = await writer.flush(producer)
+    producer.acknowledge(len(producer.sent) - 1)
+    await asyncio.gather(*futures)
+    writer.written()
+
+
+async def test_rows_past_the_cache_leave_memory_once_written_and_are_read_back_from_disk(tmp_path):
+    store = open_store(tmp_path / "tables", cache_rows=2)
+    writer = PersistentTableWriter(store.table)
+    producer = FakeProducer()
+    await acknowledged_batch(writer, producer, {"a": {"v": 1}, "b": {"v": 1}, "c": {"v": 1}})
+    assert list(store.rows) == ["b", "c"]  # the two set most recently
+    assert writer.get("a") == {"v": 1}  # from disk, and hot again
+    await acknowledged_batch(writer, producer, {"b": {"v": 2}})
+    assert list(store.rows) == ["a", "b"]  # "c" was set longest ago; "a" read back after it
+    assert writer.get("c") == {"v": 1}
+    assert writer.get("b") == {"v": 2}
+    assert len(store.row_partitions) == len(store.rows) <= 3
+    close(store)
+
+
+async def test_a_row_whose_changelog_is_not_acknowledged_stays_in_memory_however_full(tmp_path):
+    store = open_store(tmp_path / "tables", cache_rows=1)
+    writer = PersistentTableWriter(store.table)
+    producer = FakeProducer()
+    await acknowledged_batch(writer, producer, {"a": {"v": 1}})
+    writer.set(0, "a", {"v": 2})
+    failed = await writer.flush(producer)
+    producer.sent[-1][2].set_exception(RuntimeError("broker gone"))
+    with pytest.raises(RuntimeError):
+        await asyncio.gather(*failed)
+    await acknowledged_batch(writer, producer, {"b": {"v": 1}, "c": {"v": 1}})
+    # Disk still holds {"v": 1} for "a": memory is the only copy of what the stream applied.
+    assert writer.get("a") == {"v": 2}
+    assert writer.get("b") == {"v": 1}
     close(store)
 
 
