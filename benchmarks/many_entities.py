@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import json
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -167,7 +168,7 @@ def main() -> None:
             print(json.dumps(result), flush=True)
             results.append(result)
     report = {
-        "command": " ".join(["python -m benchmarks.many_entities", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "benchmarks.many_entities", *sys.argv[1:]]),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()} CPython {platform.python_version()}",
         "runs": results,
