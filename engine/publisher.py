@@ -44,9 +44,16 @@ class ModelPublisher:
         self._info_labels: tuple[str, str, str, str] | None = None
         self._sent: dict[bytes, bytes | None] = {}  # the last value sent under each key
 
-    async def publish(self, learner: Learner, registry: ModelRegistry, applied: list[dict[str, Any]]) -> None:
+    async def publish(
+        self,
+        learner: Learner,
+        registry: ModelRegistry,
+        applied: list[dict[str, Any]],
+        champion_pickle: bytes | None = None,
+    ) -> None:
         """The champion, the challenger (or its absence) and the registry, as they are now; a
-        large model is encoded in a forked child while the stream goes on."""
+        large model is encoded in a forked child while the stream goes on. `champion_pickle`:
+        the champion already pickled now (the learner's verified checkpoint), sent as it is."""
         self.revision += 1
         model = learner.model
         rollout = learner.rollout
@@ -75,7 +82,9 @@ class ModelPublisher:
                 )
             )
         self.record_gauges(model)
-        if learner.pickle_seconds > OFFLOAD_ABOVE_SECONDS:
+        if champion_pickle is not None:
+            encoded = [encode_version(versions[0], champion_pickle), *(encode_version(v) for v in versions[1:])]
+        elif learner.pickle_seconds > OFFLOAD_ABOVE_SECONDS:
             encoded = pickle.loads(await Child(lambda: pickle.dumps([encode_version(v) for v in versions])).result())
         else:
             encoded = [encode_version(v) for v in versions]

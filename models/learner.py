@@ -158,6 +158,19 @@ class Learner:
             self._heal()
         return self._unhealthy(self.verify_inputs) is None
 
+    def verified_checkpoint(self) -> bytes | None:
+        """The model as it is now, checked as `verified` checks it, pickled as a checkpoint
+        taken now: one pickle for the checkpoint and for what leaves the learner (a model
+        version), where a tree's pickle takes milliseconds. None when the model stays
+        unhealthy after healing."""
+        if self._unhealthy(self.verify_inputs):
+            self._heal()  # ends with a checkpoint of the healed model
+            return self._checkpoint if self._unhealthy(self.verify_inputs) is None else None
+        # Taken even when nothing was learned since the last one: the model may have changed
+        # otherwise (a promotion renumbers it), and what leaves must be the model as it is.
+        self._take_checkpoint()
+        return self._checkpoint
+
     # -- the guard ----------------------------------------------------------------------
 
     def _predict(self, x: Features) -> tuple[str | None, Prediction]:

@@ -40,3 +40,16 @@ def dumps(obj: Any) -> bytes:
     pickler.dispatch_table = {**copyreg.dispatch_table, random.Random: _reduce_random}
     pickler.dump(obj)
     return buffer.getvalue()
+
+
+class Pickled:
+    """An object already pickled with `dumps`, to be written inside another pickle as it is:
+    loading the outer pickle loads it (with `pickle.loads`, as any reader would)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return pickle.loads, (self.data,)

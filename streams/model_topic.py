@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from models.pickling import Pickled
 from models.snapshots import decode_snapshot, encode_snapshot
 
 if TYPE_CHECKING:  # River is slow to import: keep this module light for the supervisor
@@ -67,7 +68,8 @@ class ModelVersion:
     info: VersionInfo = field(default_factory=VersionInfo)
 
 
-def encode_version(v: ModelVersion) -> bytes:
+def encode_version(v: ModelVersion, pickled_model: bytes | None = None) -> bytes:
+    """`pickled_model`: the model already pickled (a checkpoint taken now), written as it is."""
     meta = {
         "version": v.version,
         "revision": v.revision,
@@ -75,7 +77,7 @@ def encode_version(v: ModelVersion) -> bytes:
         "published_at": v.published_at,
         "info": asdict(v.info),
     }
-    return encode_snapshot(meta, {"model": v.model})
+    return encode_snapshot(meta, {"model": v.model if pickled_model is None else Pickled(pickled_model)})
 
 
 def decode_version(data: bytes) -> ModelVersion:

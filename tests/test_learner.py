@@ -195,3 +195,42 @@ def test_a_served_example_is_learned_and_scored_apart_from_the_stream():
     for x, y in rows:
         reference.learn(x, y, reference.predict(x))
     assert learner.model.predict(rows[0][0]) == reference.predict(rows[0][0])
+
+
+def test_a_verified_checkpoint_is_the_model_now_and_what_a_heal_goes_back_to():
+    rows = phishing(120)
+    learner = Learner(OnlineModel("logreg"), min_interval=10_000)
+    stream(learner, rows[:100])
+    checkpoint = learner.verified_checkpoint()
+    assert checkpoint is not None
+    copy = pickle.loads(checkpoint)
+    assert all(copy.predict(x) == learner.model.predict(x) for x, _ in rows)
+    assert copy.samples_learned == learner.model.samples_learned == 100
+    # A poison learned after it is undone back to it, and the examples since are relearned:
+    # the model ends as River's on the stream without the poison.
+    poisoned = [(dict(x, https=1e308) if i == 110 else x, y) for i, (x, y) in enumerate(rows)]
+    refused = []
+    for i, (x, y) in enumerate(poisoned[100:], start=100):
+        try:
+            prediction = learner.predict(x)
+        except ModelError:
+            refused.append(f"e-{i}")
+            continue
+        learner.learn(example(i, x, y, prediction))
+    refused += [r.example.event_id for r in learner.end_batch().refused]
+    assert refused == ["e-110"]
+    clean = [row for i, row in enumerate(rows) if i != 110]
+    assert learner.model.metric_values() == progressive_metrics("logreg", clean)
+
+
+def test_a_verified_checkpoint_heals_first_and_is_none_when_healing_does_not_help(monkeypatch):
+    learner = Learner(OnlineModel("logreg"))
+    stream(learner, phishing(20))
+    problems = iter(["the model's state holds a non-finite number", None])
+    monkeypatch.setattr(learner, "_unhealthy", lambda inputs=1: next(problems))
+    heals = []
+    monkeypatch.setattr(learner, "_heal", lambda extra=None: heals.append(1))
+    assert learner.verified_checkpoint() == learner._checkpoint  # the one healing ended with
+    assert heals == [1]
+    monkeypatch.setattr(learner, "_unhealthy", lambda inputs=1: "still broken")
+    assert learner.verified_checkpoint() is None

@@ -1,9 +1,11 @@
 """One contract suite over every model the factory builds."""
 
+import itertools
 import math
 import pickle
 
 import pytest
+from river import datasets
 
 from models.factory import MODELS, UnknownModelError, build_model
 from models.online import OnlineModel
@@ -161,3 +163,19 @@ def test_a_published_copy_leaves_out_names_it_does_not_know_without_learning_the
     copy = decode_version(encode_version(ModelVersion(model, 1, 1, 1, 0.0))).model
     assert copy.predict({"a": 1.0, "invented_by_a_client": 5.0}) == model.predict({"a": 1.0})
     assert copy.feature_names == {"a"} and model.grows_names
+
+
+def test_a_version_sent_as_the_learner_s_checkpoint_reads_back_as_the_model():
+    from models.pickling import dumps
+    from streams.model_topic import ModelVersion, decode_version, encode_version
+
+    model = OnlineModel("hoeffding")
+    rows = list(itertools.islice(datasets.Phishing(), 200))
+    for x, y in rows:
+        model.learn(x, y, model.predict(x))
+    version = ModelVersion(model, 3, 7, model.samples_learned, 0.0)
+    copy = decode_version(encode_version(version, dumps(model)))
+    assert (copy.version, copy.revision, copy.samples_learned) == (3, 7, 200)
+    assert [copy.model.predict(x) for x, _ in rows] == [model.predict(x) for x, _ in rows]
+    assert copy.model.metric_values() == model.metric_values()
+    assert not copy.model.grows_names
