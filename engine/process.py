@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 
 STOP_DEADLINE_SECONDS = 9.0
 SUPERVISOR_DEADLINE_SECONDS = STOP_DEADLINE_SECONDS + 0.5
@@ -51,22 +52,49 @@ def collect_young_less_often() -> None:
     gc.set_threshold(BATCH_PROCESS_YOUNG_THRESHOLD, older, oldest)
 
 
-def time_collections(process: str) -> None:
-    """Every garbage collection from now on, in rtml_gc_pause_seconds{process, generation}: a
-    collection stops the whole process, so its pause shows in every latency measured there."""
-    from engine.metrics import GC_PAUSE_SECONDS
+GC_FLUSH_SECONDS = 1.0
 
-    by_generation = [GC_PAUSE_SECONDS.labels(process, str(generation)) for generation in range(3)]
-    started = 0.0
 
-    def on_collection(phase: str, info: dict[str, int]) -> None:
-        nonlocal started
+class CollectionTimer:
+    """Every garbage collection's pause, in rtml_gc_pause_seconds{process, generation}: a
+    collection stops the whole process, so its pause shows in every latency measured there.
+
+    The collector's callback only notes the pause; a thread records the notes each second.
+    Recording from the callback would deadlock: a collection can start inside
+    prometheus_client's own lock (it allocates while creating a series), and recording
+    takes that lock again."""
+
+    def __init__(self, process: str) -> None:
+        from engine.metrics import GC_PAUSE_SECONDS
+
+        self._series = [GC_PAUSE_SECONDS.labels(process, str(generation)) for generation in range(3)]
+        self._pauses: list[deque[float]] = [deque() for _ in range(3)]
+        self._started = 0.0
+
+    def on_collection(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            started = time.perf_counter()
+            self._started = time.perf_counter()
         else:
-            by_generation[info["generation"]].observe(time.perf_counter() - started)
+            self._pauses[info["generation"]].append(time.perf_counter() - self._started)
 
-    gc.callbacks.append(on_collection)
+    def flush(self) -> None:
+        """Records the pauses noted so far (on any thread but the collector's callback)."""
+        for series, pauses in zip(self._series, self._pauses):
+            while pauses:
+                series.observe(pauses.popleft())
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(GC_FLUSH_SECONDS)
+            self.flush()
+
+
+def time_collections(process: str) -> CollectionTimer:
+    """From now on, every garbage collection of this process is timed (see CollectionTimer)."""
+    timer = CollectionTimer(process)
+    gc.callbacks.append(timer.on_collection)
+    threading.Thread(target=timer._flush_forever, name="gc-pauses", daemon=True).start()
+    return timer
 
 
 def arm_stop_deadline() -> None:
