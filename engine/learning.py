@@ -313,9 +313,25 @@ class LearningService:
         (a crash then relearns more of the examples topic, nothing is lost)."""
         if self._snapshotting is not None and not self._snapshotting.done():
             return  # one at a time: the next due time comes soon enough
+        if self.learner.pickle_seconds > OFFLOAD_ABOVE_SECONDS:
+            self._snapshotting = asyncio.ensure_future(self._snapshot_in_child())
+            return
         if not self.learner.verified():
             log.error("not snapshotting: the model stays unhealthy after healing")
             return
+        meta, state = self._snapshot_cut()
+        try:
+            # The cut, on the loop: the training log's rows so far and the pickled state. The
+            # rest (checksum, Parquet encoding, fsyncs: tens of milliseconds) is done on a
+            # thread while batches go on, the training log first, as before.
+            training = self.training_log.take()
+            data = pickled_snapshot(meta, state)
+        except OSError as exc:
+            self._snapshot_failed(exc)
+            return
+        self._snapshotting = asyncio.ensure_future(self._snapshot_written_on_thread(training, data, meta))
+
+    def _snapshot_cut(self) -> tuple[dict[str, Any], dict[str, Any]]:
         model = self.learner.model
         meta = {
             **snapshot_identity(self.settings, self.features),
@@ -326,23 +342,31 @@ class LearningService:
             "created_at": time.time(),
             "metrics": model.metric_values(),
         }
-        state = {"model": model, "learner": self.learner.state()}
         self._snapshot_cadence.done(model.samples_learned)
+        return meta, {"model": model, "learner": self.learner.state()}
+
+    async def _snapshot_in_child(self) -> None:
+        """A large model's snapshot. The training log is written before it (a snapshot must
+        never cover examples the log lacks): the rows so far on a thread while batches go on
+        (Parquet and an fsync took tens of milliseconds of the loop), then, at the cut, the
+        few learned meanwhile; the cut is forked and the child writes the snapshot."""
         try:
-            if self.learner.pickle_seconds > OFFLOAD_ABOVE_SECONDS:
-                self.training_log.flush()
-                child = Child(lambda: pickle.dumps(self.snapshots.write(meta, state)))
-                self._snapshotting = asyncio.ensure_future(self._snapshot_written(child.result(), meta))
-                return
-            # The cut, on the loop: the training log's rows so far and the pickled state. The
-            # rest (checksum, Parquet encoding, fsyncs: tens of milliseconds) is done on a
-            # thread while batches go on, the training log first, as before.
-            training = self.training_log.take()
-            data = pickled_snapshot(meta, state)
+            await asyncio.to_thread(self.training_log.write, self.training_log.take())
         except OSError as exc:
             self._snapshot_failed(exc)
             return
-        self._snapshotting = asyncio.ensure_future(self._snapshot_written_on_thread(training, data, meta))
+        # From here to the fork, nothing awaits: the state, the offset and the log agree.
+        if not self.learner.verified():
+            log.error("not snapshotting: the model stays unhealthy after healing")
+            return
+        meta, state = self._snapshot_cut()
+        try:
+            self.training_log.flush()
+            child = Child(lambda: pickle.dumps(self.snapshots.write(meta, state)))
+        except OSError as exc:
+            self._snapshot_failed(exc)
+            return
+        await self._snapshot_written(child.result(), meta)
 
     def _write_snapshot(
         self, training: PendingFile | None, data: bytes, meta: dict[str, Any]

@@ -1,5 +1,6 @@
 """Versions, promote and rollback: in the registry and through the admin routes."""
 
+import asyncio
 import pytest
 from river import datasets
 from starlette.testclient import TestClient
@@ -263,6 +264,23 @@ async def test_a_snapshot_holds_the_model_and_training_log_of_its_moment_while_l
     assert latest.meta["samples_learned"] == at_cut == latest.state["model"].samples_learned
     assert len(list(service.training_log.examples())) == 100  # the rows up to the cut, none after
     assert service.learner.model.samples_learned == at_cut + 100
+
+
+async def test_a_large_model_s_snapshot_covers_no_example_its_training_log_lacks(service):
+    """A model that pickles slowly is snapshotted in a forked child, after its training log
+    is written on a thread; what is learned meanwhile is in the log before the cut is taken."""
+    learn_rows(service, 200, 300)
+    service.learner.pickle_seconds = 1.0  # as a forest's: the child's path
+    service.snapshot()
+    await asyncio.sleep(0)  # the log's rows so far are taken and being written on a thread
+    learn_rows(service, 300, 350)  # batches go on meanwhile
+    await service._snapshotting
+    latest = service.snapshots.latest()
+    assert latest is not None
+    assert latest.meta["samples_learned"] == 350 == latest.state["model"].samples_learned
+    logged = [features for _, features, _ in service.training_log.examples()]
+    assert logged == [x for x, _ in ROWS[200:350]]  # every one up to the cut, once, in order
+    assert not service._snapshot_cadence.due(service.learner.model.samples_learned)
 
 
 async def test_a_rollout_decision_waits_for_the_registry_to_record_it(service, monkeypatch):
