@@ -56,7 +56,7 @@ class MemoryRows:
         self.data: dict[str, Any] = {}
         self.staged: dict[str, Any] = {}
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, partition: int | None = None) -> Any:
         return self.data.get(key)
 
     def set(self, partition: int, key: str, value: Any) -> None:

@@ -103,7 +103,7 @@ class TableWriter:
     def store(self) -> Any:
         return self.table.data  # faust.stores.memory.Store: .data is the dict
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, partition: int | None = None) -> Any:
         return self.store.data.get(key)
 
     def set(self, partition: int, key: str, value: Any) -> None:
@@ -150,8 +150,8 @@ class PersistentTableWriter:
     def store(self) -> Any:
         return self.table.data  # streams.table_store.RowStore
 
-    def get(self, key: str) -> Any:
-        return self.store.row(key)
+    def get(self, key: str, partition: int | None = None) -> Any:
+        return self.store.row(key, partition)
 
     def set(self, partition: int, key: str, value: Any) -> None:
         self.store.keep(partition, key, value)

@@ -30,7 +30,7 @@ RECENT_IDS_PER_ENTITY = 16
 
 
 class Rows(Protocol):
-    def get(self, key: str) -> Any: ...
+    def get(self, key: str, partition: int | None = None) -> Any: ...  # partition: where to look first
     def set(self, partition: int, key: str, value: Any) -> None: ...
 
 
@@ -129,7 +129,7 @@ class EventProcessor:
             except InvalidMessage as exc:
                 outcome.dead_letters.append(DeadLetter(record, exc.reason, exc.detail))
                 continue
-            row = self.rows.get(event.entity_id)
+            row = self.rows.get(event.entity_id, partition)
             if row is not None and row.get("offset", -1) >= record.offset:
                 outcome.replayed += 1  # applied before a restart or a rebalance
                 continue

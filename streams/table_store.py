@@ -105,19 +105,23 @@ class RowStore(faust_rocksdb.Store):
 
     # -- rows ------------------------------------------------------------------------------
 
-    def row(self, key: str) -> Any:
-        """The row of `key` (decoded), or None."""
+    def row(self, key: str, partition: int | None = None) -> Any:
+        """The row of `key` (decoded), or None. `partition`: the one its events come from, where
+        its row is written (a key's events all come from one partition when producers key
+        them by entity): looked in first, then the others."""
         try:
             return self.rows[key]
         except KeyError:
             pass
         encoded = orjson.dumps(key)
-        for partition, db in list(self._dbs.items()):
+        dbs = self._dbs
+        order = sorted(dbs.items(), key=lambda item: item[0] != partition)  # stable: the rest as before
+        for found_in, db in order:
             raw = db.get(encoded)
             if raw is not None:
                 value = orjson.loads(raw)
                 self.rows[key] = value
-                self.row_partitions[key] = partition
+                self.row_partitions[key] = found_in
                 return value
         return None
 

@@ -50,7 +50,7 @@ class MemoryTable:
         self.data: dict[str, Any] = {}
         self.partitions: dict[str, int] = {}
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, partition: int | None = None) -> Any:
         return self.data.get(key)
 
     def set(self, partition: int, key: str, value: Any) -> None:

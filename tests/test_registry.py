@@ -1,6 +1,7 @@
 """Versions, promote and rollback: in the registry and through the admin routes."""
 
 import asyncio
+
 import pytest
 from river import datasets
 from starlette.testclient import TestClient

@@ -286,3 +286,32 @@ def test_a_worker_with_a_relative_state_dir_keeps_its_tables_under_it(tmp_path, 
     settings = Settings.from_env({"STATE_DIR": "state/engine", "REDIS_URL": ""})
     worker = StreamWorker(settings, FeatureRegistry(), [(settings.model, LearnerApart(settings))])
     assert worker.app.conf.tabledir == tmp_path / "state/engine/tables/worker-0"
+
+
+class CountingDb:
+    def __init__(self, db) -> None:
+        self.db = db
+        self.gets = 0
+
+    def get(self, key):
+        self.gets += 1
+        return self.db.get(key)
+
+
+def test_a_row_is_looked_for_first_where_its_events_come_from(tmp_path):
+    store = open_store(tmp_path / "tables", partitions=4)
+    store.write(3, rows(("a", {"v": 3})), changelog_offset=0)
+    store.write(0, rows(("b", {"v": 0})), changelog_offset=0)
+    store.rows.clear()
+    store.row_partitions.clear()
+    real = dict(store._dbs)
+    counting = {p: CountingDb(db) for p, db in real.items()}
+    store._dbs.update(counting)
+    try:
+        assert store.row("a", partition=3) == {"v": 3}
+        assert sum(db.gets for db in counting.values()) == 1  # the one database looked in
+        assert store.row("b", partition=3) == {"v": 0}  # a producer keyed it elsewhere: still found
+        assert store.row_partitions == {"a": 3, "b": 0}
+    finally:
+        store._dbs.update(real)
+        close(store)
