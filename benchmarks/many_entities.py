@@ -14,7 +14,9 @@ from the start. Measured from outside the process, as a user would:
   were waiting (polled every 20 ms); it grows a batch at a time (`median_step_seconds`),
   and `stalls` lists the steps over 3x the median: e.g. a full garbage collection walking
   every row;
-- `peak_rss_mb`: the worker's peak resident memory (VmHWM) at the end.
+- `peak_rss_mb`: the worker's peak resident memory (VmHWM) at the end;
+- `full_collections`: the worker's full garbage collections, from its own
+  `rtml_gc_pause_seconds` (how many, their total, how many over 0.1 s).
 
 Results: benchmarks/results/many-entities.json (--output to write elsewhere).
 """
@@ -36,9 +38,12 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from benchmarks.throughput_baselines import _create_topic, _delete_topics
 from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
+from engine.process import GC_FLUSH_SECONDS
 from streams.changelog import send_records
 
 RESULTS = Path(__file__).parent / "results"
@@ -132,17 +137,43 @@ def run(entities: int, passes: int, store: str, extra_env: dict[str, str], workd
             MODEL="logreg", EVENTS_TOPIC=topic, TABLE_STORE=store, REDIS_URL="", LOG_LEVEL="warning", **extra_env
         )
         folder = Path(tempfile.mkdtemp(prefix=f"entities-{store}-", dir=workdir))
+        # The worker's metrics in files, as under `engine run`: its collections are read from them.
+        metrics_dir = folder / "metrics"
+        metrics_dir.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         worker = EngineProcess(env, folder, ("worker", "--embedded-learner")).launch()
         try:
             examples_topic = worker.settings.examples_topic
             measured = asyncio.run(watch(examples_topic, events, entities, timeout=3600))
             assert worker.process is not None
             rss = peak_rss_mb(worker.process.pid)
+            time.sleep(GC_FLUSH_SECONDS + 0.5)  # the last pauses recorded
+            collections = gc_pauses(metrics_dir)
         finally:
             worker.stop()
     finally:
         asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic]))
-    return {"entities": entities, "passes": passes, "store": store, **extra_env, "peak_rss_mb": rss, **measured}
+    return {
+        "entities": entities,
+        "passes": passes,
+        "store": store,
+        **extra_env,
+        "peak_rss_mb": rss,
+        **measured,
+        "full_collections": collections,
+    }
+
+
+def gc_pauses(metrics_dir: Path) -> dict:
+    """The worker's full collections (rtml_gc_pause_seconds, generation 2): how many, their
+    total, and how many took over 0.1 s."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    labels = {"process": "worker", "generation": "2"}
+    count = registry.get_sample_value("rtml_gc_pause_seconds_count", labels) or 0.0
+    total = registry.get_sample_value("rtml_gc_pause_seconds_sum", labels) or 0.0
+    quick = registry.get_sample_value("rtml_gc_pause_seconds_bucket", {**labels, "le": "0.1"}) or 0.0
+    return {"count": int(count), "seconds": round(total, 3), "over_100ms": int(count - quick)}
 
 
 def main() -> None:
