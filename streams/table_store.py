@@ -15,10 +15,10 @@ that one, with three additions):
   leave memory once they are on disk, and are read from disk again when their entity comes
   back. A restarted worker starts at once and reads an entity's row from disk the first
   time it sees the entity. Bounded because a decoded row is a few nested containers: a
-  million of them held 1.7 GB, and every full garbage collection walked them all (a pause
-  of over a second). A revoked partition's rows leave memory (another worker may change
-  them before the partition comes back, through the changelog, which recovery writes to
-  disk).
+  million of them took 0.6 GB, and a full garbage collection walked them all (0.7 s here,
+  a pause of the whole worker; benchmarks/many_entities.py). A revoked partition's rows
+  leave memory (another worker may change them before the partition comes back, through
+  the changelog, which recovery writes to disk).
 - **A database that is not ours is not used.** Each database holds who wrote it: the app,
   the table and the declared features. One written by another app or for another feature
   set, or one RocksDB cannot open (corrupt), is logged, removed and rebuilt from the
