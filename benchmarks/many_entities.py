@@ -41,6 +41,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from benchmarks.feature_flood import peak_rss_mb
 from benchmarks.throughput_baselines import _create_topic, _delete_topics
 from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
 from engine.process import GC_FLUSH_SECONDS
@@ -120,13 +121,6 @@ async def watch(topic: str, events: int, entities: int, timeout: float) -> dict:
     }
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
 def run(entities: int, passes: int, store: str, extra_env: dict[str, str], workdir: Path) -> dict:
     topic = f"entities-{uuid.uuid4().hex[:8]}"
     events = entities * passes
@@ -146,7 +140,7 @@ def run(entities: int, passes: int, store: str, extra_env: dict[str, str], workd
             examples_topic = worker.settings.examples_topic
             measured = asyncio.run(watch(examples_topic, events, entities, timeout=3600))
             assert worker.process is not None
-            rss = peak_rss_mb(worker.process.pid)
+            rss = round(peak_rss_mb(worker.process.pid), 1)
             time.sleep(GC_FLUSH_SECONDS + 0.5)  # the last pauses recorded
             collections = gc_pauses(metrics_dir)
         finally:
