@@ -144,7 +144,7 @@ class PersistentTableWriter:
     def __init__(self, table: Any) -> None:
         self.table = table
         self._staged: dict[int, dict[str, Any]] = {}
-        self._sent: list[tuple[Sent, list[list[str]]]] = []  # sent, not yet on disk: with each partition's keys
+        self._sent: list[tuple[Sent, dict[int, dict[str, Any]]]] = []  # sent, not yet on disk: with what was staged
 
     @property
     def store(self) -> Any:
@@ -164,7 +164,7 @@ class PersistentTableWriter:
     async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future]:
         staged, self._staged = self._staged, {}
         sent = await send_changelog(producer, self.table, staged)
-        self._sent.append((sent, [list(values) for values in staged.values()]))
+        self._sent.append((sent, staged))
         return _futures(sent)
 
     def written(self) -> None:
@@ -173,10 +173,10 @@ class PersistentTableWriter:
         Rows whose records Kafka did not acknowledge (a batch that failed before reaching
         here) never go to disk: what is on disk stays the changelog up to the offset it names."""
         flushed, self._sent = self._sent, []
-        for sent, keys in flushed:
-            for (partition, records, batches), partition_keys in zip(sent, keys):
+        for sent, staged in flushed:
+            for partition, records, batches in sent:
                 futures = [future for future, _ in batches]
                 if not all(f.done() and not f.cancelled() and f.exception() is None for f in futures):
                     continue
                 future, count = batches[-1]
-                self.store.write(partition, records, future.result().offset + count - 1, partition_keys)
+                self.store.write(partition, records, future.result().offset + count - 1, staged[partition])
