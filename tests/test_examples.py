@@ -1,5 +1,7 @@
+import dataclasses
 import tracemalloc
 
+import numpy as np
 import orjson
 
 from models.examples import INLINE, Example
@@ -30,3 +32,23 @@ def test_encoded_examples_hold_about_their_own_size():
     finally:
         tracemalloc.stop()
     assert held < 1.5 * sum(len(b) for b in encoded), held
+
+
+def test_the_encoded_example_is_its_record_key_for_key():
+    # Readers of the examples topic and the training log (learners, the retrainer, replays)
+    # read `to_record`'s document: every optional field, and NumPy numbers as their values.
+    plain = example(3)
+    variants = [
+        plain,
+        dataclasses.replace(plain, challenger=Prediction(False, {True: 0.4, False: 0.6})),
+        dataclasses.replace(plain, fresh=True, model_samples=12, served=True, predicted_at=5.5),
+        dataclasses.replace(
+            plain, label=2.5, prediction=Prediction(np.float64(2.25), None), label_source="labels_topic"
+        ),
+        dataclasses.replace(plain, prediction=Prediction(np.int64(1), {np.int64(0): np.float32(0.5), 1: 0.5})),
+    ]
+    for variant in variants:
+        record = orjson.loads(variant.encode())
+        assert record == orjson.loads(orjson.dumps(variant.to_record(), option=orjson.OPT_SERIALIZE_NUMPY))
+        assert list(record) == list(variant.to_record())
+    assert Example.from_record(orjson.loads(variants[2].encode())) == variants[2]
