@@ -7,7 +7,6 @@ were actually answered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -20,10 +19,10 @@ LABELS_TOPIC = "labels_topic"
 Source = tuple[str, int, int]  # (topic, partition, offset) of the record that completed the example
 
 
-# Not frozen: a frozen dataclass sets each field through object.__setattr__, which cost
-# microseconds per event on the hot path. Treat instances as immutable all the same.
-@dataclass(slots=True)
-class Example:
+# A struct: built in C (0.1 µs against a dataclass's 0.27), not tracked by the collector
+# (it refers to no container that refers back to it). Treat instances as immutable all the
+# same; `msgspec.structs.replace` gives a changed copy.
+class Example(msgspec.Struct, gc=False):
     event_id: str
     ts: float
     features: dict[str, Any]

@@ -9,12 +9,12 @@ finite, and the next example turns the weights to NaN. So the state itself is ch
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from models.examples import Example
@@ -178,7 +178,7 @@ def _predicted_again(model: OnlineModel, example: Example) -> Example:
         again = model.predict(example.features)
     except Exception:  # noqa: BLE001 - keep the prediction that was made
         return example
-    return example if again.non_finite() is not None else dataclasses.replace(example, prediction=again)
+    return example if again.non_finite() is not None else msgspec.structs.replace(example, prediction=again)
 
 
 @dataclass

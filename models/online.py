@@ -12,9 +12,9 @@ import math
 import numbers
 import pickle
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from river import drift, dummy, metrics, stats
 
 from models import pickling
@@ -28,8 +28,7 @@ Features = dict[str, Any]
 _CLASS_TYPES = (bool, str, int, type(None))
 
 
-@dataclass(slots=True)  # not frozen, for speed (see models/examples.py); immutable by convention
-class Prediction:
+class Prediction(msgspec.Struct, gc=False):  # a struct, as models/examples.py's Example; immutable by convention
     """What the model answered before it knew the label."""
 
     value: Any

@@ -1,6 +1,6 @@
-import dataclasses
 import tracemalloc
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -40,12 +40,12 @@ def test_the_encoded_example_is_its_record_key_for_key():
     plain = example(3)
     variants = [
         plain,
-        dataclasses.replace(plain, challenger=Prediction(False, {True: 0.4, False: 0.6})),
-        dataclasses.replace(plain, fresh=True, model_samples=12, served=True, predicted_at=5.5),
-        dataclasses.replace(
+        msgspec.structs.replace(plain, challenger=Prediction(False, {True: 0.4, False: 0.6})),
+        msgspec.structs.replace(plain, fresh=True, model_samples=12, served=True, predicted_at=5.5),
+        msgspec.structs.replace(
             plain, label=2.5, prediction=Prediction(np.float64(2.25), None), label_source="labels_topic"
         ),
-        dataclasses.replace(plain, prediction=Prediction(np.int64(1), {np.int64(0): np.float32(0.5), 1: 0.5})),
+        msgspec.structs.replace(plain, prediction=Prediction(np.int64(1), {np.int64(0): np.float32(0.5), 1: 0.5})),
     ]
     for variant in variants:
         record = orjson.loads(variant.encode())
