@@ -62,6 +62,12 @@ class Fetched(NamedTuple):
 # load that held ingestion still for up to 1.5 s every few batches.
 FETCH_MAX_WAIT_MS = 10
 
+# A fetch this large means records are waiting: the next one is taken while it is handled.
+# Not for smaller ones: a fetch taken ahead holds what arrived as the batch began, so the
+# records that arrive while it is handled would wait one batch more (a worker keeping up
+# with the stream gets small fetches, and its latency is what counts).
+FETCH_AHEAD_RECORDS = 1000
+
 
 class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
@@ -162,10 +168,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
             except Exception as exc:  # noqa: BLE001 - a rebalance can fail the seek; the next one redoes it
                 log.warning("seek to committed offsets after a stopped flow failed: %r", exc)
             return
-        # The next fetch is taken while this one is handled. Taken after it, the worker waited
-        # for it: Faust's consumer thread builds a record object per record (about 1 µs each,
-        # 4-14 ms a batch) and fetches again only once the last batch was taken.
-        self._next_fetch = asyncio.ensure_future(self._fetch())
+        if sum(len(tp_records) for tp_records in records.values()) >= FETCH_AHEAD_RECORDS:
+            # Behind the stream: the next fetch is taken while this one is handled. Taken
+            # after it, the worker waited for it: Faust's consumer thread builds a record
+            # object per record (about 1 µs each, 4-14 ms a batch of 3,000) and fetches
+            # again only once the last fetch was taken.
+            self._next_fetch = asyncio.ensure_future(self._fetch())
         for tp, tp_records in records.items():
             if not self.flow_active or self.app.consumer_generation_id != generation:
                 return
