@@ -76,7 +76,9 @@ def run(events: int, names_per_event: int, workdir: Path) -> dict:
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, engine.settings.examples_topic, events, timeout=900))
+        rate = asyncio.run(
+            examples_rate(KAFKA_BOOTSTRAP, engine.settings.examples_topic, events, timeout=900, engines=[engine])
+        )
         peak[0] = max(peak[0], peak_rss_mb(engine.process.pid))
     finally:
         done.set()

@@ -162,7 +162,7 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, examples_topic, args.events, timeout=900))
+        rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, examples_topic, args.events, timeout=900, engines=[worker]))
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)

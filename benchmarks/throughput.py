@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -41,14 +42,23 @@ from streams.model_topic import decode_version
 RESULTS = Path(__file__).parent / "results"
 
 
-async def examples_rate(bootstrap: str, topic: str, expected: int, timeout: float) -> dict:
-    """Waits for `expected` examples on the examples topic, then times them by their stamps."""
+async def examples_rate(
+    bootstrap: str, topic: str, expected: int, timeout: float, engines: Sequence[EngineProcess] = ()
+) -> dict:
+    """Waits for `expected` examples on the examples topic, then times them by their stamps.
+    An engine of `engines` that exits before they are all there ends the wait, with its log."""
     tp = TopicPartition(topic, 0)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout
         while True:
+            for engine in engines:
+                if engine.process is not None and engine.process.poll() is not None:
+                    raise RuntimeError(
+                        f"engine {' '.join(engine.command)} exited with {engine.process.returncode} before"
+                        f" {expected} examples were logged:\n{engine.log_tail()}"
+                    )
             partitions = consumer.partitions_for_topic(topic)
             if partitions:
                 consumer.assign([tp])
@@ -106,7 +116,7 @@ def run_engine(
     try:
         settings = processes[0].settings
         examples_topic = settings.for_model(settings.model).examples_topic
-        rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, examples_topic, events, timeout=900))
+        rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, examples_topic, events, timeout=900, engines=processes))
     finally:
         for process in processes:
             process.stop()
