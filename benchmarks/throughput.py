@@ -147,7 +147,7 @@ async def model_version_lag(bootstrap: str, topic: str) -> dict:
                 position = record.offset + 1
                 if record.key != b"champion" or not record.value:
                     continue
-                lag = decode_version(record.value).info.get("prediction_model_lag")
+                lag = decode_version(record.value).info.prediction_model_lag
                 if lag:
                     means.append((lag["mean_samples"], lag["examples"]))
                     peak = max(peak, lag["max_samples"])
