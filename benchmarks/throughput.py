@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.throughput_baselines import PATHS, _delete_topics, produce_backlog, run_path
@@ -178,7 +177,7 @@ async def fill_examples(topic: str, events: int) -> None:
                 1,
                 ("events", 0, i),
             )
-            await producer.send(topic, orjson.dumps(example.to_record()), key=event["event_id"].encode(), partition=0)
+            await producer.send(topic, example.encode(), key=event["event_id"].encode(), partition=0)
         await producer.flush()
     finally:
         await producer.stop()
