@@ -5,9 +5,12 @@ consumer group; Faust assigns them, co-partitioned with the feature and join tab
 fetched batch of a partition it updates the entities' features, predicts, and sends in
 this order, each step acknowledged before the next:
 
-1. prediction records (for the join with labels that come later) and dead letters;
-2. labelled examples, to each model's examples topic (one partition: its learner's one order);
-3. the changelogs of the feature and join tables (one record per changed key);
+1. prediction records (for the join with labels that come later), dead letters and
+   labelled examples, to each model's examples topic (one partition: its learner's one
+   order), all at once: a replay sends again whichever of them were lost, so they need no
+   order among themselves, and one wait for their acknowledgments instead of two is one
+   broker round trip less per batch;
+2. the changelogs of the feature and join tables (one record per changed key);
 
 then the batch's offsets are acknowledged for Faust to commit. A crash anywhere replays the
 batch; an entity row remembers the offset it last applied, an example is learned once, and
@@ -231,9 +234,12 @@ class StreamWorker:
                 dead_letters + [_refused_in_batch(r, records) for r in refused],
                 key=lambda letter: (letter.record.topic, letter.record.partition, letter.record.offset),
             )
-        await self._wait(await self._send_predictions(predictions) + await self.dead_letters.send(dead_letters))
         encoded = [[example.encode() for example in outcome.learned] for outcome in outcomes]
-        ends = await self._send_examples(outcomes, encoded)
+        sent = await self._send_predictions(predictions) + await self.dead_letters.send(dead_letters)
+        examples = await self._send_examples(outcomes, encoded)
+        await self._wait(sent + [future for chunks in examples for future, _ in chunks])
+        # Per model, the examples-topic offset after its last example (None when it had none).
+        ends = [chunks[-1][0].result().offset + chunks[-1][1] if chunks else None for chunks in examples]
         await self._wait(await self.rows.flush(self.producer) + await self.pending.flush(self.producer))
         self.rows.written()
         self.pending.written()
@@ -269,9 +275,11 @@ class StreamWorker:
             self.producer, self.settings.predictions_topic, self.settings.topic_partitions, encoded
         )
 
-    async def _send_examples(self, outcomes: list[BatchOutcome], encoded: list[list[bytes]]) -> list[int | None]:
-        """Sends each model's examples (already encoded) to its topic, all at once; returns per
-        model the examples-topic offset after its last one (None when it had none)."""
+    async def _send_examples(
+        self, outcomes: list[BatchOutcome], encoded: list[list[bytes]]
+    ) -> list[list[tuple[asyncio.Future, int]]]:
+        """Sends each model's examples (already encoded) to its topic; returns per model the
+        delivery future of each record batch sent, with its record count."""
         assert self.producer is not None
         sent = []
         for topic, outcome, values in zip(self.examples_topics, outcomes, encoded):
@@ -280,8 +288,7 @@ class StreamWorker:
                 sent.append(await send_records(self.producer, topic, 0, records))
             else:
                 sent.append([])
-        results = await asyncio.gather(*(asyncio.gather(*(future for future, _ in chunks)) for chunks in sent))
-        return [acked[-1].offset + chunks[-1][1] if chunks else None for acked, chunks in zip(results, sent)]
+        return sent
 
     # -- metrics, once per batch --------------------------------------------------------------
 
