@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Protocol
 
@@ -55,6 +56,10 @@ class EmbeddedLearner:
     def __init__(self, service: LearningService) -> None:
         self.service = service
         self.learner = service.learner
+        # The learner's own methods, without a call layer of ours: each runs once per event
+        # and model. (Its model can be replaced, a promotion: the model's methods cannot be.)
+        self.predict: Callable[[dict[str, Any]], Prediction] = self.learner.predict
+        self.learn: Callable[[Example], bool] = self.learner.learn
 
     @property
     def version(self) -> int:
@@ -67,15 +72,9 @@ class EmbeddedLearner:
     def admit(self, x: dict[str, Any]) -> tuple[dict[str, Any], int]:
         return self.learner.model.admit(x)
 
-    def predict(self, x: dict[str, Any]) -> Prediction:
-        return self.learner.predict(x)
-
     def predict_challenger(self, x: dict[str, Any]) -> Prediction | None:
         rollout = self.learner.rollout
         return rollout.predict(x) if rollout is not None else None
-
-    def learn(self, example: Example) -> bool:
-        return self.learner.learn(example)
 
     def turn(self) -> AbstractAsyncContextManager[Any]:
         # The learner's timers and admin commands run between batches.

@@ -11,7 +11,7 @@ statistics.
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ from models.errors import ModelError
 from models.examples import INLINE, Example
 from models.named import MISSING, NamedModel
 from models.online import Prediction
+from models.recent_ids import RecentIds
 from streams.batch_consumer import Record
 from streams.dead_letters import DeadLetterReason, InvalidMessage
 from streams.features import FeatureRegistry, apply_event, model_features
@@ -115,7 +116,7 @@ class EventProcessor:
         self.on_row = on_row
         # True when the lanes' models are the learners themselves: a prediction can be made again exactly.
         self.fresh_predictions = fresh_predictions
-        self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        self._recent_ids = RecentIds(dedupe_window)
         self._seen = 0
         self._flat = len(lanes) == 1 and not lanes[0].model.scoped
 
@@ -175,7 +176,7 @@ class EventProcessor:
         state["offset"] = record.offset
         state["recent_ids"] = [*(row or {}).get("recent_ids", ())[-(RECENT_IDS_PER_ENTITY - 1) :], event.event_id]
         self.rows.set(partition, event.entity_id, state)
-        self._remember(event.event_id)
+        self._recent_ids.add(event.event_id)
         if self.on_row is not None:
             self.on_row(event.entity_id, state)
         outcome.processed += 1
@@ -240,8 +241,3 @@ class EventProcessor:
         elif isinstance(prediction.value, (int, float)) and not isinstance(prediction.value, bool):
             score = float(prediction.value)
         self.drift.observe(event.features, score)
-
-    def _remember(self, event_id: str) -> None:
-        self._recent_ids[event_id] = None
-        if len(self._recent_ids) > self.dedupe_window:
-            self._recent_ids.popitem(last=False)

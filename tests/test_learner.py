@@ -3,6 +3,7 @@
 import itertools
 import pickle
 
+import orjson
 import pytest
 from river import datasets
 
@@ -111,7 +112,11 @@ def test_the_recent_ids_survive_a_snapshot_in_their_order():
     learner = Learner(OnlineModel("logreg"), dedupe_window=3)
     for i, (x, y) in enumerate(rows):
         learner.learn(example(i, x, y, learner.predict(x)))
-    for state in (learner.state(), {**learner.state(), "recent_ids": ["e-2", "e-3", "e-4"]}):  # and older snapshots
+    older = [
+        {**learner.state(), "recent_ids": orjson.dumps(dict.fromkeys(["e-2", "e-3", "e-4"]))},  # before 2026-12-06
+        {**learner.state(), "recent_ids": ["e-2", "e-3", "e-4"]},  # before the ids were JSON
+    ]
+    for state in (learner.state(), *older):
         restored = Learner(OnlineModel("logreg"), dedupe_window=3)
         restored.restore_state(pickle.loads(pickle.dumps(state)))
         again = [example(i, x, y, None, topic="replayed") for i, (x, y) in enumerate(rows)]
