@@ -7,7 +7,9 @@ Runs the worker's per-batch work on the throughput benchmark's backlog (labelled
 events, 1,000 entities, batches of STREAM_BATCH_SIZE's default) exactly as a worker with
 the embedded learner does between fetching a batch and handing its records to the
 producer: validate, update the entities' rows, predict, learn, check the model, encode the
-examples and the changed rows, append to the training log and the offline feature log.
+examples and the changed rows, append to the training log and the offline feature log,
+and build the offline log's Arrow table (what the worker's thread does before Parquet
+writes the file, which is left out).
 Kafka's own work (fetching, sending) is left out, as is the publishing of model versions.
 
 Beside it, River alone on the same rows (decode with orjson, `predict_proba_one`, then
@@ -100,7 +102,7 @@ def run_engine(batches: list[list[Record]], model_name: str, offline_dir: str, m
             encoded = [example.encode() for example in learned.learned]
             training_log.extend(encoded)
         rows_table.encode_staged()
-        offline.take()
+        offline.take().table()
     return time.process_time() - started
 
 

@@ -29,17 +29,19 @@ It is not clearly faster, it is a large dependency, and pyarrow is one already.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from models.parquet_log import CompactingParquetLog, WriteOutcome, rows_to_table
+from models.parquet_log import CompactingParquetLog, WriteOutcome
 
 SCHEMA = pa.schema(
     [
@@ -52,7 +54,45 @@ SCHEMA = pa.schema(
 KEY_COLUMNS = ["entity_id", "updated_at", "version"]
 ORDER = [("updated_at", "ascending"), ("version", "ascending")]
 
-Update = tuple[str, float, int, dict[str, Any]]
+_ENCODER = msgspec.json.Encoder()
+
+
+@dataclass
+class PendingUpdates:
+    """Updates appended and not yet written, in columns: each update's values already encoded
+    as JSON, back to back in one buffer, so that writing them builds the Arrow arrays from
+    buffers, without a Python object per update (a tuple, a str) on the way."""
+
+    entity_ids: list[str] = field(default_factory=list)
+    updated_at: list[float] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+    values: bytearray = field(default_factory=bytearray)
+    ends: array = field(default_factory=lambda: array("q", [0]))  # where each update's JSON ends in `values`
+
+    def __len__(self) -> int:
+        return len(self.entity_ids)
+
+    def append(self, entity_id: str, updated_at: float, version: int, values: dict[str, Any]) -> None:
+        self.entity_ids.append(entity_id)
+        self.updated_at.append(updated_at)
+        self.versions.append(version)
+        _ENCODER.encode_into(values, self.values, -1)  # -1: at the end of the buffer
+        self.ends.append(len(self.values))
+
+    def table(self) -> pa.Table:
+        n = len(self)
+        # 64-bit offsets while the updates of a whole flush interval are one array; each
+        # file's slice is cast to the schema's string type when it is written.
+        values = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(self.ends), pa.py_buffer(self.values)])
+        return pa.table(
+            [
+                pa.array(self.entity_ids, pa.string()),
+                pa.array(self.updated_at, pa.float64()),
+                pa.array(self.versions, pa.int64()),
+                values,
+            ],
+            names=SCHEMA.names,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,30 +132,32 @@ class OfflineFeatureLog:
             read_only=read_only,
         )
         self.flush_rows = flush_rows
-        self._pending: list[Update] = []
+        self._pending = PendingUpdates()
         self._files: dict[str, _FileIndex] = {}  # by file name: files never change once written
 
     # -- writing (the stream worker) ----------------------------------------------------------
 
     def append(self, entity_id: str, state: dict[str, Any]) -> None:
-        # Kept as it is and encoded at flush: the stream never changes a state it has stored.
-        self._pending.append((entity_id, state["updated_at"], state["version"], state["values"]))
+        # Encoded now: the values are in the cache as the event is applied, and writing a
+        # flush's updates then costs no Python work per update.
+        self._pending.append(entity_id, state["updated_at"], state["version"], state["values"])
 
-    def take(self) -> list[Update]:
+    def take(self) -> PendingUpdates:
         """The updates appended since the last call (on the thread that appends)."""
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, PendingUpdates()
         return pending
 
-    def write(self, updates: list[Update]) -> list[WriteOutcome]:
+    def write(self, updates: PendingUpdates) -> list[WriteOutcome]:
         """Writes updates taken with `take` (on any thread: it touches nothing `append` does),
         in files of at most `flush_rows` rows; merging small files happens here too, so call
         it off the event loop."""
+        if not len(updates):
+            return []
+        table = updates.table()
         outcomes = []
         for start in range(0, len(updates), self.flush_rows):
-            rows = [
-                (e, u, v, orjson.dumps(values).decode()) for e, u, v, values in updates[start : start + self.flush_rows]
-            ]
-            outcomes.append(self._log.write(rows_to_table(rows, SCHEMA)))
+            part = table.slice(start, self.flush_rows)
+            outcomes.append(self._log.write(part.cast(SCHEMA)))
         return outcomes
 
     def flush(self) -> None:
