@@ -52,7 +52,8 @@ READ_ATTEMPTS = 5
 @dataclass(frozen=True)
 class PendingFile:
     name: str
-    rows: list[tuple[Any, ...]]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    table: pa.Table | None = None  # the rows already in columns (cast to the schema when written)
 
 
 class ParquetLog:
@@ -82,14 +83,22 @@ class ParquetLog:
         if not self._rows:
             return None
         rows, self._rows = self._rows, []
-        return PendingFile(f"{self.prefix}-{time.time_ns():020d}-{next(self._sequence):06d}.parquet", rows)
+        return PendingFile(self._next_name(), rows)
+
+    def take_table(self, table: pa.Table) -> PendingFile:
+        """Rows kept in columns by the caller, named now as `take` names its rows."""
+        return PendingFile(self._next_name(), table=table)
+
+    def _next_name(self) -> str:
+        return f"{self.prefix}-{time.time_ns():020d}-{next(self._sequence):06d}.parquet"
 
     def write(self, pending: PendingFile | None) -> None:
         """Writes rows taken with `take` (on any thread: it touches nothing `append` does)."""
         if pending is None:
             return
+        table = rows_to_table(pending.rows, self.schema) if pending.table is None else pending.table.cast(self.schema)
         with atomic_path(self.directory / pending.name) as partial:
-            pq.write_table(rows_to_table(pending.rows, self.schema), partial)
+            pq.write_table(table, partial)
 
     def files(self) -> list[str]:
         return sorted(str(p) for p in self.directory.glob(f"{self.prefix}-*.parquet"))

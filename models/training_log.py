@@ -3,6 +3,7 @@ features as they were at prediction time, in the order it learned them."""
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,37 @@ SCHEMA = pa.schema([("ts", pa.float64()), ("example", pa.binary())])
 class TrainingLog:
     def __init__(self, directory: str | Path, flush_rows: int = 50_000) -> None:
         self._log = ParquetLog(directory, SCHEMA, "examples-v2", flush_rows)
+        self.flush_rows = flush_rows
+        self._start()
+
+    def _start(self) -> None:
+        # In columns: the examples back to back in one buffer, where each ends in another, so
+        # that a file's table is built from the buffers, with no tuple or copy per example.
+        self._ts: list[float] = []
+        self._examples = bytearray()
+        self._ends = array("q", [0])
 
     def append(self, ts: float, example_record: bytes) -> None:
-        self._log.append((ts, example_record))
+        self._ts.append(ts)
+        self._examples += example_record
+        self._ends.append(len(self._examples))
+        if len(self._ts) >= self.flush_rows:
+            self.flush()
 
     def flush(self) -> None:
-        self._log.flush()
+        self._log.write(self.take())
 
     def take(self) -> PendingFile | None:
         """The rows to flush, named in order now, to `write` later on any thread."""
-        return self._log.take()
+        if not self._ts:
+            return None
+        # 64-bit offsets here, without a copy; the file's writer casts them to the schema's.
+        examples = pa.Array.from_buffers(
+            pa.large_binary(), len(self._ts), [None, pa.py_buffer(self._ends), pa.py_buffer(self._examples)]
+        )
+        table = pa.table([pa.array(self._ts, pa.float64()), examples], names=SCHEMA.names)
+        self._start()
+        return self._log.take_table(table)
 
     def write(self, pending: PendingFile | None) -> None:
         self._log.write(pending)

@@ -45,3 +45,18 @@ def test_training_log_round_trip_keeps_label_types(tmp_path):
         log.append(ts, example.encode())
     log.flush()
     assert list(log.examples()) == [(1.0, {"a": 1.5, "s": "x"}, True), (2.0, {"a": 2}, 3)]
+
+
+def test_training_log_keeps_every_example_in_order_across_files(tmp_path):
+    log = TrainingLog(tmp_path, flush_rows=3)  # files of three as it goes, then one taken and written later
+    expected = []
+    for i in range(8):
+        features = {"a": float(i), "s": "é" * i}  # examples of different lengths
+        log.append(
+            float(i), Example(f"e-{i}", float(i), features, i % 2 == 0, Prediction(None), 1, ("events", 0, i)).encode()
+        )
+        expected.append((float(i), features, i % 2 == 0))
+    log.write(log.take())
+    assert log.take() is None
+    assert list(log.examples()) == expected
+    assert len(list(tmp_path.glob("*.parquet"))) == 3
