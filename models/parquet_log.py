@@ -1,7 +1,8 @@
 """Append-only logs of rows in Parquet files, each file written atomically (`models.atomic`).
 
 `ParquetLog` writes one file per flush and reads them back in the order written (the
-training log, read whole by the retrainer).
+training log, read whole by the retrainer). Its owner keeps the rows in columns until then
+(`PackedColumn` holds a variable-length column in one buffer).
 
 `CompactingParquetLog` is for a log that is queried while it grows (the offline feature log).
 A manifest names the files that make up the log, and merging keeps their number small:
@@ -30,11 +31,13 @@ import json
 import logging
 import re
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -52,53 +55,62 @@ READ_ATTEMPTS = 5
 @dataclass(frozen=True)
 class PendingFile:
     name: str
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    table: pa.Table | None = None  # the rows already in columns (cast to the schema when written)
+    table: pa.Table  # cast to the log's schema when written
+
+
+class PackedColumn:
+    """Variable-length values (bytes, or JSON encoded here) back to back in one buffer, with
+    where each ends: an Arrow array is then built from the two buffers, with no Python
+    object (a tuple, a str) per value on the way."""
+
+    __slots__ = ("_buffer", "_ends")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._ends = array("q", [0])
+
+    def __len__(self) -> int:
+        return len(self._ends) - 1
+
+    def add(self, value: bytes) -> None:
+        self._buffer += value
+        self._ends.append(len(self._buffer))
+
+    def add_json(self, value: Any) -> None:
+        _JSON.encode_into(value, self._buffer, -1)  # -1: at the end of the buffer
+        self._ends.append(len(self._buffer))
+
+    def array(self, large_type: pa.DataType) -> pa.Array:
+        """The values as an array of `large_type` (large_binary, large_string: 64-bit offsets,
+        whatever the buffer's size), sharing the buffers: add nothing after this."""
+        return pa.Array.from_buffers(
+            large_type, len(self), [None, pa.py_buffer(self._ends), pa.py_buffer(self._buffer)]
+        )
+
+
+_JSON = msgspec.json.Encoder()
 
 
 class ParquetLog:
-    def __init__(
-        self, directory: str | Path, schema: pa.Schema, prefix: str, flush_rows: int = 50_000, read_only: bool = False
-    ) -> None:
+    def __init__(self, directory: str | Path, schema: pa.Schema, prefix: str, read_only: bool = False) -> None:
         self.directory = Path(directory)
         if not read_only:
             self.directory.mkdir(parents=True, exist_ok=True)
         self.schema = schema
         self.prefix = prefix
-        self.flush_rows = flush_rows
-        self._rows: list[tuple[Any, ...]] = []
         self._sequence = itertools.count()
 
-    def append(self, row: tuple[Any, ...]) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= self.flush_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        self.write(self.take())
-
-    def take(self) -> PendingFile | None:
-        """The rows appended since the last flush, with the name of the file they go to: named
-        now, so that files written later (on another thread) still read back in this order."""
-        if not self._rows:
-            return None
-        rows, self._rows = self._rows, []
-        return PendingFile(self._next_name(), rows)
-
-    def take_table(self, table: pa.Table) -> PendingFile:
-        """Rows kept in columns by the caller, named now as `take` names its rows."""
-        return PendingFile(self._next_name(), table=table)
-
-    def _next_name(self) -> str:
-        return f"{self.prefix}-{time.time_ns():020d}-{next(self._sequence):06d}.parquet"
+    def pending(self, table: pa.Table) -> PendingFile:
+        """A table to write, with the name of the file it goes to: named now, so that files
+        written later (on another thread) still read back in this order."""
+        return PendingFile(f"{self.prefix}-{time.time_ns():020d}-{next(self._sequence):06d}.parquet", table)
 
     def write(self, pending: PendingFile | None) -> None:
-        """Writes rows taken with `take` (on any thread: it touches nothing `append` does)."""
+        """Writes a pending file (on any thread)."""
         if pending is None:
             return
-        table = rows_to_table(pending.rows, self.schema) if pending.table is None else pending.table.cast(self.schema)
         with atomic_path(self.directory / pending.name) as partial:
-            pq.write_table(table, partial)
+            pq.write_table(pending.table.cast(self.schema), partial)
 
     def files(self) -> list[str]:
         return sorted(str(p) for p in self.directory.glob(f"{self.prefix}-*.parquet"))
@@ -114,11 +126,6 @@ class ParquetLog:
 def _read_file(path: Path) -> pa.Table:
     with pq.ParquetFile(path) as file:  # a whole file: cheaper than the dataset machinery
         return file.read()
-
-
-def rows_to_table(rows: Sequence[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
-    columns = list(zip(*rows))
-    return pa.table([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema)
 
 
 @dataclass

@@ -3,7 +3,6 @@ features as they were at prediction time, in the order it learned them."""
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from models.parquet_log import ParquetLog, PendingFile
+from models.parquet_log import PackedColumn, ParquetLog, PendingFile
 
 # One row per example: its event time, and the example as the examples topic carries it
 # (JSON keeps each example's own feature set and the label's type: bool, int, str, float).
@@ -21,21 +20,17 @@ SCHEMA = pa.schema([("ts", pa.float64()), ("example", pa.binary())])
 
 class TrainingLog:
     def __init__(self, directory: str | Path, flush_rows: int = 50_000) -> None:
-        self._log = ParquetLog(directory, SCHEMA, "examples-v2", flush_rows)
+        self._log = ParquetLog(directory, SCHEMA, "examples-v2")
         self.flush_rows = flush_rows
         self._start()
 
     def _start(self) -> None:
-        # In columns: the examples back to back in one buffer, where each ends in another, so
-        # that a file's table is built from the buffers, with no tuple or copy per example.
         self._ts: list[float] = []
-        self._examples = bytearray()
-        self._ends = array("q", [0])
+        self._examples = PackedColumn()
 
     def append(self, ts: float, example_record: bytes) -> None:
         self._ts.append(ts)
-        self._examples += example_record
-        self._ends.append(len(self._examples))
+        self._examples.add(example_record)
         if len(self._ts) >= self.flush_rows:
             self.flush()
 
@@ -46,13 +41,11 @@ class TrainingLog:
         """The rows to flush, named in order now, to `write` later on any thread."""
         if not self._ts:
             return None
-        # 64-bit offsets here, without a copy; the file's writer casts them to the schema's.
-        examples = pa.Array.from_buffers(
-            pa.large_binary(), len(self._ts), [None, pa.py_buffer(self._ends), pa.py_buffer(self._examples)]
+        table = pa.table(
+            [pa.array(self._ts, pa.float64()), self._examples.array(pa.large_binary())], names=SCHEMA.names
         )
-        table = pa.table([pa.array(self._ts, pa.float64()), examples], names=SCHEMA.names)
         self._start()
-        return self._log.take_table(table)
+        return self._log.pending(table)
 
     def write(self, pending: PendingFile | None) -> None:
         self._log.write(pending)

@@ -29,19 +29,17 @@ It is not clearly faster, it is a large dependency, and pyarrow is one already.
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from models.parquet_log import CompactingParquetLog, WriteOutcome
+from models.parquet_log import CompactingParquetLog, PackedColumn, WriteOutcome
 
 SCHEMA = pa.schema(
     [
@@ -54,20 +52,16 @@ SCHEMA = pa.schema(
 KEY_COLUMNS = ["entity_id", "updated_at", "version"]
 ORDER = [("updated_at", "ascending"), ("version", "ascending")]
 
-_ENCODER = msgspec.json.Encoder()
-
 
 @dataclass
 class PendingUpdates:
-    """Updates appended and not yet written, in columns: each update's values already encoded
-    as JSON, back to back in one buffer, so that writing them builds the Arrow arrays from
-    buffers, without a Python object per update (a tuple, a str) on the way."""
+    """Updates appended and not yet written, in columns: each update's values encoded as JSON
+    as it is appended, into one buffer (`PackedColumn`)."""
 
     entity_ids: list[str] = field(default_factory=list)
     updated_at: list[float] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
-    values: bytearray = field(default_factory=bytearray)
-    ends: array = field(default_factory=lambda: array("q", [0]))  # where each update's JSON ends in `values`
+    values: PackedColumn = field(default_factory=PackedColumn)
 
     def __len__(self) -> int:
         return len(self.entity_ids)
@@ -76,20 +70,17 @@ class PendingUpdates:
         self.entity_ids.append(entity_id)
         self.updated_at.append(updated_at)
         self.versions.append(version)
-        _ENCODER.encode_into(values, self.values, -1)  # -1: at the end of the buffer
-        self.ends.append(len(self.values))
+        self.values.add_json(values)
 
     def table(self) -> pa.Table:
-        n = len(self)
-        # 64-bit offsets while the updates of a whole flush interval are one array; each
-        # file's slice is cast to the schema's string type when it is written.
-        values = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(self.ends), pa.py_buffer(self.values)])
+        """All of them in one table (64-bit string offsets for the values, whatever their size);
+        each file's slice is cast to the schema when it is written."""
         return pa.table(
             [
                 pa.array(self.entity_ids, pa.string()),
                 pa.array(self.updated_at, pa.float64()),
                 pa.array(self.versions, pa.int64()),
-                values,
+                self.values.array(pa.large_string()),
             ],
             names=SCHEMA.names,
         )

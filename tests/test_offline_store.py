@@ -3,6 +3,7 @@
 import random
 
 import orjson
+import pyarrow as pa
 
 from streams.batch_consumer import Record
 from streams.feature_store import FeatureStore
@@ -109,10 +110,10 @@ def test_a_log_written_before_merging_existed_is_read_and_taken_over(tmp_path):
     rng = random.Random(5)
     entities = [f"e{i}" for i in range(10)]
     updates = random_updates(rng, 400, entities)
-    legacy = ParquetLog(tmp_path, SCHEMA, "features", flush_rows=37)  # unsorted files, one row group each
-    for entity_id, updated_at, version, values in updates[:300]:
-        legacy.append((entity_id, updated_at, version, orjson.dumps(values).decode()))
-    legacy.flush()
+    legacy = ParquetLog(tmp_path, SCHEMA, "features")  # unsorted files, one row group each
+    for start in range(0, 300, 37):
+        rows = [(e, u, v, orjson.dumps(values).decode()) for e, u, v, values in updates[start : min(start + 37, 300)]]
+        legacy.write(legacy.pending(pa.table([list(column) for column in zip(*rows)], schema=SCHEMA)))
     log = OfflineFeatureLog(tmp_path, fanout=4)
     times = [rng.uniform(0, updates[-1][1]) for _ in range(15)]
     for t in times:

@@ -8,13 +8,13 @@ import threading
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.parquet_log import CompactingParquetLog, ParquetLog, rows_to_table
+from models.parquet_log import CompactingParquetLog, PackedColumn, ParquetLog
 
 SCHEMA = pa.schema([("id", pa.int64()), ("ts", pa.float64())])
 
 
 def batch(start, n):
-    return rows_to_table([(i, float(i)) for i in range(start, start + n)], SCHEMA)
+    return pa.table([list(range(start, start + n)), [float(i) for i in range(start, start + n)]], schema=SCHEMA)
 
 
 def make_log(directory, **options):
@@ -118,10 +118,9 @@ def test_what_a_crash_leaves_behind_is_adopted_or_removed(tmp_path):
 
 
 def test_a_folder_written_before_manifests_is_read_and_then_adopted(tmp_path):
-    legacy = ParquetLog(tmp_path, SCHEMA, "rows", flush_rows=10)
-    for i in range(25):
-        legacy.append((i, float(i)))
-    legacy.flush()
+    legacy = ParquetLog(tmp_path, SCHEMA, "rows")
+    for start in range(0, 25, 10):
+        legacy.write(legacy.pending(batch(start, min(10, 25 - start))))
     log = make_log(tmp_path, fanout=2)
     assert ids(log) == list(range(25))  # no manifest yet: the flushed files are the log
     log.write(batch(25, 5))
@@ -129,9 +128,18 @@ def test_a_folder_written_before_manifests_is_read_and_then_adopted(tmp_path):
 
 
 def test_the_plain_log_leaves_no_temporary_files(tmp_path):
-    log = ParquetLog(tmp_path, SCHEMA, "rows", flush_rows=3)
-    for i in range(7):
-        log.append((i, float(i)))
-    log.flush()
+    log = ParquetLog(tmp_path, SCHEMA, "rows")
+    for start in range(0, 7, 3):
+        log.write(log.pending(batch(start, min(3, 7 - start))))
     assert log.read().column("id").to_pylist() == list(range(7))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_packed_column_gives_back_each_value_whole_and_in_order():
+    column = PackedColumn()
+    values = [b"", b"abc", "é".encode() * 3, b"\x00\xff"]
+    for value in values:
+        column.add(value)
+    column.add_json({"a": 1.5, "s": "é"})
+    assert column.array(pa.large_binary()).to_pylist() == [*values, b'{"a":1.5,"s":"\xc3\xa9"}']
+    assert len(column) == 5
