@@ -90,16 +90,12 @@ class Learner:
 
     def learn(self, example: Example) -> bool:
         """Learns the example; False when it was learned before (or diverged before)."""
-        # has_learned, inline: this runs once per example and model.
-        topic, partition, offset = example.source
-        learned_offsets = self._learned_offsets
-        done = learned_offsets.get((topic, partition), -1)
-        event_id = example.event_id
-        if offset <= done or event_id in self._recent_ids:
+        if self.has_learned(example):
             self._outcome.duplicates += 1
             return False
-        learned_offsets[(topic, partition)] = offset
-        self._recent_ids.add(event_id)
+        topic, partition, offset = example.source
+        self._learned_offsets[(topic, partition)] = offset  # above the last one: has_learned says so
+        self._recent_ids.add(example.event_id)
         model = self.model
         outcome = self._outcome
         if example.label_source == INLINE:
