@@ -217,3 +217,44 @@ def test_too_many_feature_names_in_one_event_is_out_of_range():
         contract.event(raw(features={f"f{i}": i for i in range(5)}))
     assert caught.value.reason == DeadLetterReason.OUT_OF_RANGE and caught.value.field == "features"
     assert "5 names, more than the limit 4" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"event_id": "€" * 12},  # the length limit counts characters, not bytes
+        {"event_id": "😀" * 12},
+        {"event_id": "😀" * 13},
+        {"entity_id": 10**11},  # an integer id's length is that of its digits
+        {"entity_id": 10**12},
+        {"features": {"x": 2}},  # an integer is within 2.5 when within 2
+        {"features": {"x": 3}},
+        {"features": {"x": -3}},
+        {"features": {"x": 2.5, "y": -2.5}},
+        {"features": {"x": 2.5000000000000004}},
+        {"features": {"a": 1, "b": 2, "c": None}},  # three names: the limit, with a null among them
+        {"features": {"a": 1, "b": 2, "c": 0, "d": None}},
+        {"features": {"amount": 100}},  # a declared range, at its bound and past it
+        {"features": {"amount": 100.5}},
+        {"features": {"amount": "100"}},
+        {"label": 1, "features": {}},
+        {"label": 3, "features": {}},
+    ],
+)
+def test_the_decoder_that_checks_limits_in_c_judges_as_the_rules_do(fields):
+    """Events that keep every limit are checked by msgspec while decoding; the rule-by-rule
+    reading decides the others. At each limit both must give the same event or reason."""
+    from streams.records import _checked_event
+
+    limits = {"max_magnitude": 2.5, "max_id_length": 12, "max_features": 3}
+    data = raw(**fields)
+
+    def judged(parse):
+        try:
+            return repr(parse())
+        except InvalidMessage as exc:
+            return (exc.reason, exc.detail)
+
+    fast = judged(lambda: parse_event(data, 10_000, RANGES, task=Task.BINARY, latest_ts=1e9, **limits))
+    thorough = judged(lambda: _checked_event(data, 10_000, RANGES, 2.5, 12, 3, Task.BINARY, 1e9))
+    assert fast == thorough
