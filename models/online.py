@@ -20,7 +20,7 @@ from river import drift, dummy, metrics, stats
 from models import pickling
 from models.errors import ModelError
 from models.factory import Task, get_spec
-from models.fast_metrics import FastROCAUC
+from models.fast_metrics import FastLogLoss, FastROCAUC
 
 Features = dict[str, Any]
 
@@ -70,7 +70,7 @@ class Prediction(msgspec.Struct, gc=False):  # a struct, as models/examples.py's
 
 def metrics_for(task: Task) -> dict[str, metrics.base.Metric]:
     if task is Task.BINARY:
-        return {"accuracy": metrics.Accuracy(), "roc_auc": FastROCAUC(), "log_loss": metrics.LogLoss()}
+        return {"accuracy": metrics.Accuracy(), "roc_auc": FastROCAUC(), "log_loss": FastLogLoss()}
     if task is Task.MULTICLASS:
         return {"accuracy": metrics.Accuracy(), "macro_f1": metrics.MacroF1(), "cross_entropy": metrics.CrossEntropy()}
     return {"mae": metrics.MAE(), "rmse": metrics.RMSE(), "r2": metrics.R2()}
@@ -89,14 +89,19 @@ def update_metrics(scores: dict[str, metrics.base.Metric], task: Task, y: Any, p
                 metric.update(y, value)
         return
     proba = prediction.proba
+    # Whether each kind of answer is scored, decided once for every metric.
+    value_scored = value is not None and value != {}
+    proba_scored = proba is not None and proba != {}
     for metric in scores.values():
         wants_proba = _WANTS_PROBA.get(type(metric))
         if wants_proba is None:
             assert isinstance(metric, metrics.base.ClassificationMetric)  # what metrics_for gives a classifier
             wants_proba = _WANTS_PROBA[type(metric)] = not metric.requires_labels
-        y_pred = proba if wants_proba else value
-        if y_pred is not None and y_pred != {}:
-            metric.update(y, y_pred)
+        if wants_proba:
+            if proba_scored:
+                metric.update(y, proba)
+        elif value_scored:
+            metric.update(y, value)
 
 
 DEFAULT_MAX_FEATURES = 10_000

@@ -1,11 +1,12 @@
-"""FastROCAUC gives River's ROCAUC, digit for digit."""
+"""FastROCAUC and FastLogLoss give River's ROCAUC and LogLoss, digit for digit."""
 
+import math
 import random
 
 import pytest
 from river import metrics
 
-from models.fast_metrics import FastROCAUC
+from models.fast_metrics import FastLogLoss, FastROCAUC
 
 
 def probabilities(rng):
@@ -37,3 +38,30 @@ def test_missing_true_probability_and_revert_match_river():
         metric.update(True, {True: 0.8, False: 0.2})
         metric.revert(False, {True: 0.3, False: 0.7})
     assert fast.get() == river.get()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_log_loss_same_value_as_river_after_every_update(seed):
+    rng = random.Random(seed)
+    river, fast = metrics.LogLoss(), FastLogLoss()
+    for i, (y, p) in enumerate(probabilities(rng)):
+        y_pred = {True: p, False: 1 - p} if i % 3 else p
+        w = 1.0 if i % 5 else rng.choice([0.5, 2.0, 3])  # weights, an integer one too
+        river.update(y, y_pred, w)
+        fast.update(y, y_pred, w)
+        assert fast.get() == river.get()
+
+
+def test_log_loss_at_the_clamps_and_reverted_matches_river():
+    river, fast = metrics.LogLoss(), FastLogLoss()
+    for metric in (river, fast):
+        metric.update(True, {False: 1.0})  # no probability for True: 0, clamped
+        metric.update(False, {True: 1})  # an integer probability
+        metric.update(True, 0)
+        metric.update(False, 1e-300)
+        metric.update(True, {True: 0.8, False: 0.2})
+        metric.revert(False, 1e-300)
+    assert fast.get() == river.get()
+    river.update(True, float("nan"))
+    fast.update(True, float("nan"))
+    assert math.isnan(fast.get()) and math.isnan(river.get())
