@@ -34,6 +34,7 @@ from models.learner import BatchOutcome, Learner
 from models.offload import OFFLOAD_ABOVE_SECONDS, Child
 from models.online import OnlineModel
 from models.parquet_log import PendingFile
+from models.pickling import Pickled
 from models.registry import ModelRegistry, RegistryError
 from models.snapshots import Snapshot, SnapshotStore, pickled_snapshot, sealed
 from models.training_log import TrainingLog
@@ -316,10 +317,13 @@ class LearningService:
         if self.learner.pickle_seconds > OFFLOAD_ABOVE_SECONDS:
             self._snapshotting = asyncio.ensure_future(self._snapshot_in_child())
             return
-        if not self.learner.verified():
+        # The model as a checkpoint taken now: the learner goes on with objects loaded from
+        # it, where pickling the model itself would leave it slower (models/pickling.py).
+        checkpoint = self.learner.verified_checkpoint()
+        if checkpoint is None:
             log.error("not snapshotting: the model stays unhealthy after healing")
             return
-        meta, state = self._snapshot_cut()
+        meta, state = self._snapshot_cut(Pickled(checkpoint))
         try:
             # The cut, on the loop: the training log's rows so far and the pickled state. The
             # rest (checksum, Parquet encoding, fsyncs: tens of milliseconds) is done on a
@@ -331,7 +335,8 @@ class LearningService:
             return
         self._snapshotting = asyncio.ensure_future(self._snapshot_written_on_thread(training, data, meta))
 
-    def _snapshot_cut(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _snapshot_cut(self, pickled: Pickled | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`pickled`: the model already pickled (it loads as the model); without it, the model."""
         model = self.learner.model
         meta = {
             **snapshot_identity(self.settings, self.features),
@@ -343,7 +348,7 @@ class LearningService:
             "metrics": model.metric_values(),
         }
         self._snapshot_cadence.done(model.samples_learned)
-        return meta, {"model": model, "learner": self.learner.state()}
+        return meta, {"model": model if pickled is None else pickled, "learner": self.learner.state()}
 
     async def _snapshot_in_child(self) -> None:
         """A large model's snapshot. The training log is written before it (a snapshot must

@@ -9,6 +9,7 @@ finite, and the next example turns the weights to NaN. So the state itself is ch
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +40,62 @@ _ATOM_TYPES = frozenset(_ATOMS)
 def non_finite_state(obj: Any) -> str | None:
     """The path of a NaN or infinite float inside obj (attributes, containers, arrays), or None.
 
-    Floats are checked where they stand. A grown tree holds a few thousand objects, so the
+    The walk that runs every batch reads each object's attributes as the garbage collector
+    sees them (`gc.get_referents`), not through `__dict__`: reading `__dict__` moves a fresh
+    object's attributes into a dict, and every later read of them is slower
+    (models/pickling.py). Only when it finds one is the walk made again with names, for the
+    path."""
+    if not _holds_non_finite(obj):
+        return None
+    return _non_finite_path(obj) or f"{type(obj).__name__}: a NaN or an infinity"
+
+
+def _holds_non_finite(obj: Any) -> bool:
+    seen: set[int] = set()
+    stack: list[Any] = [obj]
+    kinds = _KINDS
+    while stack:
+        value = stack.pop()
+        kind = kinds.get(type(value))
+        if kind is None:
+            kind = _kind(type(value))
+        if kind == _ATOM or id(value) in seen:
+            continue
+        seen.add(id(value))
+        if kind == _FLOAT:
+            if not math.isfinite(value):
+                return True
+            continue
+        if kind == _ARRAY:
+            if value.dtype.kind in "fc" and not np.isfinite(value).all():
+                return True
+            continue
+        if kind == _NUMPY_SCALAR:
+            if not np.isfinite(value):
+                return True
+            continue
+        if kind == _MAPPING:
+            children: Any = value.values()
+        elif kind == _SEQUENCE:
+            children = value
+        elif kind == _INSTANCE:
+            # Its attribute values (or its dict, if one was made), its slots, and its class.
+            children = gc.get_referents(value)
+        else:  # an object of a class written in C: a function, a partial... as the named walk reads it
+            attributes = getattr(value, "__dict__", None)
+            children = attributes.values() if attributes else ()
+        for child in children:
+            child_kind = type(child)
+            if child_kind is float:
+                if not math.isfinite(child):
+                    return True
+            elif child_kind not in _ATOM_TYPES:
+                stack.append(child)
+    return False
+
+
+def _non_finite_path(obj: Any) -> str | None:
+    """Floats are checked where they stand. A grown tree holds a few thousand objects, so the
     walk decides what a type is once per type, not with a chain of isinstance per object,
     and formats nothing on the way: each object on the stack keeps its parent and its key,
     and only the path of the one found is written."""
@@ -92,14 +148,15 @@ def non_finite_state(obj: Any) -> str | None:
     return None
 
 
-_ATOM, _FLOAT, _ARRAY, _NUMPY_SCALAR, _MAPPING, _SEQUENCE, _OBJECT = range(7)
+_ATOM, _FLOAT, _ARRAY, _NUMPY_SCALAR, _MAPPING, _SEQUENCE, _OBJECT, _INSTANCE = range(8)
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class written in Python
 _KINDS: dict[type, int] = {}
 
 
 def _kind(kind: type) -> int:
     if issubclass(kind, float):
         found = _FLOAT
-    elif issubclass(kind, _ATOMS):
+    elif issubclass(kind, (*_ATOMS, type)):  # a class: its code, not the model's state
         found = _ATOM
     elif issubclass(kind, np.ndarray):
         found = _ARRAY
@@ -109,6 +166,8 @@ def _kind(kind: type) -> int:
         found = _MAPPING
     elif issubclass(kind, (list, tuple, set, frozenset)):
         found = _SEQUENCE
+    elif kind.__flags__ & _HEAP_TYPE:
+        found = _INSTANCE
     else:
         found = _OBJECT
     _KINDS[kind] = found

@@ -201,13 +201,16 @@ class Learner:
         started = self._clock()
         examples = len(self._since_checkpoint)
         self._checkpoint = self.model.checkpoint()
-        pickling = self._clock() - started
-        self.pickle_seconds = pickling  # what pickling the model costs now (snapshots and publications use it)
+        pickled = self._clock()
+        self.pickle_seconds = pickled - started  # what pickling the model costs now (snapshots and publications use it)
+        # Pickling slowed every attribute read of the model's objects: go on with fresh ones.
+        self.model.refresh(self._checkpoint)
+        cost = self._clock() - started
         if examples:
             # Time per example is measured end to end (everything the process does for one),
             # which only makes checkpoints more frequent than the budget allows, never rarer.
             per_example = max((started - self._checkpoint_at) / examples, 1e-9)
-            wanted = pickling / (self.checkpoint_budget * per_example)
+            wanted = cost / (self.checkpoint_budget * per_example)
             self._interval = int(min(self.max_interval, max(self.min_interval, wanted)))
         self._since_checkpoint = []
         self._checkpoint_at = self._clock()

@@ -5,8 +5,9 @@ import random
 import pytest
 from river import datasets
 
-from models.pickling import dumps
-from tests.helpers import trained
+from models.factory import MODELS, get_spec
+from models.pickling import _DEFAULTS_ONLY_SETSTATE, _set_through_setstate, dumps
+from tests.helpers import task_rows, trained
 
 
 def test_a_generator_goes_on_drawing_exactly_as_the_original():
@@ -62,3 +63,62 @@ def test_a_reducer_registered_with_copyreg_later_is_used():
         copyreg.dispatch_table.pop(Celsius)
     assert b"celsius_from_kelvin" in payload
     assert pickle.loads(payload).degrees == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_refreshed_from_its_checkpoint_learns_on_exactly_as_one_never_pickled(name):
+    """A learner goes on, after each checkpoint, with the objects loaded from it (their
+    attributes set by our state setter): nothing of the model may differ from the original."""
+    rows = task_rows(get_spec(name).task, 400)
+    model, untouched = trained(rows[:200], name), trained(rows[:200], name)
+    model.refresh(model.checkpoint())
+    for x, y in rows[200:]:
+        for m in (model, untouched):
+            m.learn(x, y, m.predict(x))
+    assert model.metric_values() == untouched.metric_values()
+    assert [model.predict(x) for x, _ in rows[:50]] == [untouched.predict(x) for x, _ in rows[:50]]
+
+
+@pytest.mark.parametrize("cls", sorted(_DEFAULTS_ONLY_SETSTATE, key=lambda c: c.__name__))
+def test_scalers_setstate_only_adds_defaults_so_their_state_is_set_as_theirs_would(cls):
+    """Their own __setstate__ decides the attributes, including the default an older pickle
+    lacks; the result is the attributes it would have written into __dict__."""
+    state = dict(vars(cls()))
+    del state["window_size"]  # a pickle from before the attribute
+    theirs = cls.__new__(cls)
+    theirs.__setstate__(dict(state))
+    ours = cls.__new__(cls)
+    _set_through_setstate(ours, dict(state))
+    assert vars(ours) == vars(theirs) and ours.window_size is None
+
+
+class Thermostat:
+    def __init__(self) -> None:
+        self.target = 20.0
+        self.owner = self  # a cycle: the object is made before its state is set
+
+    @property
+    def mode(self) -> str:
+        return "heat"
+
+
+class Logged:
+    def __init__(self) -> None:
+        self.entries = [1.0]
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, restored=True)
+
+
+def test_plain_objects_with_cycles_and_their_own_setstate_load_as_the_standard_pickle_loads():
+    thermostat = pickle.loads(dumps(Thermostat()))
+    assert thermostat.target == 20.0 and thermostat.owner is thermostat and thermostat.mode == "heat"
+    logged = pickle.loads(dumps(Logged()))
+    assert vars(logged) == {"entries": [1.0], "restored": True}  # its own __setstate__ ran
+
+
+def test_a_state_entry_named_like_a_property_is_loaded_into_dict_as_the_standard_pickle_does():
+    thermostat = Thermostat()
+    thermostat.__dict__["mode"] = "cool"  # shadowed by the read-only property, still state
+    loaded = pickle.loads(dumps(thermostat))
+    assert vars(loaded)["mode"] == "cool"
