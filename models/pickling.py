@@ -131,8 +131,8 @@ class _Pickler(pickle.Pickler):
         if setter is None:
             return NotImplemented
         state = obj.__dict__
-        if not state or not _data_descriptors(cls).isdisjoint(state):
-            return NotImplemented
+        if not state or not _data_descriptors(cls).isdisjoint(state) or not all(type(k) is str for k in state):
+            return NotImplemented  # (setattr takes names only: a key put into __dict__ by hand is not one)
         return _NEW_OBJECT, (cls,), state, None, None, setter
 
 
