@@ -118,8 +118,8 @@ def test_plain_objects_with_cycles_and_their_own_setstate_load_as_the_standard_p
 
 
 def test_state_entries_setattr_would_not_take_are_loaded_into_dict_as_the_standard_pickle_does():
-    thermostat = Thermostat()
-    thermostat.__dict__["mode"] = "cool"  # shadowed by the read-only property, still state
-    thermostat.__dict__[7] = "a key that is not a name"
-    loaded = pickle.loads(dumps(thermostat))
-    assert vars(loaded)["mode"] == "cool" and vars(loaded)[7] == "a key that is not a name"
+    shadowed, numbered = Thermostat(), Thermostat()
+    shadowed.__dict__["mode"] = "cool"  # shadowed by the read-only property, still state
+    numbered.__dict__[7] = "a key that is not a name"
+    assert vars(pickle.loads(dumps(shadowed)))["mode"] == "cool"
+    assert vars(pickle.loads(dumps(numbered)))[7] == "a key that is not a name"
