@@ -62,16 +62,8 @@ def _holds_non_finite(obj: Any) -> bool:
         if kind == _ATOM or id(value) in seen:
             continue
         seen.add(id(value))
-        if kind == _FLOAT:
-            if not math.isfinite(value):
-                return True
-            continue
-        if kind == _ARRAY:
-            if value.dtype.kind in "fc" and not np.isfinite(value).all():
-                return True
-            continue
-        if kind == _NUMPY_SCALAR:
-            if not np.isfinite(value):
+        if kind in _LEAVES:
+            if _leaf_problem(value, kind) is not None:
                 return True
             continue
         if kind == _MAPPING:
@@ -112,17 +104,10 @@ def _non_finite_path(obj: Any) -> str | None:
         if kind == _ATOM or id(value) in seen:
             continue
         seen.add(id(value))
-        if kind == _FLOAT:
-            if not math.isfinite(value):
-                return f"{_path(entry)} = {value}"
-            continue
-        if kind == _ARRAY:
-            if value.dtype.kind in "fc" and not np.isfinite(value).all():
-                return f"{_path(entry)} holds NaN or infinity"
-            continue
-        if kind == _NUMPY_SCALAR:
-            if not np.isfinite(value):
-                return f"{_path(entry)} = {value}"
+        if kind in _LEAVES:
+            problem = _leaf_problem(value, kind)
+            if problem is not None:
+                return f"{_path(entry)}{problem}"
             continue
         if kind == _MAPPING:
             items: Any = value.items()
@@ -149,6 +134,19 @@ def _non_finite_path(obj: Any) -> str | None:
 
 
 _ATOM, _FLOAT, _ARRAY, _NUMPY_SCALAR, _MAPPING, _SEQUENCE, _OBJECT, _INSTANCE = range(8)
+_LEAVES = frozenset({_FLOAT, _ARRAY, _NUMPY_SCALAR})
+
+
+def _leaf_problem(value: Any, kind: int) -> str | None:
+    """How a float, a NumPy array or a NumPy scalar is not finite (the end of its path in a
+    message), or None when it is."""
+    if kind == _FLOAT:
+        return None if math.isfinite(value) else f" = {value}"
+    if kind == _ARRAY:
+        return None if value.dtype.kind not in "fc" or np.isfinite(value).all() else " holds NaN or infinity"
+    return None if np.isfinite(value) else f" = {value}"
+
+
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class written in Python
 _KINDS: dict[type, int] = {}
 
