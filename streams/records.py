@@ -364,18 +364,18 @@ def _valid_event(
     if None in features.values():  # null means missing: dropped, and counted
         nulls = tuple(name for name, value in features.items() if value is None)
         features = {name: value for name, value in features.items() if value is not None}
-    for name, (low, high) in ranges.items():
-        value = features.get(name)
-        if value is not None and not (_is_number(value) and low <= value <= high):
-            return None
     label = shape.label
-    if label is None:
-        label = NO_LABEL
-    elif not (task is Task.BINARY and type(label) is bool):  # the common case, as fit_label takes it
-        try:
+    try:
+        for name, bounds in ranges.items():
+            value = features.get(name)
+            if value is not None:
+                _check_range(value, bounds, name)  # refused here, the thorough path names the field
+        if label is None:
+            label = NO_LABEL
+        elif not (task is Task.BINARY and type(label) is bool):  # the common case, as fit_label takes it
             label = fit_any_label(label, max_magnitude, task)
-        except InvalidMessage:
-            return None
+    except InvalidMessage:
+        return None
     return Event(event_id, entity_id, ts, features, label, nulls)
 
 
