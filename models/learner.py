@@ -203,8 +203,9 @@ class Learner:
         self._checkpoint = self.model.checkpoint()
         pickled = self._clock()
         self.pickle_seconds = pickled - started  # what pickling the model costs now (snapshots and publications use it)
-        # Pickling slowed every attribute read of the model's objects: go on with fresh ones.
-        self.model.refresh(self._checkpoint)
+        # Pickling read every object's __dict__, which slows every later attribute read
+        # (models/pickling.py): go on with the same state loaded from the checkpoint.
+        self.model.restore(self._checkpoint)
         cost = self._clock() - started
         if examples:
             # Time per example is measured end to end (everything the process does for one),

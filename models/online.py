@@ -262,12 +262,6 @@ class OnlineModel:
         self.__dict__.clear()
         self.__dict__.update(pickle.loads(checkpoint).__dict__)
 
-    def refresh(self, checkpoint: bytes) -> None:
-        """Right after `checkpoint()`: the same state, from objects that have not been pickled.
-        Pickling read every object's __dict__, which slows every later attribute read of
-        River's (models/pickling.py); what loads from the checkpoint reads as fast as new."""
-        self.restore(checkpoint)
-
     def divergence(self, inputs: Iterable[Features]) -> str | None:
         """Why the model is unusable on these inputs (an error or a non-finite answer), or None."""
         for x in inputs:

@@ -15,7 +15,7 @@ River's `logreg` predicted and learned 11% slower once pickled (13.3 against 12.
 event). A plain object is written with a state setter of ours (`set_attributes`, which
 sets each attribute as `__init__` would), so what loads is as fast as what was built. A
 learner puts the copy it loads from each checkpoint in place of the model it pickled
-(`OnlineModel.refresh`), and the health walk reads objects without reading `__dict__`.
+(`Learner._take_checkpoint`), and the health walk reads objects without reading `__dict__`.
 """
 
 from __future__ import annotations

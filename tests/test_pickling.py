@@ -66,12 +66,12 @@ def test_a_reducer_registered_with_copyreg_later_is_used():
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_every_model_refreshed_from_its_checkpoint_learns_on_exactly_as_one_never_pickled(name):
+def test_every_model_restored_from_its_checkpoint_learns_on_exactly_as_one_never_pickled(name):
     """A learner goes on, after each checkpoint, with the objects loaded from it (their
     attributes set by our state setter): nothing of the model may differ from the original."""
     rows = task_rows(get_spec(name).task, 400)
     model, untouched = trained(rows[:200], name), trained(rows[:200], name)
-    model.refresh(model.checkpoint())
+    model.restore(model.checkpoint())  # as the learner does after each checkpoint
     for x, y in rows[200:]:
         for m in (model, untouched):
             m.learn(x, y, m.predict(x))
