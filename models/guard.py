@@ -20,6 +20,7 @@ import numpy as np
 
 from models.examples import Example
 from models.online import OnlineModel
+from models.pickling import HEAP_TYPE, slot_names
 
 # Why an example was refused (the dead-letter reasons of the same names).
 MODEL_ERROR = "model_error"  # learning it raised: the model cannot take these features
@@ -117,7 +118,7 @@ def _non_finite_path(obj: Any) -> str | None:
             step = "[{}]"
         else:
             attributes = getattr(value, "__dict__", None)
-            slots = _slots(type(value))
+            slots = slot_names(type(value))
             if slots:
                 items = [*(attributes or {}).items(), *((n, getattr(value, n)) for n in slots if hasattr(value, n))]
             else:
@@ -147,7 +148,6 @@ def _leaf_problem(value: Any, kind: int) -> str | None:
     return None if np.isfinite(value) else f" = {value}"
 
 
-_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class written in Python
 _KINDS: dict[type, int] = {}
 
 
@@ -164,29 +164,12 @@ def _kind(kind: type) -> int:
         found = _MAPPING
     elif issubclass(kind, (list, tuple, set, frozenset)):
         found = _SEQUENCE
-    elif kind.__flags__ & _HEAP_TYPE:
+    elif kind.__flags__ & HEAP_TYPE:
         found = _INSTANCE
     else:
         found = _OBJECT
     _KINDS[kind] = found
     return found
-
-
-_SLOTS: dict[type, tuple[str, ...]] = {}
-
-
-def _slots(kind: type) -> tuple[str, ...]:
-    """The slot names declared along the class's MRO (once per class)."""
-    names = _SLOTS.get(kind)
-    if names is None:
-        found: list[str] = []
-        for klass in kind.__mro__:
-            declared = klass.__dict__.get("__slots__", ())
-            for name in (declared,) if isinstance(declared, str) else declared:
-                if isinstance(name, str) and name not in ("__dict__", "__weakref__") and name not in found:
-                    found.append(name)
-        names = _SLOTS[kind] = tuple(found)
-    return names
 
 
 def _path(entry: tuple[Any, Any, Any, str]) -> str:

@@ -78,8 +78,8 @@ def _setter_for(cls: type) -> Any:
         and not hasattr(cls, "__getnewargs_ex__")
         and not hasattr(cls, "__getnewargs__")
         and not issubclass(cls, _BUILTIN_BASES)
-        and cls.__flags__ & _HEAP_TYPE  # a class written in Python: no state of its own in C
-        and not any(_slot_names(klass) for klass in cls.__mro__[:-1])
+        and cls.__flags__ & HEAP_TYPE  # a class written in Python: no state of its own in C
+        and not slot_names(cls)
     )
     if not plain:
         return None
@@ -88,18 +88,26 @@ def _setter_for(cls: type) -> Any:
     return _set_through_setstate if cls in _DEFAULTS_ONLY_SETSTATE else None
 
 
-_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE
+HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class written in Python
 _NEW_OBJECT = copyreg.__newobj__  # type: ignore[attr-defined]  # what the default reduction creates objects with
 
 
-def _slot_names(klass: type) -> list[str]:
-    """Slots that hold state (abc.ABC and typing.Generic declare empty ones)."""
-    declared = klass.__dict__.get("__slots__", ())
-    return [
-        name
-        for name in ((declared,) if isinstance(declared, str) else declared)
-        if name not in ("__dict__", "__weakref__")
-    ]
+_SLOTS: dict[type, tuple[str, ...]] = {}
+
+
+def slot_names(cls: type) -> tuple[str, ...]:
+    """The slots that hold state, declared along the class's MRO (once per class; abc.ABC
+    and typing.Generic declare empty ones)."""
+    names = _SLOTS.get(cls)
+    if names is None:
+        found: list[str] = []
+        for klass in cls.__mro__:
+            declared = klass.__dict__.get("__slots__", ())
+            for name in (declared,) if isinstance(declared, str) else declared:
+                if isinstance(name, str) and name not in ("__dict__", "__weakref__") and name not in found:
+                    found.append(name)
+        names = _SLOTS[cls] = tuple(found)
+    return names
 
 
 _DESCRIPTORS: dict[type, frozenset[str]] = {}
