@@ -1,14 +1,15 @@
 """Ingestion + learning throughput: the engine side by side with the reference consumers.
 
     .venv/bin/python -m benchmarks.throughput [--events 100000] [--model logreg --model hoeffding]
-                                              [--partitions 1] [--workers 1 --workers 2]
+                                              [--partitions 1] [--workers 1 --workers 2] [--apart]
 
 One backlog of N labelled Phishing events (1,000 entities, key = entity id) on a fresh
 topic; then, each in its own process, on that same backlog, for every model:
 
 - `engine worker`: one stream worker with the embedded learner (what `engine run` runs
   for the stream), with W workers when --workers asks for more (scale-out: W workers in one
-  group and the learner apart, `engine learn`);
+  group and the learner apart, `engine learn`); with --apart, also one worker with the
+  learner apart (two processes: the worker predicts with the latest published version);
 - `engine run`: the same plus a serving process, which replicates the feature changelog;
 - `aiokafka`, `aiokafka-changelog`, `quix`: benchmarks/throughput_baselines.py;
 - with --learner, the learner's own ceiling: `engine learn` alone on an examples topic
@@ -16,7 +17,10 @@ topic; then, each in its own process, on that same backlog, for every model:
 
 The engine is timed from its first batch of examples on the examples topic to its last
 (their Kafka timestamps: each batch is stamped when it is flushed), the others from their
-first record received to their last event learned. Results: benchmarks/results/throughput.json.
+first record received to their last event learned. With the learner apart, the examples
+topic shows when the workers were done, so the run is timed to the learner's first
+publication of a model that learned every event (`workers_events_per_second`: the workers'
+own rate). Results: benchmarks/results/throughput.json.
 """
 
 from __future__ import annotations
@@ -75,7 +79,38 @@ async def examples_rate(
         after_first = (await consumer.offsets_for_times({tp: first.timestamp + 1}))[tp]
         counted = expected - after_first.offset
         seconds = (last.timestamp - first.timestamp) / 1000
-        return {"events_per_second": round(counted / seconds, 1), "seconds": round(seconds, 3), "events_timed": counted}
+        return {
+            "events_per_second": round(counted / seconds, 1),
+            "seconds": round(seconds, 3),
+            "events_timed": counted,
+            "first_stamp_ms": first.timestamp,
+        }
+    finally:
+        await consumer.stop()
+
+
+async def learned_rate(bootstrap: str, models_topic: str, examples: dict, expected: int, timeout: float) -> dict:
+    """With the learner apart, the examples topic shows when the workers were done, not when
+    the learner was: times the learner from the first batch of examples (`examples`, what
+    `examples_rate` answered) to its first publication of a model that had learned all
+    `expected`. A publication follows learning within one publish interval (at least
+    MODEL_PUBLISH_MIN_SECONDS), so this errs slow by up to that."""
+    tp = TopicPartition(models_topic, 0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                if record.key != b"champion" or not record.value:
+                    continue
+                if decode_version(record.value).samples_learned >= expected:
+                    seconds = (record.timestamp - examples["first_stamp_ms"]) / 1000
+                    counted = examples["events_timed"]
+                    return {"events_per_second": round(counted / seconds, 1), "seconds": round(seconds, 3)}
+        raise TimeoutError(f"no model version with {expected} samples learned on {models_topic} after {timeout} s")
     finally:
         await consumer.stop()
 
@@ -97,16 +132,19 @@ def run_engine(
     workers: int,
     workdir: Path,
     named_models: int = 0,
+    apart: bool = False,
 ) -> dict:
     """`named_models`: that many named models of `model` (MODELS), each learning the stream;
     timed on the first one's examples topic (the worker sends every model's examples of a
-    batch together)."""
+    batch together). With more than one worker, or `apart`, the workers run apart from the
+    learner (`engine learn`) and the run is timed to the learner's last example learned."""
     env = unique_env(MODEL=model, EVENTS_TOPIC=topic, TOPIC_PARTITIONS=partitions, REDIS_URL="", LOG_LEVEL="warning")
     if named_models:
         env["MODELS"] = ",".join(f"m{i}={model}" for i in range(named_models))
     processes = []
     folder = Path(tempfile.mkdtemp(prefix="throughput-", dir=workdir))
-    if workers == 1:
+    apart = apart or workers > 1
+    if not apart:
         processes.append(EngineProcess(env, folder, command).launch())
     else:
         processes.append(EngineProcess(env, folder / "learner", ("learn",)).launch())
@@ -116,14 +154,19 @@ def run_engine(
         settings = processes[0].settings
         examples_topic = settings.for_model(settings.model).examples_topic
         rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, examples_topic, events, timeout=900, engines=processes))
+        if apart:
+            workers_rate = rate
+            rate = asyncio.run(learned_rate(KAFKA_BOOTSTRAP, settings.models_topic, rate, events, timeout=300))
+            rate["workers_events_per_second"] = workers_rate["events_per_second"]
     finally:
         for process in processes:
             process.stop()
-    name = f"engine {' '.join(command)}" if workers == 1 else f"engine, {workers} workers + learner"
+    rate.pop("first_stamp_ms", None)
+    name = f"engine {' '.join(command)}" if not apart else f"engine, {workers} worker{'s' * (workers > 1)} + learner"
     if named_models:
         name += f", {named_models} named models"
     result = {"path": name, "model": model, "events": events, **rate}
-    if workers > 1:
+    if apart:
         result["model_version_lag"] = asyncio.run(model_version_lag(KAFKA_BOOTSTRAP, settings.models_topic))
     return result
 
@@ -212,6 +255,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--workers", type=int, action="append", help="stream workers (scale-out); default 1")
     parser.add_argument(
+        "--apart", action="store_true", help="also one worker with the learner apart (engine worker + engine learn)"
+    )
+    parser.add_argument(
         "--paths", default=",".join(PATHS), help="reference paths to run (comma-separated; empty: none)"
     )
     parser.add_argument("--learner", action="store_true", help="also the learner's own ceiling (engine learn alone)")
@@ -230,10 +276,13 @@ def main() -> None:
     results = []
     try:
         for model in models:
-            runs = [("engine", ("worker", "--embedded-learner"), w) for w in (args.workers or [1])]
-            runs.append(("engine", ("run",), 1))
-            for _, command, workers in runs:
-                results.append(run_engine(command, topic, args.events, model, args.partitions, workers, workdir))
+            runs = [(("worker", "--embedded-learner"), w, False) for w in (args.workers or [1])]
+            if args.apart:
+                runs.append((("worker",), 1, True))
+            runs.append((("run",), 1, False))
+            for command, workers, apart in runs:
+                result = run_engine(command, topic, args.events, model, args.partitions, workers, workdir, apart=apart)
+                results.append(result)
                 print(json.dumps(results[-1]), flush=True)
             for n in filter(None, args.named_models.split(",")):
                 command = ("worker", "--embedded-learner")
