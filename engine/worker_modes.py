@@ -3,9 +3,10 @@
 - `EmbeddedLearner` (the embedded default): the learner lives in the worker. It predicts
   with the live model (exact against River's progressive_val_score), learns each example as
   the batch goes, and after the batch's sends logs, snapshots and publishes.
-- `LearnerApart` (scale-out): `engine learn` runs elsewhere. The worker predicts with the
-  latest model version published on the models topic, and the batch's examples go to the
-  examples topic for the learner.
+- `LearnerApart` (scale-out): `engine learn` runs elsewhere. The worker predicts unlabelled
+  events with the latest model version published on the models topic; a labelled event's
+  example goes unpredicted, and the learner predicts it right before learning it. The
+  batch's examples go to the examples topic for the learner.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class WorkerMode(Protocol):
     """The learner's half of a stream worker (streams.events.ServingModels is its model)."""
 
     fresh_predictions: bool  # the predictions are the learner's own, made again exactly on a heal
+    predicts_labelled: bool  # False: the learner predicts labelled events itself (streams/events.py)
 
     @property
     def version(self) -> int: ...
@@ -52,6 +54,7 @@ class EmbeddedLearner:
     """The learner inside the worker: predictions from the model of this instant."""
 
     fresh_predictions = True
+    predicts_labelled = True
 
     def __init__(self, service: LearningService) -> None:
         self.service = service
@@ -98,6 +101,10 @@ class LearnerApart:
     """`engine learn` runs apart: predictions from the latest published version."""
 
     fresh_predictions = False
+    # A labelled event's prediction would come from a published copy, behind the learner by up
+    # to a publish interval, and no one is answered with it: the learner makes it instead,
+    # with the model that learns the event next, as progressive validation does.
+    predicts_labelled = False
 
     def __init__(self, settings: Settings) -> None:
         """`settings`: the model's own (Settings.for_model)."""

@@ -42,6 +42,10 @@ class Example(msgspec.Struct, gc=False):
     # The prediction is what an HTTP client was answered (POST /predict with an event_id),
     # not one the stream made: it is scored in the served metrics, not the stream's.
     served: bool = False
+    # No one predicted it yet (a labelled event, from a worker apart from the learner): the
+    # learner predicts it right before learning it, as progressive validation does, and
+    # logs it with that prediction (`fresh`).
+    learner_predicts: bool = False
 
     def encode(self) -> bytes:
         """The example as the examples topic and the training log hold it: `to_record`'s
@@ -63,6 +67,7 @@ class Example(msgspec.Struct, gc=False):
                 self.fresh,
                 self.model_samples,
                 self.served,
+                self.learner_predicts,
             )
         )
 
@@ -86,6 +91,8 @@ class Example(msgspec.Struct, gc=False):
             record["model_samples"] = self.model_samples
         if self.served:
             record["served"] = True
+        if self.learner_predicts:
+            record["learner_predicts"] = True
         return record
 
     @classmethod
@@ -106,6 +113,7 @@ class Example(msgspec.Struct, gc=False):
             fresh=record.get("fresh", False),
             model_samples=record.get("model_samples", 0),
             served=record.get("served", False),
+            learner_predicts=record.get("learner_predicts", False),
         )
 
 
@@ -133,6 +141,7 @@ class _ExampleRecord(msgspec.Struct, omit_defaults=True, gc=False):
     fresh: bool = False
     model_samples: int = 0
     served: bool = False
+    learner_predicts: bool = False
 
 
 def _pairs(proba: dict[Any, float] | None) -> list[tuple[Any, float]] | None:

@@ -29,11 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 from models.errors import ModelError
 from models.examples import INLINE, Example
-from models.guard import Refusal, heal, health
+from models.guard import MODEL_ERROR, Refusal, heal, health
 from models.online import Features, OnlineModel, Prediction, checked_predict
 from models.recent_ids import RecentIds
 from models.rollout import Rollout
@@ -96,6 +97,11 @@ class Learner:
         topic, partition, offset = example.source
         self._learned_offsets[(topic, partition)] = offset  # above the last one: has_learned says so
         self._recent_ids.add(example.event_id)
+        if example.learner_predicts:
+            predicted = self._predicted(example)
+            if predicted is None:
+                return False
+            example = predicted
         model = self.model
         outcome = self._outcome
         if example.label_source == INLINE:
@@ -112,6 +118,27 @@ class Learner:
         if len(self._since_checkpoint) >= self._interval:
             self._checkpoint_verified()
         return True
+
+    def _predicted(self, example: Example) -> Example | None:
+        """The example with this model's prediction for its features, made now, right before
+        it learns them (progressive validation, as the embedded worker predicts: exact against
+        River's progressive_val_score); None when the model cannot answer for them (refused,
+        with the reason a worker would have dead-lettered the event for)."""
+        try:
+            prediction = self.predict(example.features)
+        except ModelError as exc:
+            self._outcome.refused.append(Refusal(example, MODEL_ERROR, str(exc)))
+            return None
+        rollout = self.rollout
+        return msgspec.structs.replace(
+            example,
+            prediction=prediction,
+            challenger=rollout.predict(example.features) if rollout is not None else None,
+            model_version=self.model.version,
+            model_samples=self.model.samples_learned,
+            fresh=True,  # made by this model right before it learns: a heal makes it again
+            learner_predicts=False,
+        )
 
     def predict(self, x: Features) -> Prediction:
         """The model's answer for x, healing the model first if it has been poisoned.

@@ -28,6 +28,7 @@ from streams.features import FeatureRegistry, apply_event, model_features
 from streams.records import Contract, Event
 
 RECENT_IDS_PER_ENTITY = 16
+UNPREDICTED = Prediction(None)  # a labelled event's, where the learner apart predicts it
 
 
 class Rows(Protocol):
@@ -37,6 +38,10 @@ class Rows(Protocol):
 
 class ServingModels(Protocol):
     """The models a worker predicts with: the live learner's, or the latest published ones."""
+
+    # False when the learner is apart: it predicts each labelled event itself, right before
+    # learning it (exact progressive validation), and the worker leaves it unpredicted.
+    predicts_labelled: bool
 
     @property
     def version(self) -> int: ...
@@ -160,12 +165,16 @@ class EventProcessor:
     ) -> None:
         state = apply_event(row, event.ts, event.features, aggregates)
         shared = model_features(event.features, state["values"])
-        answers = []
+        answers: list[tuple[ModelLane, dict[str, Any], Prediction, Prediction | None]] = []
+        labelled = event.has_label
         for lane in self.lanes:
             models = lane.models
             # What the model sees, and what the example carries: a name past the model's limit
             # is left out here once, not again at every step downstream.
             x, _ = models.admit(shared)
+            if labelled and not models.predicts_labelled:
+                answers.append((lane, x, UNPREDICTED, None))
+                continue
             try:
                 prediction = models.predict(x)
             except ModelError as exc:
@@ -204,6 +213,7 @@ class EventProcessor:
                     challenger,
                     self.fresh_predictions,
                     lane.models.samples,
+                    learner_predicts=prediction is UNPREDICTED,
                 )
                 lane.models.learn(example)  # False for one learned before: nothing more to do either way
             return

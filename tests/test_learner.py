@@ -10,7 +10,7 @@ from river import datasets
 from models.errors import ModelError
 from models.examples import Example
 from models.learner import Learner
-from models.online import OnlineModel
+from models.online import OnlineModel, Prediction
 from tests.helpers import progressive_metrics
 
 POISON = (1e308, -1e308, 1e200)
@@ -239,3 +239,76 @@ def test_a_verified_checkpoint_heals_first_and_is_none_when_healing_does_not_hel
     assert heals == [1]
     monkeypatch.setattr(learner, "_unhealthy", lambda inputs=1: "still broken")
     assert learner.verified_checkpoint() is None
+
+
+def unpredicted(i, x, y):
+    """A labelled event's example from a worker apart from the learner: no prediction yet."""
+    return Example(f"e-{i}", float(i), x, y, Prediction(None), 0, ("events", 0, i), learner_predicts=True)
+
+
+@pytest.mark.parametrize("model_name", ["logreg", "hoeffding"])
+def test_the_learner_predicts_an_unpredicted_example_right_before_learning_it(model_name):
+    rows = phishing()
+    learner = Learner(OnlineModel(model_name), min_interval=60)
+    learned = []
+    for i, (x, y) in enumerate(rows):
+        learner.learn(unpredicted(i, x, y))
+        if i % 25 == 24:
+            learned += learner.end_batch().learned
+    learned += learner.end_batch().learned
+
+    # Progressive validation, as River computes it: each prediction from the model that had
+    # learned every example before it, and none after.
+    assert learner.model.metric_values() == progressive_metrics(model_name, rows)
+    reference = OnlineModel(model_name)
+    for i, (x, y) in enumerate(rows):
+        example = learned[i]
+        assert example.prediction == reference.predict(x)
+        assert (example.fresh, example.learner_predicts, example.model_samples) == (True, False, i)
+        reference.learn(x, y, example.prediction)
+
+
+def test_an_unpredicted_example_the_model_cannot_answer_for_is_refused_and_not_learned():
+    learner = Learner(OnlineModel("logreg"))
+    rows = phishing(50)
+    for i, (x, y) in enumerate(rows):
+        learner.learn(unpredicted(i, x, y))
+    learner.end_batch()
+    before = learner.model.checkpoint()
+    # A string where the scaler needs a number: the embedded worker dead-letters such an event.
+    assert learner.learn(unpredicted(50, {**rows[0][0], "https": "yes"}, True)) is False
+    outcome = learner.end_batch()
+    assert [(r.example.event_id, r.reason) for r in outcome.refused] == [("e-50", "model_error")]
+    assert "predicting raised" in outcome.refused[0].detail
+    assert outcome.learned == [] and learner.model.checkpoint() == before
+    assert learner.learn(unpredicted(50, {**rows[0][0], "https": "yes"}, True)) is False  # a replay: refused once
+    assert learner.end_batch().refused == []
+
+
+def test_the_examples_log_holds_the_learner_s_prediction_of_an_unpredicted_example():
+    from engine.learning import learn_records
+    from streams.batch_consumer import Record
+
+    rows = phishing(50)
+    records = [Record("examples", 0, i, None, unpredicted(i, x, y).encode(), (), None) for i, (x, y) in enumerate(rows)]
+    learner = Learner(OnlineModel("logreg"))
+    outcome, values = learn_records(learner, records)
+    logged = [Example.from_record(orjson.loads(value)) for value in values]
+    assert logged == outcome.learned and all(e.fresh and not e.learner_predicts for e in logged)
+    assert learner.model.metric_values() == progressive_metrics("logreg", rows)
+
+
+@pytest.mark.parametrize("model_name", ["logreg", "hoeffding"])
+def test_a_poisoning_unpredicted_example_is_undone_as_a_predicted_one_is(model_name):
+    rows = phishing()
+    poisoned = [(dict(x, https=1e308) if i in (100, 250) else x, y) for i, (x, y) in enumerate(rows)]
+    learner = Learner(OnlineModel(model_name), min_interval=60)
+    refused = []
+    for i, (x, y) in enumerate(poisoned):
+        learner.learn(unpredicted(i, x, y))
+        if i % 25 == 24:
+            refused += learner.end_batch().refused
+    refused += learner.end_batch().refused
+    assert sorted(r.example.event_id for r in refused) == ["e-100", "e-250"]
+    clean = [row for i, row in enumerate(rows) if i not in (100, 250)]
+    assert learner.model.metric_values() == progressive_metrics(model_name, clean)

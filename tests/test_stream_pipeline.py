@@ -119,3 +119,57 @@ def test_hostile_values_are_out_of_range_and_the_rest_is_learned(pipeline_factor
     assert reasons(pipeline) == ["out_of_range"] * 4
     clean = [row for i, row in enumerate(rows) if i % 30 != 7]
     assert pipeline.model.metric_values() == progressive_metrics("logreg", clean)
+
+
+class PublishedCopy:
+    """What a worker apart from its learner predicts with: the latest published version."""
+
+    predicts_labelled = False
+    version = 3
+    samples = 120
+
+    def __init__(self) -> None:
+        from models.online import OnlineModel
+
+        self.model = OnlineModel("logreg")
+        self.predicted: list[dict] = []
+        self.learned: list = []
+
+    def admit(self, x):
+        return x, 0
+
+    def predict(self, x):
+        self.predicted.append(x)
+        return self.model.predict(x)
+
+    def predict_challenger(self, x):
+        return None
+
+    def learn(self, example):
+        self.learned.append(example)
+        return True
+
+
+def test_a_worker_apart_leaves_a_labelled_event_for_its_learner_to_predict():
+    from models.named import NamedModel
+    from models.online import Prediction
+    from streams.batch_consumer import Record
+    from streams.events import EventProcessor, ModelLane
+    from streams.features import FeatureRegistry
+    from streams.records import Contract
+    from tests.conftest import MemoryTable
+
+    copy = PublishedCopy()
+    processor = EventProcessor(
+        Contract(), FeatureRegistry(), MemoryTable(), [ModelLane(NamedModel("logreg", "logreg"), copy)]
+    )
+    values = [event(1, "a", {"x": 1.0}, label=True), event(2, "a", {"x": 2.0})]
+    outcome = processor.process(0, [Record("events", 0, i, None, v, (), None) for i, v in enumerate(values)])
+
+    # The labelled event: no prediction from a copy behind the learner; its learner makes it.
+    [example] = copy.learned
+    assert example.learner_predicts and example.prediction == Prediction(None) and not example.fresh
+    # The unlabelled one is answered by the copy, for the join with its label.
+    assert copy.predicted == [{"x": 2.0}]
+    [(event_id, record)] = outcome.predictions
+    assert event_id == "2" and record["model_version"] == 3 and record["prediction"]["value"] is not None
