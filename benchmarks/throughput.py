@@ -9,7 +9,9 @@ topic; then, each in its own process, on that same backlog, for every model:
 - `engine worker`: one stream worker with the embedded learner (what `engine run` runs
   for the stream), with W workers when --workers asks for more (scale-out: W workers in one
   group and the learner apart, `engine learn`); with --apart, also one worker with the
-  learner apart (two processes: the worker predicts with the latest published version);
+  learner apart (two processes: the learner predicts each labelled event itself, right
+  before learning it), and `engine run` with LEARNER=apart (the same, supervised, beside a
+  serving process);
 - `engine run`: the same plus a serving process, which replicates the feature changelog;
 - `aiokafka`, `aiokafka-changelog`, `quix`: benchmarks/throughput_baselines.py;
 - with --learner, the learner's own ceiling: `engine learn` alone on an examples topic
@@ -133,17 +135,20 @@ def run_engine(
     workdir: Path,
     named_models: int = 0,
     apart: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> dict:
     """`named_models`: that many named models of `model` (MODELS), each learning the stream;
     timed on the first one's examples topic (the worker sends every model's examples of a
     batch together). With more than one worker, or `apart`, the workers run apart from the
     learner (`engine learn`) and the run is timed to the learner's last example learned."""
     env = unique_env(MODEL=model, EVENTS_TOPIC=topic, TOPIC_PARTITIONS=partitions, REDIS_URL="", LOG_LEVEL="warning")
+    env.update(extra_env or {})
     if named_models:
         env["MODELS"] = ",".join(f"m{i}={model}" for i in range(named_models))
     processes = []
     folder = Path(tempfile.mkdtemp(prefix="throughput-", dir=workdir))
     apart = apart or workers > 1
+    timed_on_learner = apart or env.get("LEARNER") == "apart"
     if not apart:
         processes.append(EngineProcess(env, folder, command).launch())
     else:
@@ -154,7 +159,7 @@ def run_engine(
         settings = processes[0].settings
         examples_topic = settings.for_model(settings.model).examples_topic
         rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, examples_topic, events, timeout=900, engines=processes))
-        if apart:
+        if timed_on_learner:
             workers_rate = rate
             rate = asyncio.run(learned_rate(KAFKA_BOOTSTRAP, settings.models_topic, rate, events, timeout=300))
             rate["workers_events_per_second"] = workers_rate["events_per_second"]
@@ -163,10 +168,12 @@ def run_engine(
             process.stop()
     rate.pop("first_stamp_ms", None)
     name = f"engine {' '.join(command)}" if not apart else f"engine, {workers} worker{'s' * (workers > 1)} + learner"
+    if extra_env:
+        name += "".join(f" {key}={value}" for key, value in extra_env.items())
     if named_models:
         name += f", {named_models} named models"
     result = {"path": name, "model": model, "events": events, **rate}
-    if apart:
+    if timed_on_learner:
         result["model_version_lag"] = asyncio.run(model_version_lag(KAFKA_BOOTSTRAP, settings.models_topic))
     return result
 
@@ -276,12 +283,17 @@ def main() -> None:
     results = []
     try:
         for model in models:
-            runs = [(("worker", "--embedded-learner"), w, False) for w in (args.workers or [1])]
+            runs: list[tuple[tuple[str, ...], int, bool, dict[str, str]]] = [
+                (("worker", "--embedded-learner"), w, False, {}) for w in (args.workers or [1])
+            ]
             if args.apart:
-                runs.append((("worker",), 1, True))
-            runs.append((("run",), 1, False))
-            for command, workers, apart in runs:
-                result = run_engine(command, topic, args.events, model, args.partitions, workers, workdir, apart=apart)
+                runs.append((("worker",), 1, True, {}))
+            runs.append((("run",), 1, False, {}))
+            if args.apart:
+                runs.append((("run",), 1, False, {"LEARNER": "apart"}))
+            for command, workers, apart, extra_env in runs:
+                options = {"apart": apart, "extra_env": extra_env}
+                result = run_engine(command, topic, args.events, model, args.partitions, workers, workdir, **options)
                 results.append(result)
                 print(json.dumps(results[-1]), flush=True)
             for n in filter(None, args.named_models.split(",")):

@@ -81,6 +81,11 @@ class Settings:
         "STREAM_BATCH_SIZE", 4000, "most records one fetch hands to a batch (max_poll_records)"
     )
     serve_processes: int = _env("SERVE_PROCESSES", 1, "serving processes `engine run` starts, sharing API_PORT")
+    learner: str = _env(
+        "LEARNER",
+        "embedded",
+        "`engine run`'s learner: embedded (in the stream worker) or apart (a process of its own per model)",
+    )
     model_publish_every_labels: int = _env(
         "MODEL_PUBLISH_EVERY_LABELS", 10_000, "publish the model to serving after this many labels learned"
     )
@@ -197,6 +202,8 @@ class Settings:
             raise SettingsError("CACHE_L2 must be auto, always or never")
         if self.serve_processes < 1:
             raise SettingsError("SERVE_PROCESSES must be at least 1")
+        if self.learner not in ("embedded", "apart"):
+            raise SettingsError("LEARNER must be embedded or apart")
         if self.model_publish_every_labels < 1 or not self.model_publish_every_seconds > 0:
             raise SettingsError("MODEL_PUBLISH_EVERY_LABELS and MODEL_PUBLISH_EVERY_SECONDS must be positive")
         if not self.model_publish_min_seconds > 0:

@@ -1,7 +1,8 @@
 """`python -m engine run`: the embedded default, one command for the whole engine.
 
-It starts one stream worker that is also the learner, and SERVE_PROCESSES serving
-processes sharing API_PORT, restarts any that dies, and on SIGTERM or SIGINT stops them
+It starts one stream worker that is also the learner (with LEARNER=apart: a stream worker
+and one learner process per model), and SERVE_PROCESSES serving processes sharing
+API_PORT, restarts any that dies, and on SIGTERM or SIGINT stops them
 all (SIGKILL for any still running after the deadline). Every child dies with it, even on
 kill -9 (PR_SET_PDEATHSIG). Pids are recorded for `make down`; metrics of all processes
 are shared through PROMETHEUS_MULTIPROC_DIR, so any serving process shows them all.
@@ -61,10 +62,14 @@ class ChildProcess:
 
     pass_fds: tuple[int, ...] = ()
     preexec: Callable[[], None] = _die_with_parent
+    env: dict[str, str] = field(default_factory=dict)  # its own settings, over the supervisor's
 
     def start(self, env: dict[str, str], pid_dir: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine", *self.args], env=env, preexec_fn=self.preexec, pass_fds=self.pass_fds
+            [sys.executable, "-m", "engine", *self.args],
+            env={**env, **self.env},
+            preexec_fn=self.preexec,
+            pass_fds=self.pass_fds,
         )
         self.started_at = time.monotonic()
         self.pid_file = pid_dir / f"{self.name}.pid"
@@ -91,7 +96,7 @@ class Supervisor:
         env["RTML_LISTEN_FD"] = str(listener.fileno())
         port_file = self.settings.state_path / "api.port"
         port_file.write_text(f"{port}\n")
-        self.children = [ChildProcess("worker", ["worker", "--embedded-learner"], preexec=_worker_child)] + [
+        self.children = self._stream_children() + [
             ChildProcess(f"serve-{i}", ["serve"], pass_fds=(listener.fileno(),))
             for i in range(self.settings.serve_processes)
         ]
@@ -110,6 +115,17 @@ class Supervisor:
                     child.pid_file.unlink(missing_ok=True)
             (pid_dir / "supervisor.pid").unlink(missing_ok=True)
         return 0
+
+    def _stream_children(self) -> list[ChildProcess]:
+        """The stream worker with the learner inside, or (LEARNER=apart) the worker and one
+        learner per model: on two cores or more they learn faster, each on a core of its own."""
+        if self.settings.learner == "embedded":
+            return [ChildProcess("worker", ["worker", "--embedded-learner"], preexec=_worker_child)]
+        learners = [
+            ChildProcess(f"learner-{m.name}", ["learn"], preexec=_worker_child, env={"LEARN_MODEL": m.name})
+            for m in self.settings.models
+        ]
+        return [*learners, ChildProcess("worker", ["worker"], preexec=_worker_child)]
 
     def _child_env(self) -> dict[str, str]:
         self.settings.state_path.mkdir(parents=True, exist_ok=True)

@@ -48,3 +48,20 @@ def test_input_limits_and_the_l1_byte_budget():
 def test_limits_must_be_positive(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_engine_run_starts_a_learner_per_model_beside_the_worker_when_learners_are_apart():
+    from engine.supervisor import Supervisor
+
+    def stream(env):
+        children = Supervisor(Settings.from_env(env))._stream_children()
+        return [(c.name, c.args, c.env) for c in children]
+
+    assert stream({}) == [("worker", ["worker", "--embedded-learner"], {})]
+    assert stream({"LEARNER": "apart", "MODELS": "clf=logreg@is_fraud,amount=linreg@amount"}) == [
+        ("learner-clf", ["learn"], {"LEARN_MODEL": "clf"}),
+        ("learner-amount", ["learn"], {"LEARN_MODEL": "amount"}),
+        ("worker", ["worker"], {}),
+    ]
+    with pytest.raises(SettingsError, match="LEARNER must be embedded or apart"):
+        Settings.from_env({"LEARNER": "elsewhere"})
