@@ -46,9 +46,34 @@ def test_the_encoded_example_is_its_record_key_for_key():
             plain, label=2.5, prediction=Prediction(np.float64(2.25), None), label_source="labels_topic"
         ),
         msgspec.structs.replace(plain, prediction=Prediction(np.int64(1), {np.int64(0): np.float32(0.5), 1: 0.5})),
+        msgspec.structs.replace(plain, prediction=Prediction(None), learner_predicts=True),
     ]
     for variant in variants:
         record = orjson.loads(variant.encode())
         assert record == orjson.loads(orjson.dumps(variant.to_record(), option=orjson.OPT_SERIALIZE_NUMPY))
         assert list(record) == list(variant.to_record())
     assert Example.from_record(orjson.loads(variants[2].encode())) == variants[2]
+
+
+def test_a_record_decodes_as_its_document_reads():
+    # The learner's fast way (Example.decode) against the general one (from_record), on every
+    # optional field, labels and classes of every JSON type, and a record written before
+    # label_source and predicted_at existed.
+    plain = example(5)
+    records = [
+        plain.encode(),
+        msgspec.structs.replace(plain, challenger=Prediction(False, {True: 0.4, False: 0.6})).encode(),
+        msgspec.structs.replace(plain, fresh=True, model_samples=12, served=True, predicted_at=5.5).encode(),
+        msgspec.structs.replace(plain, prediction=Prediction(None), learner_predicts=True).encode(),
+        msgspec.structs.replace(plain, label="cat", prediction=Prediction("dog", {"cat": 0.25, "dog": 0.75})).encode(),
+        msgspec.structs.replace(plain, label=3, prediction=Prediction(2, {2: 1, 3: 0})).encode(),
+        msgspec.structs.replace(plain, label=2.5, prediction=Prediction(2.25)).encode(),
+        orjson.dumps({k: v for k, v in plain.to_record().items() if k not in ("label_source", "predicted_at")}),
+    ]
+    for raw in records:
+        decoded, general = Example.decode(raw), Example.from_record(orjson.loads(raw))
+        assert decoded == general
+        assert type(decoded.label) is type(general.label)
+        assert [type(p) for p in (decoded.prediction.proba or {}).values()] == [
+            type(p) for p in (general.prediction.proba or {}).values()
+        ]
