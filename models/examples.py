@@ -45,7 +45,7 @@ class Example(msgspec.Struct, gc=False):
     served: bool = False
     # No one predicted it yet (a labelled event, from a worker apart from the learner): the
     # learner predicts it right before learning it, as progressive validation does, and
-    # logs it with that prediction (`fresh`).
+    # learns the example with that prediction (`fresh`); its logs keep this one as it came.
     learner_predicts: bool = False
 
     def encode(self) -> bytes:
