@@ -45,11 +45,14 @@ class DeadLetterSink:
         return futures
 
 
-def refused_letter(refusal: Refusal) -> DeadLetter:
+def refused_letter(refusal: Refusal, model: str | None = None) -> DeadLetter:
     """The dead letter of an example the learner refused carries that example: the features
-    as the model saw them (the entity's aggregates included), the label and the prediction."""
+    as the model saw them (the entity's aggregates included), the label and the prediction.
+    `model`: the named model whose learner refused it, named in the detail (a learner apart
+    refuses for its model alone; the others may have learned the event)."""
     example = refusal.example
     topic, partition, offset = example.source
     value = example.encode()
     record = Record(topic, partition, offset, example.event_id.encode(), value, (), None)
-    return DeadLetter(record, DeadLetterReason(refusal.reason), refusal.detail, value)
+    detail = refusal.detail if model is None else f"model {model}: {refusal.detail}"
+    return DeadLetter(record, DeadLetterReason(refusal.reason), detail, value)

@@ -35,6 +35,7 @@ async def learn_forever(settings: Settings, features: FeatureRegistry, stopping:
     )
     await producer.start()
     sink = DeadLetterSink(producer, settings)
+    named = settings.model.name if settings.model.scoped else None
     await service.start(producer)
     tp = TopicPartition(settings.examples_topic, 0)
     consumer = AIOKafkaConsumer(
@@ -54,7 +55,8 @@ async def learn_forever(settings: Settings, features: FeatureRegistry, stopping:
             async with service.lock:
                 outcome, values = learn_records(service.learner, batch)
                 if outcome.refused:
-                    await asyncio.gather(*await sink.send([refused_letter(r) for r in outcome.refused]))
+                    letters = [refused_letter(r, named) for r in outcome.refused]
+                    await asyncio.gather(*await sink.send(letters))
                 await service.batch_done(outcome, batch[-1].offset + 1, values)
     finally:
         await consumer.stop()

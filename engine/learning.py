@@ -112,7 +112,12 @@ def learn_records(learner: Learner, records: Sequence[Any]) -> tuple[BatchOutcom
     values = []
     for example in outcome.learned:
         original, value = read.get(example.source, (None, b""))
-        kept = original is example or (original is not None and original.learner_predicts)
+        kept = original is example or (
+            original is not None
+            and original.learner_predicts
+            # The learner admitted every name it came with (else: what it learned, encoded).
+            and (example.features is original.features or example.features == original.features)
+        )
         values.append(value if kept else example.encode())
     return outcome, values
 

@@ -124,16 +124,20 @@ class Learner:
         it learns them (progressive validation, as the embedded worker predicts: exact against
         River's progressive_val_score); None when the model cannot answer for them (refused,
         with the reason a worker would have dead-lettered the event for)."""
+        # The names this model sees, admitted (and any left out counted) once, as the embedded
+        # worker does before it predicts: predicting and learning then take them as they are.
+        x, _ = self.model.admit(example.features)
         try:
-            prediction = self.predict(example.features)
+            prediction = self.predict(x)
         except ModelError as exc:
             self._outcome.refused.append(Refusal(example, MODEL_ERROR, str(exc)))
             return None
         rollout = self.rollout
         return msgspec.structs.replace(
             example,
+            features=x,
             prediction=prediction,
-            challenger=rollout.predict(example.features) if rollout is not None else None,
+            challenger=rollout.predict(x) if rollout is not None else None,
             model_version=self.model.version,
             model_samples=self.model.samples_learned,
             fresh=True,  # made by this model right before it learns: a heal makes it again

@@ -316,3 +316,26 @@ def test_a_poisoning_unpredicted_example_is_undone_as_a_predicted_one_is(model_n
     assert sorted(r.example.event_id for r in refused) == ["e-100", "e-250"]
     clean = [row for i, row in enumerate(rows) if i not in (100, 250)]
     assert learner.model.metric_values() == progressive_metrics(model_name, clean)
+
+
+def test_an_unpredicted_example_s_features_past_the_limit_are_left_out_and_counted_once():
+    learner = Learner(OnlineModel("logreg", max_features=2))
+    rows = [({"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0}, i % 2 == 0) for i in range(5)]
+    for i, (x, y) in enumerate(rows):
+        learner.learn(unpredicted(i, x, y))
+    learned = learner.end_batch().learned
+    assert [e.features for e in learned] == [{"a": x["a"], "b": x["b"]} for x, _ in rows]
+    assert learner.model.features_dropped == 3 * len(rows)
+    assert learner.model.metric_values() == progressive_metrics("logreg", [(e.features, e.label) for e in learned])
+
+
+def test_the_training_log_holds_what_was_learned_when_the_limit_left_names_out():
+    from engine.learning import learn_records
+    from streams.batch_consumer import Record
+
+    wide = {"a": 1.0, "b": 2.0, "c": 3.0}
+    values = [unpredicted(i, wide, i % 2 == 0).encode() for i in range(3)]
+    records = [Record("examples", 0, i, None, value, (), None) for i, value in enumerate(values)]
+    outcome, logged = learn_records(Learner(OnlineModel("logreg", max_features=2)), records)
+    assert [Example.from_record(orjson.loads(v)).features for v in logged] == [{"a": 1.0, "b": 2.0}] * 3
+    assert [e.features for e in outcome.learned] == [{"a": 1.0, "b": 2.0}] * 3

@@ -268,3 +268,14 @@ def test_an_example_refused_by_one_model_is_dead_lettered_once_naming_the_models
         ("events", 0, 7): "model clf: the model answers nan; model score: x",
         ("events", 0, 8): "model score: y",
     }
+
+
+def test_a_learner_apart_names_its_model_in_the_dead_letters_of_what_it_refused():
+    from engine.dead_letter_sink import refused_letter
+    from models.guard import Refusal
+    from models.online import Prediction
+
+    example = Example("e1", 1.0, {"a": 1.0}, True, Prediction(None), 0, ("events", 0, 7), learner_predicts=True)
+    refusal = Refusal(example, "model_error", "predicting raised ValueError: x")
+    assert refused_letter(refusal, "clf").detail == "model clf: predicting raised ValueError: x"
+    assert refused_letter(refusal).detail == "predicting raised ValueError: x"  # the only model: as before
