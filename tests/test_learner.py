@@ -246,16 +246,25 @@ def unpredicted(i, x, y):
     return Example(f"e-{i}", float(i), x, y, Prediction(None), 0, ("events", 0, i), learner_predicts=True)
 
 
+def learn_unpredicted(learner, rows, batch=25):
+    """What a learner apart does with a worker's labelled events: learn each unpredicted,
+    end the batch every `batch` examples. Returns the examples learned and those refused."""
+    learned, refused = [], []
+    for i, (x, y) in enumerate(rows):
+        learner.learn(unpredicted(i, x, y))
+        if i % batch == batch - 1:
+            outcome = learner.end_batch()
+            learned += outcome.learned
+            refused += outcome.refused
+    outcome = learner.end_batch()
+    return learned + outcome.learned, refused + outcome.refused
+
+
 @pytest.mark.parametrize("model_name", ["logreg", "hoeffding"])
 def test_the_learner_predicts_an_unpredicted_example_right_before_learning_it(model_name):
     rows = phishing()
     learner = Learner(OnlineModel(model_name), min_interval=60)
-    learned = []
-    for i, (x, y) in enumerate(rows):
-        learner.learn(unpredicted(i, x, y))
-        if i % 25 == 24:
-            learned += learner.end_batch().learned
-    learned += learner.end_batch().learned
+    learned, _ = learn_unpredicted(learner, rows)
 
     # Progressive validation, as River computes it: each prediction from the model that had
     # learned every example before it, and none after.
@@ -307,12 +316,7 @@ def test_a_poisoning_unpredicted_example_is_undone_as_a_predicted_one_is(model_n
     rows = phishing()
     poisoned = [(dict(x, https=1e308) if i in (100, 250) else x, y) for i, (x, y) in enumerate(rows)]
     learner = Learner(OnlineModel(model_name), min_interval=60)
-    refused = []
-    for i, (x, y) in enumerate(poisoned):
-        learner.learn(unpredicted(i, x, y))
-        if i % 25 == 24:
-            refused += learner.end_batch().refused
-    refused += learner.end_batch().refused
+    _, refused = learn_unpredicted(learner, poisoned)
     assert sorted(r.example.event_id for r in refused) == ["e-100", "e-250"]
     clean = [row for i, row in enumerate(rows) if i not in (100, 250)]
     assert learner.model.metric_values() == progressive_metrics(model_name, clean)
