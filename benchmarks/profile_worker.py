@@ -36,9 +36,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from benchmarks.throughput import RESULTS, examples_rate
+from benchmarks.throughput import RESULTS, examples_rate, first_record
 from benchmarks.throughput_baselines import _delete_topics, produce_backlog
 from engine.harness import KAFKA_BOOTSTRAP, ROOT, EngineProcess, unique_env
 
@@ -111,21 +109,6 @@ def summarize(raw: str) -> dict:
         "per_event_path_without_river_percent": share(per_event_own),
         "engine_work_over_river": round((total - river) / river, 2) if river else None,
     }
-
-
-async def first_record(topic: str, timeout: float) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA_BOOTSTRAP, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + timeout
-        tp = TopicPartition(topic, 0)
-        while not (consumer.partitions_for_topic(topic) and (await consumer.end_offsets([tp]))[tp] > 0):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no record on {topic} after {timeout} s")
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.05)
-    finally:
-        await consumer.stop()
 
 
 def main() -> None:

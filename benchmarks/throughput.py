@@ -40,6 +40,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from benchmarks.process_cpu import CpuMeter
 from benchmarks.throughput_baselines import PATHS, _delete_topics, produce_backlog, run_path
 from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
 from streams.model_topic import decode_version
@@ -74,7 +75,7 @@ async def examples_rate(
                 await consumer._client.force_metadata_update()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only {end if partitions else 0} of {expected} examples after {timeout} s")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)  # the end of the CPU window (process_cpu) follows this closely
         first = await _record_at(consumer, tp, 0)
         last = await _record_at(consumer, tp, expected - 1)
         # The first batch was stamped when it was done: time from there, for the records after it.
@@ -87,6 +88,21 @@ async def examples_rate(
             "events_timed": counted,
             "first_stamp_ms": first.timestamp,
         }
+    finally:
+        await consumer.stop()
+
+
+async def first_record(topic: str, timeout: float) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA_BOOTSTRAP, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        tp = TopicPartition(topic, 0)
+        while not (consumer.partitions_for_topic(topic) and (await consumer.end_offsets([tp]))[tp] > 0):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no record on {topic} after {timeout} s")
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.05)
     finally:
         await consumer.stop()
 
@@ -163,12 +179,19 @@ def run_engine(
     try:
         settings = processes[0].settings
         examples_topic = settings.for_model(settings.model).examples_topic
+        # CPU is read from the first batch of examples on: start-up (imports, connections) is not ingestion.
+        asyncio.run(first_record(examples_topic, timeout=300))
+        meter = CpuMeter(process.process.pid for process in processes if process.process is not None)
+        started = meter.read()
         rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, examples_topic, events, timeout=900, engines=processes))
         if timed_on_learner:
             workers_rate = rate
             learners = max(1, named_models)
             rate = asyncio.run(learned_rate(KAFKA_BOOTSTRAP, settings.models_topic, rate, events, 300, learners))
             rate["workers_events_per_second"] = workers_rate["events_per_second"]
+        rate["cpu"] = CpuMeter.usage(
+            started, meter.read(), workers_rate["events_timed"] if timed_on_learner else rate["events_timed"]
+        )
     finally:
         for process in processes:
             process.stop()

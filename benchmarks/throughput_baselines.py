@@ -171,8 +171,17 @@ def run_path(
 
 
 def _result(
-    path: str, model: str, events: int, started: float, processed: float, committed: float, entities: int
+    path: str,
+    model: str,
+    events: int,
+    started: float,
+    processed: float,
+    committed: float,
+    entities: int,
+    cpu_seconds: float,
 ) -> dict:
+    """`cpu_seconds`: the process's CPU (every thread, librdkafka's too) from its first
+    record to its last event learned, reported as the engine's processes are (process_cpu)."""
     seconds = processed - started
     return {
         "path": path,
@@ -182,6 +191,9 @@ def _result(
         "seconds": round(seconds, 4),
         "seconds_committed": round(committed - started, 4),
         "entities": entities,
+        "cpu": {
+            path: {"cpu_us_per_event": round(1e6 * cpu_seconds / events, 1), "busy": round(cpu_seconds / seconds, 2)}
+        },
     }
 
 
@@ -215,6 +227,7 @@ async def run_aiokafka(
         entities: dict[bytes, dict[str, Any]] = {}
         processed = 0
         started = processed_at = None
+        cpu_started = cpu_processed = 0.0
         last_record = time.perf_counter()
         while processed < events:
             batches = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS)
@@ -223,7 +236,7 @@ async def run_aiokafka(
                     raise RuntimeError(f"{path}: no record for {STALL_SECONDS} s after {processed} events")
                 continue
             if started is None:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
             changed: dict[bytes, int] = {}
             for tp, records in batches.items():
                 for record in records:
@@ -242,6 +255,7 @@ async def run_aiokafka(
                         changed[key] = tp.partition
                 processed += len(records)
             processed_at = last_record = time.perf_counter()
+            cpu_processed = time.process_time()
             if changelog:
                 futures = [
                     await producer.send(changelog_topic, dumps(entities[key]), key=key, partition=partition)
@@ -250,7 +264,8 @@ async def run_aiokafka(
                 await asyncio.gather(*futures)
             await consumer.commit()
         committed_at = time.perf_counter()
-        return _result(path, model_name, processed, started, processed_at, committed_at, len(entities))
+        cpu = cpu_processed - cpu_started
+        return _result(path, model_name, processed, started, processed_at, committed_at, len(entities), cpu)
     finally:
         if producer is not None:
             await producer.stop()
@@ -280,11 +295,11 @@ def run_quix(bootstrap: str, topic: str, events: int, model_name: str) -> dict:
         loglevel="WARNING",
     )
     marks: dict[str, Any] = {"count": 0, "entities": 0, "started": None, "processed": None, "committed": None}
-    perf_counter = time.perf_counter
+    perf_counter, process_time = time.perf_counter, time.process_time
 
     def on_event(value: dict, state: Any) -> None:
         if marks["started"] is None:
-            marks["started"] = perf_counter()
+            marks["started"], marks["cpu_started"] = perf_counter(), process_time()
         entity = state.get("entity")
         if entity is None:
             entity = {"count": 0, "last_ts": None, "version": 0}
@@ -298,7 +313,7 @@ def run_quix(bootstrap: str, topic: str, events: int, model_name: str) -> dict:
         learn(features, value["label"])
         marks["count"] += 1
         if marks["count"] >= events:
-            marks["processed"] = perf_counter()
+            marks["processed"], marks["cpu_processed"] = perf_counter(), process_time()
             _time_final_commit(app, marks)
 
     sdf = app.dataframe(app.topic(topic, value_deserializer="json"))
@@ -311,8 +326,9 @@ def run_quix(bootstrap: str, topic: str, events: int, model_name: str) -> dict:
     if marks["count"] < events:
         raise RuntimeError(f"quix stopped after {marks['count']} of {events} events")
     committed = marks["committed"] or perf_counter()
+    cpu = marks["cpu_processed"] - marks["cpu_started"]
     return _result(
-        "quix", model_name, marks["count"], marks["started"], marks["processed"], committed, marks["entities"]
+        "quix", model_name, marks["count"], marks["started"], marks["processed"], committed, marks["entities"], cpu
     )
 
 

@@ -1,0 +1,120 @@
+"""CPU time of the engine's processes over a timed window: which one is the long pole.
+
+A throughput figure alone does not say what limits it. Read from /proc (Linux) around the
+window the throughput benchmark times: each process's user + system CPU per event, and how
+busy it was (CPU seconds over wall seconds: 1.0 is one core all the time). A process near
+1.0 is the limit; one well below it waits on the others, or on Kafka.
+
+Processes are the ones launched and their descendants (the supervisor's children under
+`engine run`), plus the local Kafka broker when its pid file is there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.harness import ROOT
+
+BROKER_PID_FILE = ROOT / ".state" / "kafka" / "broker.pid"
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3 on), or None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rpartition(")")[2].split()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def descendants(roots: Iterable[int]) -> set[int]:
+    """The roots and every process below them."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))  # ppid
+    found: set[int] = set()
+    pending = list(roots)
+    while pending:
+        pid = pending.pop()
+        if pid not in found:
+            found.add(pid)
+            pending.extend(children.get(pid, ()))
+    return found
+
+
+def role(pid: int) -> str:
+    """`engine worker`, `engine learn`, `engine serve`, `engine run`, `kafka broker`, or the program."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    words = [part.decode(errors="replace") for part in argv if part]
+    if "kafka.Kafka" in words:
+        return "kafka broker"
+    if "-m" in words and words[words.index("-m") + 1 :][:1] == ["engine"]:
+        rest = words[words.index("-m") + 2 :]
+        return f"engine {rest[0]}" if rest else "engine"
+    return Path(words[0]).name if words else "unknown"
+
+
+def broker_pid() -> int | None:
+    try:
+        return int(BROKER_PID_FILE.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class Reading:
+    at: float
+    cpu: dict[int, tuple[str, float]]  # pid -> (role, CPU seconds)
+
+
+class CpuMeter:
+    """Reads CPU at the start and the end of a window, for the given processes (and theirs)."""
+
+    def __init__(self, roots: Iterable[int], with_broker: bool = True) -> None:
+        self.roots = list(roots)
+        broker = broker_pid() if with_broker else None
+        if broker is not None and cpu_seconds(broker) is not None:
+            self.roots.append(broker)
+
+    def read(self) -> Reading:
+        at = time.monotonic()
+        cpu = {}
+        for pid in descendants(self.roots):
+            seconds = cpu_seconds(pid)
+            if seconds is not None:
+                cpu[pid] = (role(pid), seconds)
+        return Reading(at, cpu)
+
+    @staticmethod
+    def usage(start: Reading, end: Reading, events: int) -> dict[str, dict[str, float]]:
+        """Per role (summed over its processes): CPU microseconds per event, and busy (CPU
+        seconds over the window's wall seconds). A process that started during the window
+        counts from zero."""
+        wall = max(end.at - start.at, 1e-9)
+        spent: dict[str, float] = {}
+        for pid, (name, seconds) in end.cpu.items():
+            before = start.cpu.get(pid, (name, 0.0))[1]
+            spent[name] = spent.get(name, 0.0) + max(0.0, seconds - before)
+        return {
+            name: {"cpu_us_per_event": round(1e6 * seconds / max(events, 1), 1), "busy": round(seconds / wall, 2)}
+            for name, seconds in sorted(spent.items(), key=lambda item: -item[1])
+            if seconds > 0
+        }
