@@ -249,14 +249,20 @@ def wait_http(url: str, timeout: float = 60.0, method: str = "GET", **kwargs) ->
 
 
 def plot(results: list[dict], path: Path) -> None:
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["scenario"].replace(", ", "\n") + f"\n({r['rate'] or 'max'}/s)" for r in results]
+    # Eleven scenarios side by side: names wrapped narrow enough not to run into each other.
+    names = [
+        "\n".join(textwrap.wrap(r["scenario"].replace(", ", " · "), 16)) + f"\n({r['rate'] or 'max'}/s)"
+        for r in results
+    ]
     quantiles = [("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"), ("p99_9_ms", "p99.9")]
-    fig, ax = plt.subplots(figsize=(14, 6))
+    fig, ax = plt.subplots(figsize=(15, 6.5))
     width = 0.2
     for i, (key, label) in enumerate(quantiles):
         ax.bar([j + i * width for j in range(len(results))], [r[key] for r in results], width, label=label)
