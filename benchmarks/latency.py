@@ -474,7 +474,7 @@ def main() -> None:
             engine.stop()
         pairs = [(results[i]["p99_ms"], results[i + 1]["p99_ms"]) for i in range(0, len(results), 2)]
         report = {
-            "command": " ".join(sys.argv),
+            "command": " ".join(["python -m benchmarks.latency", *sys.argv[1:]]),
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
             "results": results,
@@ -590,7 +590,7 @@ def main() -> None:
         else None,
     }
     report = {
-        "command": " ".join(sys.argv),
+        "command": " ".join(["python -m benchmarks.latency", *sys.argv[1:]]),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}",
         "results": results,
