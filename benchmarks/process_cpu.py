@@ -88,9 +88,9 @@ class Reading:
 class CpuMeter:
     """Reads CPU at the start and the end of a window, for the given processes (and theirs)."""
 
-    def __init__(self, roots: Iterable[int], with_broker: bool = True) -> None:
+    def __init__(self, roots: Iterable[int]) -> None:
         self.roots = list(roots)
-        broker = broker_pid() if with_broker else None
+        broker = broker_pid()
         if broker is not None and cpu_seconds(broker) is not None:
             self.roots.append(broker)
 

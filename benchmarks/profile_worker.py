@@ -137,7 +137,7 @@ def main() -> None:
     try:
         # Sampling starts at the first example: the start-up (imports, connections) is not ingestion.
         examples_topic = worker.settings.for_model(worker.settings.model).examples_topic
-        asyncio.run(first_record(examples_topic, timeout=120))
+        asyncio.run(first_record(examples_topic, timeout=120, engines=[worker]))
         pid = str(worker.process.pid) if worker.process else ""
         command = [str(PY_SPY), "record", "--format", "raw", "--full-filenames", "--nonblocking"]
         if args.gil:

@@ -48,34 +48,42 @@ from streams.model_topic import decode_version
 RESULTS = Path(__file__).parent / "results"
 
 
+async def _wait_for_records(
+    consumer: AIOKafkaConsumer, topic: str, expected: int, timeout: float, engines: Sequence[EngineProcess]
+) -> TopicPartition:
+    """Waits until partition 0 of `topic` holds `expected` records (the consumer assigned to
+    it). An engine of `engines` that exits before they are all there ends the wait, with its log."""
+    tp = TopicPartition(topic, 0)
+    deadline = time.monotonic() + timeout
+    end = 0
+    while True:
+        for engine in engines:
+            if engine.process is not None and engine.process.poll() is not None:
+                raise RuntimeError(
+                    f"engine {' '.join(engine.command)} exited with {engine.process.returncode} before"
+                    f" {expected} examples were logged:\n{engine.log_tail()}"
+                )
+        if consumer.partitions_for_topic(topic):
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            if end >= expected:
+                return tp
+        else:
+            await consumer._client.force_metadata_update()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {end} of {expected} records on {topic} after {timeout} s")
+        await asyncio.sleep(0.05)  # the end of the CPU window (process_cpu) follows this closely
+
+
 async def examples_rate(
     bootstrap: str, topic: str, expected: int, timeout: float, engines: Sequence[EngineProcess] = ()
 ) -> dict:
     """Waits for `expected` examples on the examples topic, then times them by their stamps.
     An engine of `engines` that exits before they are all there ends the wait, with its log."""
-    tp = TopicPartition(topic, 0)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            for engine in engines:
-                if engine.process is not None and engine.process.poll() is not None:
-                    raise RuntimeError(
-                        f"engine {' '.join(engine.command)} exited with {engine.process.returncode} before"
-                        f" {expected} examples were logged:\n{engine.log_tail()}"
-                    )
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions:
-                consumer.assign([tp])
-                end = (await consumer.end_offsets([tp]))[tp]
-                if end >= expected:
-                    break
-            else:
-                await consumer._client.force_metadata_update()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {end if partitions else 0} of {expected} examples after {timeout} s")
-            await asyncio.sleep(0.05)  # the end of the CPU window (process_cpu) follows this closely
+        tp = await _wait_for_records(consumer, topic, expected, timeout, engines)
         first = await _record_at(consumer, tp, 0)
         last = await _record_at(consumer, tp, expected - 1)
         # The first batch was stamped when it was done: time from there, for the records after it.
@@ -92,17 +100,12 @@ async def examples_rate(
         await consumer.stop()
 
 
-async def first_record(topic: str, timeout: float) -> None:
+async def first_record(topic: str, timeout: float, engines: Sequence[EngineProcess] = ()) -> None:
+    """Waits for the first record on `topic` (an engine's first batch of examples)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA_BOOTSTRAP, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        deadline = time.monotonic() + timeout
-        tp = TopicPartition(topic, 0)
-        while not (consumer.partitions_for_topic(topic) and (await consumer.end_offsets([tp]))[tp] > 0):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no record on {topic} after {timeout} s")
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.05)
+        await _wait_for_records(consumer, topic, 1, timeout, engines)
     finally:
         await consumer.stop()
 
@@ -180,18 +183,17 @@ def run_engine(
         settings = processes[0].settings
         examples_topic = settings.for_model(settings.model).examples_topic
         # CPU is read from the first batch of examples on: start-up (imports, connections) is not ingestion.
-        asyncio.run(first_record(examples_topic, timeout=300))
+        asyncio.run(first_record(examples_topic, timeout=300, engines=processes))
         meter = CpuMeter(process.process.pid for process in processes if process.process is not None)
         started = meter.read()
         rate = asyncio.run(examples_rate(KAFKA_BOOTSTRAP, examples_topic, events, timeout=900, engines=processes))
+        counted = rate["events_timed"]
         if timed_on_learner:
             workers_rate = rate
             learners = max(1, named_models)
             rate = asyncio.run(learned_rate(KAFKA_BOOTSTRAP, settings.models_topic, rate, events, 300, learners))
             rate["workers_events_per_second"] = workers_rate["events_per_second"]
-        rate["cpu"] = CpuMeter.usage(
-            started, meter.read(), workers_rate["events_timed"] if timed_on_learner else rate["events_timed"]
-        )
+        rate["cpu"] = CpuMeter.usage(started, meter.read(), counted)
     finally:
         for process in processes:
             process.stop()
