@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.worker_cpu [--events 50000] [--model logreg] [--rounds 3] [--profile]
     .venv/bin/python -m benchmarks.worker_cpu --models 1,2,4   (named models: results/worker-cpu-models.json)
+    .venv/bin/python -m benchmarks.worker_cpu --learner        (the learner apart: results/learner-cpu-MODEL.json)
 
 Runs the worker's per-batch work on the throughput benchmark's backlog (labelled Phishing
 events, 1,000 entities, batches of STREAM_BATCH_SIZE's default) exactly as a worker with
@@ -17,6 +18,13 @@ Beside it, River alone on the same rows (decode with orjson, `predict_proba_one`
 is (engine - River with metrics) / River with metrics. CPU time of the process, the fastest
 of interleaved rounds (this machine's noise only ever adds time), with the heap frozen after
 start-up as a worker freezes it. With --profile, cProfile's top functions by own time.
+
+With --learner, `engine learn`'s share instead: the same events as the examples a worker
+apart logs for them (labelled, unpredicted), learned a fetch at a time as `engine learn`
+learns them (decode, predict, learn, check the model, the training log's rows); Kafka's
+fetch, publications and snapshots left out. With the learner apart it is the slower of the
+two processes, so its CPU per event bounds what any split of the worker over two cores
+can reach.
 """
 
 from __future__ import annotations
@@ -33,10 +41,11 @@ from typing import Any
 import orjson
 
 from benchmarks.throughput_baselines import rows
-from engine.learning import LearningService
+from engine.learning import LearningService, learn_records
 from engine.process import collect_young_less_often, freeze_heap
 from engine.settings import Settings
 from engine.worker_modes import EmbeddedLearner
+from models.examples import Example
 from models.factory import build_model, get_spec
 from models.learner import Learner
 from models.named import NamedModel
@@ -106,6 +115,39 @@ def run_engine(batches: list[list[Record]], model_name: str, offline_dir: str, m
     return time.process_time() - started
 
 
+def example_batches(batches: list[list[Record]]) -> list[list[Record]]:
+    """The examples a worker with the learner apart logs for these events, as the learner
+    fetches them (a batch per fetch of STREAM_BATCH_SIZE records)."""
+    logged = []
+    for batch in batches:
+        records = []
+        for record in batch:
+            event = orjson.loads(record.value)
+            example = Example(
+                event["event_id"],
+                event["ts"],
+                event["features"],
+                event["label"],
+                Prediction(None),
+                0,
+                (record.topic, record.partition, record.offset),
+                learner_predicts=True,
+            )
+            records.append(Record("examples", 0, record.offset, None, example.encode(), (), None))
+        logged.append(records)
+    return logged
+
+
+def run_learner(batches: list[list[Record]], model_name: str) -> float:
+    learner = Learner(OnlineModel(model_name))
+    training_log: list[bytes] = []
+    started = time.process_time()
+    for batch in batches:
+        _, values = learn_records(learner, batch)
+        training_log.extend(values)
+    return time.process_time() - started
+
+
 def run_river(batches: list[list[Record]], model_name: str, with_metrics: bool) -> float:
     model = build_model(model_name)
     task = get_spec(model_name).task
@@ -136,8 +178,10 @@ def main() -> None:
         default="",
         help="comma-separated counts of named models learning the stream, e.g. 1,2,4: what each extra one costs",
     )
+    parser.add_argument("--learner", action="store_true", help="the learner apart's work instead of the worker's")
     args = parser.parse_args()
     batches = backlog(args.events)
+    examples = example_batches(batches) if args.learner else []
     # As a worker does once started: what lives as long as the process is out of the collector's way.
     freeze_heap()
     collect_young_less_often()  # as a worker collects
@@ -145,6 +189,11 @@ def main() -> None:
         report = compare_model_counts(batches, args, [int(n) for n in args.models.split(",")])
         print(json.dumps(report, indent=2))
         RESULTS.joinpath("worker-cpu-models.json").write_text(json.dumps(report, indent=2) + "\n")
+        return
+    if args.learner:
+        report = learner_cost(batches, examples, args)
+        print(json.dumps(report, indent=2))
+        RESULTS.joinpath(f"learner-cpu-{args.model}.json").write_text(json.dumps(report, indent=2) + "\n")
         return
     if args.profile:
         profiler = cProfile.Profile()
@@ -207,6 +256,29 @@ def compare_model_counts(batches: list[list[Record]], args: argparse.Namespace, 
         },
         f"each_extra_model_microseconds_from_{one}": extra,
         "each_extra_model_over_river": {n: round(us / river_us, 2) for n, us in extra.items()},
+    }
+
+
+def learner_cost(batches: list[list[Record]], examples: list[list[Record]], args: argparse.Namespace) -> dict:
+    """The learner apart's CPU per event beside River's on the same events, interleaved rounds."""
+    river, river_scored, learner = [], [], []
+    for _ in range(args.rounds):
+        river.append(run_river(batches, args.model, with_metrics=False))
+        river_scored.append(run_river(batches, args.model, with_metrics=True))
+        learner.append(run_learner(examples, args.model))
+    per_event = 1e6 / args.events
+    return {
+        "command": "python -m benchmarks.worker_cpu " + " ".join(sys.argv[1:]),
+        "model": args.model,
+        "events": args.events,
+        "rounds": args.rounds,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "microseconds_per_event": {
+            "river": round(min(river) * per_event, 1),
+            "river_with_metrics": round(min(river_scored) * per_event, 1),
+            "learner": round(min(learner) * per_event, 1),
+        },
+        "learner_work_over_river": round((min(learner) - min(river_scored)) / min(river_scored), 2),
     }
 
 
