@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 
 from benchmarks.throughput import examples_rate
 from benchmarks.throughput_baselines import _create_topic, rows
-from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, remove_topics, unique_env
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -83,6 +83,7 @@ def run(events: int, names_per_event: int, workdir: Path) -> dict:
     finally:
         done.set()
         engine.stop()
+        remove_topics([engine])
     return {"new_names_per_event": names_per_event, "events": events, **rate, "peak_rss_mb": round(peak[0], 1)}
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from engine.harness import ROOT, EngineProcess, unique_env
+from engine.harness import ROOT, EngineProcess, remove_topics, unique_env
 from engine.publish import dataset_events
 
 RESULTS = Path(__file__).parent / "results"
@@ -456,6 +456,7 @@ def main() -> None:
             staleness = {"scenario": "model staleness, idle", **asyncio.run(model_staleness(engine, args.probes))}
         finally:
             engine.stop()
+            remove_topics([engine])
         report = {
             "command": " ".join(["python -m benchmarks.latency", *sys.argv[1:]]),
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -472,6 +473,7 @@ def main() -> None:
             results = served_log_cost(engine, work, args.rate, args.duration, n_requests)
         finally:
             engine.stop()
+            remove_topics([engine])
         pairs = [(results[i]["p99_ms"], results[i + 1]["p99_ms"]) for i in range(0, len(results), 2)]
         report = {
             "command": " ".join(["python -m benchmarks.latency", *sys.argv[1:]]),
@@ -511,6 +513,7 @@ def main() -> None:
             results.append(ingesting(engine, work, url, ingest_rate, args, n_requests, start, freshness_results))
     finally:
         engine.stop()
+        remove_topics([engine])
 
     two = engine_process(work, SERVE_PROCESSES=2).start()
     try:
@@ -522,6 +525,7 @@ def main() -> None:
         results.append(measure("engine, 2 serving processes, closed loop", closed, 0, CLOSED_LOOP_SECONDS))
     finally:
         two.stop()
+        remove_topics([two])
 
     fallback_engine = engine_process(work, MODEL="hoeffding").start()
     try:
@@ -530,6 +534,7 @@ def main() -> None:
         results.append(measure("engine fallback (prior), idle", fallback, args.rate, args.duration))
     finally:
         fallback_engine.stop()
+        remove_topics([fallback_engine])
 
     port = free_port()
     bare = subprocess.Popen([sys.executable, "-m", "benchmarks.bare_server", str(port)], cwd=ROOT)

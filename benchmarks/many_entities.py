@@ -43,7 +43,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from benchmarks.feature_flood import peak_rss_mb
 from benchmarks.throughput_baselines import _create_topic, _delete_topics
-from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, remove_topics, unique_env
 from engine.process import GC_FLUSH_SECONDS
 from streams.changelog import send_records
 
@@ -145,8 +145,9 @@ def run(entities: int, passes: int, store: str, extra_env: dict[str, str], workd
             collections = gc_pauses(metrics_dir)
         finally:
             worker.stop()
+            remove_topics([worker])
     finally:
-        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic]))
+        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
     return {
         "entities": entities,
         "passes": passes,

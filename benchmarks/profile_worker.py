@@ -38,7 +38,7 @@ from pathlib import Path
 
 from benchmarks.throughput import RESULTS, examples_rate, first_record
 from benchmarks.throughput_baselines import _delete_topics, produce_backlog
-from engine.harness import KAFKA_BOOTSTRAP, ROOT, EngineProcess, unique_env
+from engine.harness import KAFKA_BOOTSTRAP, ROOT, EngineProcess, remove_topics, unique_env
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
@@ -156,7 +156,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 spy.kill()
         worker.stop()
-        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic]))
+        remove_topics([worker])
+        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
     if not raw_path.exists():
         sys.exit(f"py-spy wrote no profile: {spy.stderr.read().decode(errors='replace') if spy.stderr else ''}")
     report = {

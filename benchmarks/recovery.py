@@ -36,7 +36,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.throughput_baselines import _create_topic, _delete_topics
-from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, remove_topics, unique_env
 
 RESULTS = Path(__file__).parent / "results"
 POLL_SECONDS = 0.05
@@ -134,6 +134,7 @@ def run_one(entities: int, store: str, after: int, backlog_topic: str, workdir: 
         timing = asyncio.run(time_recovery(settings.examples_topic, entities, after, killed_at, timeout=3600))
     finally:
         worker.stop()
+        remove_topics([worker])
     return {"entities": entities, "store": store, "learned_seconds": round(learned_seconds, 1), **timing}
 
 
@@ -159,7 +160,7 @@ def main() -> None:
                 asyncio.run(publish(topic, 0, entities, entities))
                 result = run_one(entities, store, args.after, topic, workdir)
             finally:
-                asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic]))
+                asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
             print(json.dumps(result), flush=True)
             results.append(result)
     floor = results[0]["processing_again_seconds"]

@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.process_cpu import CpuMeter
 from benchmarks.throughput_baselines import PATHS, _delete_topics, produce_backlog, run_path
-from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, remove_topics, unique_env
 from streams.model_topic import decode_version
 
 RESULTS = Path(__file__).parent / "results"
@@ -197,6 +197,7 @@ def run_engine(
     finally:
         for process in processes:
             process.stop()
+        remove_topics(processes)
     rate.pop("first_stamp_ms", None)
     name = f"engine {' '.join(command)}" if not apart else f"engine, {workers} worker{'s' * (workers > 1)} + learner"
     if extra_env:
@@ -279,6 +280,7 @@ def learner_ceiling(model: str, events: int, workdir: Path) -> dict:
             time.sleep(0.5)
     finally:
         process.stop()
+        remove_topics([process])
     line = next(x for x in process.log_path.read_text(errors="replace").splitlines() if "relearned" in x)
     rate = float(line.split("(")[-1].split(" examples/s")[0])
     return {"path": "learner alone (engine learn)", "model": model, "events": events, "events_per_second": rate}
@@ -343,7 +345,7 @@ def main() -> None:
                 results.append(learner_ceiling(model, args.events, workdir))
                 print(json.dumps(results[-1]), flush=True)
     finally:
-        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic]))
+        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
     report = {
         "command": " ".join(["python -m benchmarks.throughput", *sys.argv[1:]]),
         "events": args.events,

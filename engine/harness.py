@@ -7,7 +7,9 @@ a port the kernel picks (API_PORT=0; the supervisor writes it to STATE_DIR/api.p
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 
 from engine.settings import Settings
 
@@ -26,9 +30,13 @@ KAFKA_BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+TAG_LENGTH = 10
+_TAGGED_APP_ID = re.compile(rf"test-([0-9a-f]{{{TAG_LENGTH}}})")
+
+
 def unique_env(**overrides: Any) -> dict[str, str]:
     """Engine settings with topics, consumer group and state of its own, so runs never share data."""
-    tag = uuid.uuid4().hex[:10]
+    tag = uuid.uuid4().hex[:TAG_LENGTH]
     env = {
         "KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
         "REDIS_URL": REDIS_URL,
@@ -41,6 +49,34 @@ def unique_env(**overrides: Any) -> dict[str, str]:
     }
     env.update({key: str(value) for key, value in overrides.items()})
     return env
+
+
+def remove_topics(engines: list[EngineProcess]) -> list[str]:
+    """Deletes the topics of engines whose settings `unique_env` made (every topic whose name
+    holds one of their tags), once they are stopped for good: each engine makes a dozen
+    topics, and a broker that keeps those of every test and benchmark run grows without
+    bound, and slows. Topics of other engines are left alone. Returns the topics deleted."""
+    tags = {match.group(1) for e in engines if (match := _TAGGED_APP_ID.fullmatch(e.settings.app_id))}
+    if not tags:
+        return []
+    # The broker the harness knows, not an engine's KAFKA_BOOTSTRAP: an outage test points
+    # its engine at a proxy that is gone by now, and the topics are on the broker behind it.
+    try:
+        return asyncio.run(_delete_tagged_topics(KAFKA_BOOTSTRAP, tags))
+    except KafkaConnectionError:
+        return []  # no broker to clean: nothing of the engines' is left on a broker that is gone
+
+
+async def _delete_tagged_topics(bootstrap: str, tags: set[str]) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = sorted(topic for topic in await admin.list_topics() if any(tag in topic for tag in tags))
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()
 
 
 class EngineProcess:

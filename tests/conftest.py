@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from engine.harness import KAFKA_BOOTSTRAP, REDIS_URL, ROOT, EngineProcess, unique_env  # noqa: F401 - fixtures' helpers
+from engine.harness import (  # noqa: F401 - fixtures' helpers
+    KAFKA_BOOTSTRAP,
+    REDIS_URL,
+    ROOT,
+    EngineProcess,
+    remove_topics,
+    unique_env,
+)
 from engine.settings import Settings
 
 
@@ -31,8 +38,11 @@ def engine_factory(tmp_path: Path) -> Iterator[Callable[..., EngineProcess]]:
         return engine
 
     yield make
-    for engine in engines:
-        engine.stop()
+    try:
+        for engine in engines:
+            engine.stop()
+    finally:
+        remove_topics(engines)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.harness import ROOT, EngineProcess
+from engine.harness import ROOT, EngineProcess, remove_topics
 
 
 class Broker:
@@ -54,5 +54,8 @@ def processes():
     """Engine processes a test starts one by one (to kill them one by one); all stopped after it."""
     started: list[EngineProcess] = []
     yield started
-    for process in started:
-        process.stop()
+    try:
+        for process in started:
+            process.stop()
+    finally:
+        remove_topics(started)

@@ -26,7 +26,7 @@ def served(tmp_path_factory):
     """One engine for the module: trained on 300 Phishing events, then left alone."""
     import asyncio
 
-    from engine.harness import EngineProcess, unique_env
+    from engine.harness import EngineProcess, remove_topics, unique_env
 
     grpc_port = free_port()
     engine = EngineProcess(
@@ -40,7 +40,10 @@ def served(tmp_path_factory):
     yield engine, http, grpc, rows
     grpc.close()
     http.close()
-    engine.stop()
+    try:
+        engine.stop()
+    finally:
+        remove_topics([engine])
 
 
 def inputs(module, rows, binary=True):

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, unique_env
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, remove_topics, unique_env
 from engine.publish import dataset_events
 from models.examples import Example
 from models.online import OnlineModel
@@ -99,8 +99,11 @@ def cluster(tmp_path):
         return clusters[-1]
 
     yield make
-    for c in clusters:
-        c.stop()
+    try:
+        for c in clusters:
+            c.stop()
+    finally:
+        remove_topics([c.serving for c in clusters])
 
 
 def phishing(n=None, entities=40):

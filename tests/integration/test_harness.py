@@ -1,0 +1,68 @@
+"""The harness cleans up after the engines it starts: their topics, and nobody else's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, remove_topics, unique_env
+
+pytestmark = pytest.mark.integration
+
+
+async def _create(topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1) for topic in topics])
+    finally:
+        await admin.close()
+
+
+async def _existing() -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def _delete(topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
+    await admin.start()
+    try:
+        await admin.delete_topics(topics)
+    finally:
+        await admin.close()
+
+
+def test_removing_an_engines_topics_leaves_every_other_topic(tmp_path):
+    engine = EngineProcess(unique_env(MODELS="fraud=logreg"), tmp_path / "engine")
+    s = engine.settings
+    named = s.for_model(s.model)
+    mine = [
+        s.events_topic,
+        s.dlq_events_topic,
+        s.labels_topic,
+        named.examples_topic,
+        s.models_topic,
+        s.entity_changelog_topic,
+    ]
+    another_engine = EngineProcess(unique_env(), tmp_path / "another").settings.events_topic
+    a_users = f"events-of-a-user-{uuid.uuid4().hex[:6]}"  # no engine of the harness made it
+    asyncio.run(_create([*mine, another_engine, a_users]))
+    try:
+        assert sorted(remove_topics([engine])) == sorted(mine)
+        deadline = time.monotonic() + 15
+        while set(mine) & asyncio.run(_existing()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = asyncio.run(_existing())
+        assert not set(mine) & left
+        assert {another_engine, a_users} <= left
+    finally:
+        asyncio.run(_delete([another_engine, a_users]))
