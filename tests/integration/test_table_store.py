@@ -62,11 +62,12 @@ async def changelog_upto(worker: EngineProcess, offset: int | None) -> dict[str,
     return latest
 
 
-async def test_kill_9_anywhere_leaves_the_store_a_prefix_of_the_changelog(tmp_path):
+async def test_kill_9_anywhere_leaves_the_store_a_prefix_of_the_changelog(tmp_path, processes):
     # A cache of 20 rows for 150 entities: rows leave memory and are read back from disk all
     # the time, kills included; each entity's version at the end says no update was lost.
     env = unique_env(STREAM_BATCH_SIZE=10, REDIS_URL="", SNAPSHOT_EVERY_SECONDS=1000, TABLE_CACHE_ROWS=20)
     worker = EngineProcess(env, tmp_path, ("worker", "--embedded-learner")).launch()
+    processes.append(worker)
     publishing = asyncio.create_task(produce_slowly(worker))
     rng = random.Random(5)
     examples = worker.settings.examples_topic
@@ -133,10 +134,11 @@ async def test_readyz_tells_each_worker_s_state(engine_factory):
     assert report["reported_seconds_ago"] < 10
 
 
-async def test_a_store_from_an_earlier_changelog_is_not_used(tmp_path):
+async def test_a_store_from_an_earlier_changelog_is_not_used(tmp_path, processes):
     """Kafka's data wiped (or the changelog made again) under a worker's state directory: the
     rows on disk name changelog offsets the changelog does not have, and are not used."""
     worker = EngineProcess(unique_env(REDIS_URL=""), tmp_path, ("worker", "--embedded-learner"))
+    processes.append(worker)
     settings = worker.settings
     stale = open_store(settings.table_path, store_identity(settings, FeatureRegistry()), partitions=1)
     stale.write(0, [(orjson.dumps("entity-0"), orjson.dumps({"version": 99, "offset": 500}))], changelog_offset=100)
