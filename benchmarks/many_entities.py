@@ -42,8 +42,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from benchmarks.feature_flood import peak_rss_mb
-from benchmarks.throughput_baselines import _create_topic, _delete_topics
-from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, remove_topics, unique_env
+from benchmarks.throughput_baselines import _create_topic
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, delete_topics, remove_topics, unique_env
 from engine.process import GC_FLUSH_SECONDS
 from streams.changelog import send_records
 
@@ -147,7 +147,7 @@ def run(entities: int, passes: int, store: str, extra_env: dict[str, str], workd
             worker.stop()
             remove_topics([worker])
     finally:
-        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
+        asyncio.run(delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
     return {
         "entities": entities,
         "passes": passes,

@@ -37,8 +37,8 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.throughput import RESULTS, examples_rate, first_record
-from benchmarks.throughput_baselines import _delete_topics, produce_backlog
-from engine.harness import KAFKA_BOOTSTRAP, ROOT, EngineProcess, remove_topics, unique_env
+from benchmarks.throughput_baselines import produce_backlog
+from engine.harness import KAFKA_BOOTSTRAP, ROOT, EngineProcess, delete_topics, remove_topics, unique_env
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
@@ -157,7 +157,7 @@ def main() -> None:
                 spy.kill()
         worker.stop()
         remove_topics([worker])
-        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
+        asyncio.run(delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
     if not raw_path.exists():
         sys.exit(f"py-spy wrote no profile: {spy.stderr.read().decode(errors='replace') if spy.stderr else ''}")
     report = {

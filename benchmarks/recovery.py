@@ -35,8 +35,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from benchmarks.throughput_baselines import _create_topic, _delete_topics
-from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, remove_topics, unique_env
+from benchmarks.throughput_baselines import _create_topic
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, delete_topics, remove_topics, unique_env
 
 RESULTS = Path(__file__).parent / "results"
 POLL_SECONDS = 0.05
@@ -160,7 +160,7 @@ def main() -> None:
                 asyncio.run(publish(topic, 0, entities, entities))
                 result = run_one(entities, store, args.after, topic, workdir)
             finally:
-                asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
+                asyncio.run(delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
             print(json.dumps(result), flush=True)
             results.append(result)
     floor = results[0]["processing_again_seconds"]

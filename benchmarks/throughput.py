@@ -43,8 +43,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.process_cpu import CpuMeter
-from benchmarks.throughput_baselines import PATHS, _delete_topics, produce_backlog, run_path
-from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, remove_topics, unique_env
+from benchmarks.throughput_baselines import PATHS, produce_backlog, run_path
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, delete_topics, remove_topics, unique_env
 from streams.model_topic import decode_version
 
 RESULTS = Path(__file__).parent / "results"
@@ -305,7 +305,7 @@ def warm_up_broker(model: str, workdir: Path) -> None:
     try:
         run_engine(("worker", "--embedded-learner"), topic, WARM_UP_EVENTS, model, 1, 1, workdir)
     finally:
-        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
+        asyncio.run(delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
 
 
 def main() -> None:
@@ -368,7 +368,7 @@ def main() -> None:
                 results.append(learner_ceiling(model, args.events, workdir))
                 print(json.dumps(results[-1]), flush=True)
     finally:
-        asyncio.run(_delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
+        asyncio.run(delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
     report = {
         "command": " ".join(["python -m benchmarks.throughput", *sys.argv[1:]]),
         "events": args.events,

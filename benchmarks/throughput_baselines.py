@@ -81,6 +81,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from engine.harness import delete_topics, topic_names
 from engine.publish import dataset_events
 from models.factory import build_model
 
@@ -108,15 +109,6 @@ async def _create_topic(bootstrap: str, topic: str, partitions: int, configs: di
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs or {})])
-    finally:
-        await admin.close()
-
-
-async def _delete_topics(bootstrap: str, topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics(topics)
     finally:
         await admin.close()
 
@@ -272,7 +264,7 @@ async def run_aiokafka(
         await consumer.stop()
         if changelog:
             try:
-                await _delete_topics(bootstrap, [changelog_topic])
+                await delete_topics(bootstrap, [changelog_topic])
             except Exception:  # noqa: BLE001 - tidying only
                 pass
 
@@ -335,14 +327,7 @@ def run_quix(bootstrap: str, topic: str, events: int, model_name: str) -> dict:
 async def _delete_changelogs(bootstrap: str, prefix: str) -> None:
     """Removes the changelog topics Quix created for this run's consumer group."""
     try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
-            if topics:
-                await admin.delete_topics(topics)
-        finally:
-            await admin.close()
+        await delete_topics(bootstrap, [t for t in await topic_names(bootstrap) if t.startswith(prefix)])
     except Exception:  # noqa: BLE001 - tidying only
         pass
 
@@ -377,7 +362,7 @@ def compare(bootstrap: str, events: int, models: list[str], partitions: int, pat
                 print(json.dumps(result), flush=True)
                 results.append(result)
     finally:
-        asyncio.run(_delete_topics(bootstrap, [topic]))
+        asyncio.run(delete_topics(bootstrap, [topic]))
     return results
 
 

@@ -245,17 +245,24 @@ def compare_model_counts(batches: list[list[Record]], args: argparse.Namespace, 
     one = min(counts)
     extra = {str(n): round((engine_us[n] - engine_us[one]) / (n - one), 1) for n in counts if n != one}
     return {
-        "command": "python -m benchmarks.worker_cpu " + " ".join(sys.argv[1:]),
-        "model": args.model,
-        "events": args.events,
-        "rounds": args.rounds,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **_run_facts(args),
         "microseconds_per_event": {
             "river_with_metrics": round(river_us, 1),
             **{f"engine_{n}_models": round(us, 1) for n, us in engine_us.items()},
         },
         f"each_extra_model_microseconds_from_{one}": extra,
         "each_extra_model_over_river": {n: round(us / river_us, 2) for n, us in extra.items()},
+    }
+
+
+def _run_facts(args: argparse.Namespace) -> dict:
+    """What a results file says of the run it holds."""
+    return {
+        "command": "python -m benchmarks.worker_cpu " + " ".join(sys.argv[1:]),
+        "model": args.model,
+        "events": args.events,
+        "rounds": args.rounds,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
@@ -268,11 +275,7 @@ def learner_cost(batches: list[list[Record]], examples: list[list[Record]], args
         learner.append(run_learner(examples, args.model))
     per_event = 1e6 / args.events
     return {
-        "command": "python -m benchmarks.worker_cpu " + " ".join(sys.argv[1:]),
-        "model": args.model,
-        "events": args.events,
-        "rounds": args.rounds,
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **_run_facts(args),
         "microseconds_per_event": {
             "river": round(min(river) * per_event, 1),
             "river_with_metrics": round(min(river_scored) * per_event, 1),

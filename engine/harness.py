@@ -68,13 +68,28 @@ def remove_topics(engines: list[EngineProcess]) -> list[str]:
 
 
 async def _delete_tagged_topics(bootstrap: str, tags: set[str]) -> list[str]:
+    doomed = sorted(topic for topic in await topic_names(bootstrap) if any(tag in topic for tag in tags))
+    await delete_topics(bootstrap, doomed)
+    return doomed
+
+
+async def topic_names(bootstrap: str) -> set[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        doomed = sorted(topic for topic in await admin.list_topics() if any(tag in topic for tag in tags))
-        if doomed:
-            await admin.delete_topics(doomed)
-        return doomed
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, topics: list[str]) -> None:
+    """Deletes these topics; a name the broker does not have is no error."""
+    if not topics:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(topics)
     finally:
         await admin.close()
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, remove_topics, unique_env
+from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, delete_topics, remove_topics, topic_names, unique_env
 
 pytestmark = pytest.mark.integration
 
@@ -19,24 +19,6 @@ async def _create(topics: list[str]) -> None:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, 1, 1) for topic in topics])
-    finally:
-        await admin.close()
-
-
-async def _existing() -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
-
-
-async def _delete(topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
-    await admin.start()
-    try:
-        await admin.delete_topics(topics)
     finally:
         await admin.close()
 
@@ -59,10 +41,10 @@ def test_removing_an_engines_topics_leaves_every_other_topic(tmp_path):
     try:
         assert sorted(remove_topics([engine])) == sorted(mine)
         deadline = time.monotonic() + 15
-        while set(mine) & asyncio.run(_existing()) and time.monotonic() < deadline:
+        while set(mine) & asyncio.run(topic_names(KAFKA_BOOTSTRAP)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        left = asyncio.run(_existing())
+        left = asyncio.run(topic_names(KAFKA_BOOTSTRAP))
         assert not set(mine) & left
         assert {another_engine, a_users} <= left
     finally:
-        asyncio.run(_delete([another_engine, a_users]))
+        asyncio.run(delete_topics(KAFKA_BOOTSTRAP, [another_engine, a_users]))
