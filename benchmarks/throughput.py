@@ -292,7 +292,7 @@ WARM_UP_EVENTS = 100_000
 
 
 def warm_up_broker(model: str, workdir: Path) -> None:
-    """An engine worker over a small backlog of its own, untimed, before any path is timed.
+    """An engine worker over a backlog of its own, untimed, before any path is timed.
 
     A broker just started is slow for its first minutes (its JIT compiling the request
     paths, among others): on one, the first path timed (the engine's worker) found the
