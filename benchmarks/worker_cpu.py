@@ -115,7 +115,7 @@ def run_engine(batches: list[list[Record]], model_name: str, offline_dir: str, m
     return time.process_time() - started
 
 
-def example_batches(batches: list[list[Record]]) -> list[list[Record]]:
+def example_batches(batches: list[list[Record]]) -> list[list[bytes]]:
     """The examples a worker with the learner apart logs for these events, as the learner
     fetches them (a batch per fetch of STREAM_BATCH_SIZE records)."""
     logged = []
@@ -133,12 +133,12 @@ def example_batches(batches: list[list[Record]]) -> list[list[Record]]:
                 (record.topic, record.partition, record.offset),
                 learner_predicts=True,
             )
-            records.append(Record("examples", 0, record.offset, None, example.encode(), (), None))
+            records.append(example.encode())
         logged.append(records)
     return logged
 
 
-def run_learner(batches: list[list[Record]], model_name: str) -> float:
+def run_learner(batches: list[list[bytes]], model_name: str) -> float:
     learner = Learner(OnlineModel(model_name))
     training_log: list[bytes] = []
     started = time.process_time()
@@ -266,7 +266,7 @@ def _run_facts(args: argparse.Namespace) -> dict:
     }
 
 
-def learner_cost(batches: list[list[Record]], examples: list[list[Record]], args: argparse.Namespace) -> dict:
+def learner_cost(batches: list[list[Record]], examples: list[list[bytes]], args: argparse.Namespace) -> dict:
     """The learner apart's CPU per event beside River's on the same events, interleaved rounds."""
     river, river_scored, learner = [], [], []
     for _ in range(args.rounds):

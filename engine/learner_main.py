@@ -12,12 +12,13 @@ import asyncio
 import logging
 import signal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from engine.dead_letter_sink import DeadLetterSink, refused_letter
 from engine.learning import LearningService, learn_records
 from engine.process import arm_stop_deadline, collect_young_less_often, configure_logging, time_collections
 from engine.settings import Settings
+from streams.examples_reader import ExamplesReader
 from streams.features import FeatureRegistry
 from streams.model_topic import MAX_MODEL_BYTES
 
@@ -37,19 +38,12 @@ async def learn_forever(settings: Settings, features: FeatureRegistry, stopping:
     sink = DeadLetterSink(producer, settings)
     named = settings.model.name if settings.model.scoped else None
     await service.start(producer)
-    tp = TopicPartition(settings.examples_topic, 0)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        group_id=None,
-        max_poll_records=settings.stream_batch_size,
+    reader = ExamplesReader(
+        settings.kafka_bootstrap, settings.examples_topic, service.examples_offset, settings.stream_batch_size
     )
-    await consumer.start()
     try:
-        consumer.assign([tp])
-        consumer.seek(tp, service.examples_offset)
         while not stopping.is_set():
-            batch = (await consumer.getmany(tp, timeout_ms=200)).get(tp, [])
+            batch, after = await reader.fetch(timeout=0.2)
             if not batch:
                 continue
             async with service.lock:
@@ -57,9 +51,9 @@ async def learn_forever(settings: Settings, features: FeatureRegistry, stopping:
                 if outcome.refused:
                     letters = [refused_letter(r, named) for r in outcome.refused]
                     await asyncio.gather(*await sink.send(letters))
-                await service.batch_done(outcome, batch[-1].offset + 1, values)
+                await service.batch_done(outcome, after, values)
     finally:
-        await consumer.stop()
+        await asyncio.to_thread(reader.close)
         await service.stop()
         await producer.stop()
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import river
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from engine import metrics
 from engine.admin_commands import APPLIED_KEPT, ControlFollower, apply
@@ -37,11 +37,13 @@ from models.pickling import Pickled
 from models.registry import ModelRegistry, RegistryError
 from models.snapshots import Snapshot, SnapshotStore, pickled_snapshot, sealed
 from models.training_log import TrainingLog
+from streams.examples_reader import ExamplesReader
 from streams.features import FeatureRegistry
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+REPLAY_FETCH_RECORDS = 5000
 CONTROL_JOIN_SECONDS = 15.0
 PUBLISH_COST_FACTOR = 20  # publish no more often than 20x the pickling time: at most 5% of the time
 
@@ -94,8 +96,8 @@ def check_snapshot(snapshot: Snapshot, settings: Settings, features: FeatureRegi
             raise SnapshotRefused(f"its {key} is {meta.get(key)!r}, this engine's is {value!r}")
 
 
-def learn_records(learner: Learner, records: Sequence[Any]) -> tuple[BatchOutcome, list[bytes]]:
-    """Learns examples-topic records in their order and ends the batch: the outcome, and the
+def learn_records(learner: Learner, records: Sequence[bytes]) -> tuple[BatchOutcome, list[bytes]]:
+    """Learns examples-topic records (their values) in order and ends the batch: the outcome, and the
     bytes of each example learned as the examples topic holds it (encoded again when healing
     made its prediction again). The one loop of the embedded learner's replay and of
     `engine learn`.
@@ -105,8 +107,8 @@ def learn_records(learner: Learner, records: Sequence[Any]) -> tuple[BatchOutcom
     one again would cost the learner, the slower process of the two, about a tenth of its time."""
     read: dict[tuple[str, int, int], tuple[Example, bytes]] = {}
     for record in records:
-        example = Example.decode(record.value)
-        read[example.source] = (example, record.value)
+        example = Example.decode(record)
+        read[example.source] = (example, record)
         learner.learn(example)
     outcome = learner.end_batch()
     values = []
@@ -204,40 +206,31 @@ class LearningService:
 
     async def replay(self) -> int:
         """Learns the examples on the examples topic from the snapshot's offset to its end."""
-        tp = TopicPartition(self.settings.examples_topic, 0)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            group_id=None,
-            max_poll_records=5000,
-        )
-        await consumer.start()
+        s = self.settings
+        reader = ExamplesReader(s.kafka_bootstrap, s.examples_topic, self.examples_offset, REPLAY_FETCH_RECORDS)
         learned = 0
         try:
-            consumer.assign([tp])
-            start, end = (await consumer.beginning_offsets([tp]))[tp], (await consumer.end_offsets([tp]))[tp]
+            start, end = await asyncio.to_thread(reader.bounds)
             if start > self.examples_offset:
                 log.error(
                     "examples %d..%d are gone from %s (retention): the model misses them",
                     self.examples_offset,
                     start - 1,
-                    tp.topic,
+                    s.examples_topic,
                 )
                 self.examples_offset = start
-            if self.examples_offset >= end:
-                return 0
-            consumer.seek(tp, self.examples_offset)
             while self.examples_offset < end:
-                batch = [r for r in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []) if r.offset < end]
-                if not batch:
+                # Only what was logged when the replay began: what follows is learned as it comes.
+                values, after = await reader.fetch(timeout=1.0, before=end)
+                if not values:
                     continue
-                outcome, values = learn_records(self.learner, batch)
+                outcome, logged = learn_records(self.learner, values)
                 learned += len(outcome.learned)
-                self.examples_offset = batch[-1].offset + 1
-                for example, value in zip(outcome.learned, values):
+                self.examples_offset = after
+                for example, value in zip(outcome.learned, logged):
                     self.training_log.append(example.ts, value)
         finally:
-            await consumer.stop()
+            await asyncio.to_thread(reader.close)
         return learned
 
     # -- batches --------------------------------------------------------------------------

@@ -296,13 +296,11 @@ def test_an_unpredicted_example_the_model_cannot_answer_for_is_refused_and_not_l
 
 def test_the_training_log_holds_an_unpredicted_example_as_the_examples_topic_does():
     from engine.learning import learn_records
-    from streams.batch_consumer import Record
 
     rows = phishing(50)
     values = [unpredicted(i, x, y).encode() for i, (x, y) in enumerate(rows)]
-    records = [Record("examples", 0, i, None, value, (), None) for i, value in enumerate(values)]
     learner = Learner(OnlineModel("logreg"))
-    outcome, logged = learn_records(learner, records)
+    outcome, logged = learn_records(learner, values)
     # What the retrainer reads from it (features, label) is what was learned; the learned
     # examples themselves carry the learner's own predictions.
     assert logged == values
@@ -335,11 +333,9 @@ def test_an_unpredicted_example_s_features_past_the_limit_are_left_out_and_count
 
 def test_the_training_log_holds_what_was_learned_when_the_limit_left_names_out():
     from engine.learning import learn_records
-    from streams.batch_consumer import Record
 
     wide = {"a": 1.0, "b": 2.0, "c": 3.0}
     values = [unpredicted(i, wide, i % 2 == 0).encode() for i in range(3)]
-    records = [Record("examples", 0, i, None, value, (), None) for i, value in enumerate(values)]
-    outcome, logged = learn_records(Learner(OnlineModel("logreg", max_features=2)), records)
+    outcome, logged = learn_records(Learner(OnlineModel("logreg", max_features=2)), values)
     assert [Example.from_record(orjson.loads(v)).features for v in logged] == [{"a": 1.0, "b": 2.0}] * 3
     assert [e.features for e in outcome.learned] == [{"a": 1.0, "b": 2.0}] * 3
