@@ -35,6 +35,15 @@ async def learn_forever(settings: Settings, features: FeatureRegistry, stopping:
         bootstrap_servers=settings.kafka_bootstrap, acks="all", max_request_size=MAX_MODEL_BYTES
     )
     await producer.start()
+    try:
+        await _learn_until_stopped(settings, service, producer, stopping)
+    finally:
+        await producer.stop()
+
+
+async def _learn_until_stopped(
+    settings: Settings, service: LearningService, producer: AIOKafkaProducer, stopping: asyncio.Event
+) -> None:
     sink = DeadLetterSink(producer, settings)
     named = settings.model.name if settings.model.scoped else None
     await service.start(producer)
@@ -55,7 +64,6 @@ async def learn_forever(settings: Settings, features: FeatureRegistry, stopping:
     finally:
         await asyncio.to_thread(reader.close)
         await service.stop()
-        await producer.stop()
 
 
 def run_learner(settings: Settings, features: FeatureRegistry) -> None:

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import confluent_kafka
 
 log = logging.getLogger(__name__)
+
+BOUNDS_RETRY_SECONDS = 0.2
 
 
 class ExamplesReader:
@@ -37,10 +40,23 @@ class ExamplesReader:
         )
         self._consumer.assign([confluent_kafka.TopicPartition(topic, 0, offset)])
 
-    def bounds(self, timeout: float = 30.0) -> tuple[int, int]:
-        """The partition's first offset still held, and the offset after its last record."""
-        low, high = self._consumer.get_watermark_offsets(confluent_kafka.TopicPartition(self.topic, 0), timeout)
-        return low, high
+    def bounds(self, timeout: float = 60.0) -> tuple[int, int]:
+        """The partition's first offset still held, and the offset after its last record.
+
+        Asked again until `timeout` while the broker cannot answer: librdkafka does not retry
+        this request, and a topic just created has no leader for a moment
+        (NOT_LEADER_FOR_PARTITION, which librdkafka does not mark retriable here)."""
+        partition = confluent_kafka.TopicPartition(self.topic, 0)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                low, high = self._consumer.get_watermark_offsets(partition, max(deadline - time.monotonic(), 0.1))
+                return low, high
+            except confluent_kafka.KafkaException as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.info("offsets of %s not known yet: %s", self.topic, exc)
+                time.sleep(BOUNDS_RETRY_SECONDS)
 
     async def fetch(self, timeout: float, before: int | None = None) -> tuple[list[bytes], int]:
         """The values of the next records in order (up to `max_records`, and only those at
