@@ -79,9 +79,8 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from engine.harness import delete_topics, topic_names
+from engine.harness import create_topics, delete_topics, topic_names
 from engine.publish import dataset_events
 from models.factory import build_model
 
@@ -105,12 +104,7 @@ def rows(n: int) -> list[tuple[dict, object]]:
 
 
 async def _create_topic(bootstrap: str, topic: str, partitions: int, configs: dict[str, str] | None = None) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs or {})])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, [topic], partitions, configs)
 
 
 async def produce_backlog_async(bootstrap: str, topic: str, n: int, partitions: int) -> int:

@@ -120,7 +120,7 @@ def example_batches(batches: list[list[Record]]) -> list[list[bytes]]:
     fetches them (a batch per fetch of STREAM_BATCH_SIZE records)."""
     logged = []
     for batch in batches:
-        records = []
+        values = []
         for record in batch:
             event = orjson.loads(record.value)
             example = Example(
@@ -133,8 +133,8 @@ def example_batches(batches: list[list[Record]]) -> list[list[bytes]]:
                 (record.topic, record.partition, record.offset),
                 learner_predicts=True,
             )
-            records.append(example.encode())
-        logged.append(records)
+            values.append(example.encode())
+        logged.append(values)
     return logged
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
 from engine.settings import Settings
@@ -78,6 +78,18 @@ async def topic_names(bootstrap: str) -> set[str]:
     await admin.start()
     try:
         return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def create_topics(
+    bootstrap: str, topics: list[str], partitions: int = 1, configs: dict[str, str] | None = None
+) -> None:
+    """Creates these topics (one replica: the local broker), each with `partitions`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs or {}) for topic in topics])
     finally:
         await admin.close()
 

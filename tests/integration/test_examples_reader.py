@@ -6,34 +6,45 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from engine.harness import KAFKA_BOOTSTRAP, delete_topics
+from engine.harness import KAFKA_BOOTSTRAP, create_topics, delete_topics
 from streams.examples_reader import ExamplesReader
 
 pytestmark = pytest.mark.integration
 
+RECORDS = 10
 
-async def _topic_with(records: int) -> str:
-    topic = f"examples-reader-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+
+@pytest.fixture
+async def topic() -> AsyncIterator[str]:
+    """A topic of its own holding RECORDS records, example-0 to example-9; deleted after."""
+    name = f"examples-reader-{uuid.uuid4().hex[:8]}"
+    await create_topics(KAFKA_BOOTSTRAP, [name])
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA_BOOTSTRAP)
     await producer.start()
     try:
-        for i in range(records):
-            await producer.send(topic, f"example-{i}".encode(), partition=0)
+        for i in range(RECORDS):
+            await producer.send(name, f"example-{i}".encode(), partition=0)
         await producer.flush()
     finally:
         await producer.stop()
-    return topic
+    yield name
+    await delete_topics(KAFKA_BOOTSTRAP, [name])
+
+
+@contextmanager
+def reader_of(topic: str, offset: int, max_records: int = 100) -> Iterator[ExamplesReader]:
+    reader = ExamplesReader(KAFKA_BOOTSTRAP, topic, offset, max_records)
+    try:
+        yield reader
+    finally:
+        reader.close()
 
 
 async def _read_all(reader: ExamplesReader, before: int | None = None) -> list[tuple[list[bytes], int]]:
@@ -49,45 +60,34 @@ def _values(numbers: range) -> list[bytes]:
     return [f"example-{i}".encode() for i in numbers]
 
 
-async def test_reads_every_record_once_in_order_from_the_offset_a_fetch_at_a_time():
-    topic = await _topic_with(10)
-    reader = ExamplesReader(KAFKA_BOOTSTRAP, topic, offset=3, max_records=4)
-    try:
-        assert await asyncio.to_thread(reader.bounds) == (0, 10)
+def _read(fetches: list[tuple[list[bytes], int]]) -> list[bytes]:
+    return [value for values, _ in fetches for value in values]
+
+
+async def test_reads_every_record_once_in_order_from_the_offset_a_fetch_at_a_time(topic):
+    with reader_of(topic, offset=3, max_records=4) as reader:
+        assert await asyncio.to_thread(reader.bounds) == (0, RECORDS)
         fetches = await _read_all(reader)
-    finally:
-        reader.close()
-        await delete_topics(KAFKA_BOOTSTRAP, [topic])
-    assert [values for values, _ in fetches for values in values] == _values(range(3, 10))
+    assert _read(fetches) == _values(range(3, RECORDS))
     assert all(len(values) <= 4 for values, _ in fetches)
-    assert fetches[-1][1] == 10  # the offset to resume from: after the last record read
+    assert fetches[-1][1] == RECORDS  # the offset to resume from: after the last record read
 
 
-async def test_a_replay_stops_before_the_end_it_was_given():
-    topic = await _topic_with(10)
-    reader = ExamplesReader(KAFKA_BOOTSTRAP, topic, offset=0, max_records=100)
-    try:
+async def test_a_replay_stops_before_the_end_it_was_given(topic):
+    with reader_of(topic, offset=0) as reader:
         fetches = await _read_all(reader, before=6)
-    finally:
-        reader.close()
-        await delete_topics(KAFKA_BOOTSTRAP, [topic])
-    assert [value for values, _ in fetches for value in values] == _values(range(6))
+    assert _read(fetches) == _values(range(6))
     assert fetches[-1][1] == 6
 
 
-async def test_an_offset_retention_removed_starts_at_the_oldest_record_left():
-    topic = await _topic_with(10)
+async def test_an_offset_retention_removed_starts_at_the_oldest_record_left(topic):
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
     await admin.start()
     try:
         await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(before_offset=7)}, timeout_ms=10_000)
     finally:
         await admin.close()
-    reader = ExamplesReader(KAFKA_BOOTSTRAP, topic, offset=2, max_records=100)
-    try:
-        assert await asyncio.to_thread(reader.bounds) == (7, 10)
+    with reader_of(topic, offset=2) as reader:
+        assert await asyncio.to_thread(reader.bounds) == (7, RECORDS)
         fetches = await _read_all(reader)
-    finally:
-        reader.close()
-        await delete_topics(KAFKA_BOOTSTRAP, [topic])
-    assert [value for values, _ in fetches for value in values] == _values(range(7, 10))
+    assert _read(fetches) == _values(range(7, RECORDS))

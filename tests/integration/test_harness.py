@@ -7,20 +7,18 @@ import time
 import uuid
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from engine.harness import KAFKA_BOOTSTRAP, EngineProcess, delete_topics, remove_topics, topic_names, unique_env
+from engine.harness import (
+    KAFKA_BOOTSTRAP,
+    EngineProcess,
+    create_topics,
+    delete_topics,
+    remove_topics,
+    topic_names,
+    unique_env,
+)
 
 pytestmark = pytest.mark.integration
-
-
-async def _create(topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1) for topic in topics])
-    finally:
-        await admin.close()
 
 
 def test_removing_an_engines_topics_leaves_every_other_topic(tmp_path):
@@ -37,7 +35,7 @@ def test_removing_an_engines_topics_leaves_every_other_topic(tmp_path):
     ]
     another_engine = EngineProcess(unique_env(), tmp_path / "another").settings.events_topic
     a_users = f"events-of-a-user-{uuid.uuid4().hex[:6]}"  # no engine of the harness made it
-    asyncio.run(_create([*mine, another_engine, a_users]))
+    asyncio.run(create_topics(KAFKA_BOOTSTRAP, [*mine, another_engine, a_users]))
     try:
         assert sorted(remove_topics([engine])) == sorted(mine)
         deadline = time.monotonic() + 15
