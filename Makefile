@@ -57,7 +57,7 @@ unit: setup
 
 bench-throughput: setup up
 	$(VENV)/bin/pip install -q -e ".[bench]"
-	$(PY) -m benchmarks.throughput --learner
+	$(PY) -m benchmarks.throughput --learner --rounds 3
 
 bench-latency: setup up
 	infra/bench-tools.sh

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.throughput [--events 100000] [--model logreg --model hoeffding]
                                               [--partitions 1] [--workers 1 --workers 2] [--apart]
+                                              [--rounds 3]
 
 One backlog of N labelled Phishing events (1,000 entities, key = entity id) on a fresh
 topic; then, each in its own process, on that same backlog, for every model:
@@ -25,6 +26,12 @@ first record received to their last event learned. With the learner apart, the e
 topic shows when the workers were done, so the run is timed to the learner's first
 publication of a model that learned every event (`workers_events_per_second`: the workers'
 own rate). Results: benchmarks/results/throughput.json.
+
+A small shared machine (2 cores) moves a path's rate by 10-20 % from one minute to the
+next, so a ratio of two paths timed minutes apart can be off by as much. With --rounds N every path runs N
+times, interleaved (every path once, then every path again), each ratio is taken between
+paths of the same round, and the report gives the median of the rounds' ratios beside
+each round's.
 """
 
 from __future__ import annotations
@@ -33,11 +40,12 @@ import argparse
 import asyncio
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -308,6 +316,31 @@ def warm_up_broker(model: str, workdir: Path) -> None:
         asyncio.run(delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
 
 
+def run_round(args: argparse.Namespace, model: str, topic: str, workdir: Path) -> Iterator[dict]:
+    """Every path asked for, once each, on the backlog in `topic`, for one model."""
+    runs: list[tuple[tuple[str, ...], int, bool, dict[str, str]]] = [
+        (("worker", "--embedded-learner"), w, False, {}) for w in (args.workers or [1])
+    ]
+    if args.apart:
+        runs.append((("worker",), 1, True, {}))
+    runs.append((("run",), 1, False, {}))
+    if args.apart:
+        runs.append((("run",), 1, False, {"LEARNER": "apart"}))
+    for command, workers, apart, extra_env in runs:
+        options = {"apart": apart, "extra_env": extra_env}
+        yield run_engine(command, topic, args.events, model, args.partitions, workers, workdir, **options)
+    for n in filter(None, args.named_models.split(",")):
+        embedded = ("worker", "--embedded-learner")
+        yield run_engine(embedded, topic, args.events, model, args.partitions, 1, workdir, int(n))
+        if args.apart:
+            apart_run = {"named_models": int(n), "extra_env": {"LEARNER": "apart"}}
+            yield run_engine(("run",), topic, args.events, model, args.partitions, 1, workdir, **apart_run)
+    for path in filter(None, args.paths.split(",")):
+        yield run_path(path, KAFKA_BOOTSTRAP, topic, args.events, model, args.partitions)
+    if args.learner:
+        yield learner_ceiling(model, args.events, workdir)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
@@ -325,6 +358,12 @@ def main() -> None:
     parser.add_argument("--learner", action="store_true", help="also the learner's own ceiling (engine learn alone)")
     parser.add_argument("--output", default="throughput.json", help="file name under benchmarks/results/")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="every path this many times, interleaved: ratios per round, and their median",
+    )
+    parser.add_argument(
         "--named-models",
         default="",
         help="also the worker with this many named models of each model (MODELS), comma-separated: 1,2,4",
@@ -338,41 +377,19 @@ def main() -> None:
     produce_backlog(KAFKA_BOOTSTRAP, topic, args.events, args.partitions)
     results = []
     try:
-        for model in models:
-            runs: list[tuple[tuple[str, ...], int, bool, dict[str, str]]] = [
-                (("worker", "--embedded-learner"), w, False, {}) for w in (args.workers or [1])
-            ]
-            if args.apart:
-                runs.append((("worker",), 1, True, {}))
-            runs.append((("run",), 1, False, {}))
-            if args.apart:
-                runs.append((("run",), 1, False, {"LEARNER": "apart"}))
-            for command, workers, apart, extra_env in runs:
-                options = {"apart": apart, "extra_env": extra_env}
-                result = run_engine(command, topic, args.events, model, args.partitions, workers, workdir, **options)
-                results.append(result)
-                print(json.dumps(results[-1]), flush=True)
-            for n in filter(None, args.named_models.split(",")):
-                command = ("worker", "--embedded-learner")
-                results.append(run_engine(command, topic, args.events, model, args.partitions, 1, workdir, int(n)))
-                print(json.dumps(results[-1]), flush=True)
-                if args.apart:
-                    apart_run = {"named_models": int(n), "extra_env": {"LEARNER": "apart"}}
-                    run = ("run",)
-                    results.append(run_engine(run, topic, args.events, model, args.partitions, 1, workdir, **apart_run))
-                    print(json.dumps(results[-1]), flush=True)
-            for path in filter(None, args.paths.split(",")):
-                results.append(run_path(path, KAFKA_BOOTSTRAP, topic, args.events, model, args.partitions))
-                print(json.dumps(results[-1]), flush=True)
-            if args.learner:
-                results.append(learner_ceiling(model, args.events, workdir))
-                print(json.dumps(results[-1]), flush=True)
+        for round_number in range(1, args.rounds + 1):
+            for model in models:
+                for result in run_round(args, model, topic, workdir):
+                    result["round"] = round_number
+                    results.append(result)
+                    print(json.dumps(result), flush=True)
     finally:
         asyncio.run(delete_topics(KAFKA_BOOTSTRAP, [topic, f"{topic}.dlq"]))
     report = {
         "command": " ".join(["python -m benchmarks.throughput", *sys.argv[1:]]),
         "events": args.events,
         "partitions": args.partitions,
+        "rounds": args.rounds,
         "results": results,
         "ratios": ratios(results),
         "machine": f"{platform.machine()} {platform.python_implementation()} {platform.python_version()}",
@@ -382,18 +399,33 @@ def main() -> None:
     (RESULTS / args.output).write_text(json.dumps(report, indent=2) + "\n")
 
 
+# The engine's paths the ingestion targets name, each compared with the other paths of its round.
+ENGINE_PATHS = {"engine worker --embedded-learner": "engine", "engine run": "engine run"}
+
+
 def ratios(results: list[dict]) -> dict:
-    """Per model: the engine worker against each reference path, measured in this run."""
-    out = {}
+    """Per model: the embedded worker ("engine") and `engine run` against every other path
+    of the same round. With several rounds each figure is the median of the rounds' ratios,
+    and "<model>, each round" lists them."""
+    out: dict[str, dict] = {}
     for model in sorted({r["model"] for r in results}):
-        rates = {r["path"]: r["events_per_second"] for r in results if r["model"] == model}
-        engine = rates.get("engine worker --embedded-learner")
-        if engine:
-            out[model] = {
-                f"engine / {path}": round(engine / rate, 2)
-                for path, rate in rates.items()
-                if path != "engine worker --embedded-learner"
+        by_round: dict[str, list[float]] = {}
+        for round_number in sorted({r.get("round", 1) for r in results}):
+            rates = {
+                r["path"]: r["events_per_second"]
+                for r in results
+                if r["model"] == model and r.get("round", 1) == round_number
             }
+            for engine_path, name in ENGINE_PATHS.items():
+                engine = rates.get(engine_path)
+                if not engine:
+                    continue
+                for path, rate in rates.items():
+                    if path != engine_path and not (name == "engine run" and path in ENGINE_PATHS):
+                        by_round.setdefault(f"{name} / {path}", []).append(round(engine / rate, 2))
+        out[model] = {key: round(statistics.median(values), 2) for key, values in by_round.items()}
+        if any(len(values) > 1 for values in by_round.values()):
+            out[f"{model}, each round"] = by_round
     return out
 
 
