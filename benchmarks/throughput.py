@@ -399,14 +399,20 @@ def main() -> None:
     (RESULTS / args.output).write_text(json.dumps(report, indent=2) + "\n")
 
 
-# The engine's paths the ingestion targets name, each compared with the other paths of its round.
-ENGINE_PATHS = {"engine worker --embedded-learner": "engine", "engine run": "engine run"}
+# The engine's paths, by the name their ratios carry: the embedded worker ("engine") against
+# every other path of its round, each of the others against the reference paths only.
+ENGINE_PATHS = {
+    "engine worker --embedded-learner": "engine",
+    "engine run": "engine run",
+    "engine, 1 worker + learner": "worker + learner",
+    "engine run LEARNER=apart": "engine run LEARNER=apart",
+}
 
 
 def ratios(results: list[dict]) -> dict:
-    """Per model: the embedded worker ("engine") and `engine run` against every other path
-    of the same round. With several rounds each figure is the median of the rounds' ratios,
-    and "<model>, each round" lists them."""
+    """Per model: the engine's paths against the other paths of the same round. With
+    several rounds each figure is the median of the rounds' ratios, and "<model>, each
+    round" lists them."""
     out: dict[str, dict] = {}
     for model in sorted({r["model"] for r in results}):
         by_round: dict[str, list[float]] = {}
@@ -421,7 +427,7 @@ def ratios(results: list[dict]) -> dict:
                 if not engine:
                     continue
                 for path, rate in rates.items():
-                    if path != engine_path and not (name == "engine run" and path in ENGINE_PATHS):
+                    if path != engine_path and (name == "engine" or path not in ENGINE_PATHS):
                         by_round.setdefault(f"{name} / {path}", []).append(round(engine / rate, 2))
         out[model] = {key: round(statistics.median(values), 2) for key, values in by_round.items()}
         if any(len(values) > 1 for values in by_round.values()):

@@ -43,6 +43,24 @@ def test_rounds_pair_paths_within_a_round_and_report_the_median() -> None:
     assert out["logreg, each round"] == {"engine / quix": [0.5, 1.0, 0.6]}
 
 
+def test_the_learner_apart_is_compared_with_the_reference_paths() -> None:
+    out = ratios(
+        [
+            result("engine worker --embedded-learner", 20_000),
+            result("engine, 1 worker + learner", 30_000),
+            result("engine run LEARNER=apart", 28_000),
+            result("quix", 32_000),
+        ]
+    )
+    assert out["logreg"] == {
+        "engine / engine, 1 worker + learner": 0.67,
+        "engine / engine run LEARNER=apart": 0.71,
+        "engine / quix": 0.62,
+        "worker + learner / quix": 0.94,
+        "engine run LEARNER=apart / quix": 0.88,
+    }
+
+
 def test_models_are_compared_apart() -> None:
     out = ratios(
         [
