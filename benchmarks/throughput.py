@@ -28,10 +28,10 @@ publication of a model that learned every event (`workers_events_per_second`: th
 own rate). Results: benchmarks/results/throughput.json.
 
 A small shared machine (2 cores) moves a path's rate by 10-20 % from one minute to the
-next, so a ratio of two paths timed minutes apart can be off by as much. With --rounds N every path runs N
-times, interleaved (every path once, then every path again), each ratio is taken between
-paths of the same round, and the report gives the median of the rounds' ratios beside
-each round's.
+next, so a ratio of two paths timed minutes apart can be off by as much. With --rounds N
+every path runs N times, interleaved (every path once, then every path again), each ratio
+is taken between paths of the same round, and the report gives the median of the rounds'
+ratios beside each round's.
 """
 
 from __future__ import annotations
@@ -369,6 +369,8 @@ def main() -> None:
         help="also the worker with this many named models of each model (MODELS), comma-separated: 1,2,4",
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds takes 1 or more")
     models = args.model or ["logreg", "hoeffding"]
     workdir = RESULTS / "work"
     workdir.mkdir(parents=True, exist_ok=True)
