@@ -63,7 +63,7 @@ class ExamplesReader:
         offsets below `before`; waits up to `timeout` seconds for the first), and the offset
         after the last of them (-1 when there are none). librdkafka retries what it can; an
         error it reports is logged, a fatal one raised."""
-        messages = await asyncio.to_thread(self._consumer.consume, self.max_records, timeout)
+        messages = await asyncio.to_thread(self._take, timeout)
         values: list[bytes] = []
         end = -1
         for message in messages:
@@ -79,6 +79,16 @@ class ExamplesReader:
             values.append(message.value())
             end = offset + 1
         return values, end
+
+    def _take(self, timeout: float) -> list[confluent_kafka.Message]:
+        """librdkafka's consume returns when it has all the records asked for or the timeout
+        has passed: asked for a whole batch, a learner keeping up with the stream (a few
+        records a fetch) would wait out the timeout at every fetch. So: wait for the first
+        record only, then take what has arrived, without waiting."""
+        first = self._consumer.consume(1, timeout)
+        if not first or self.max_records == 1:
+            return first
+        return first + self._consumer.consume(self.max_records - 1, 0)
 
     def close(self) -> None:
         self._consumer.close()

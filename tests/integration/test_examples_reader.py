@@ -91,3 +91,16 @@ async def test_an_offset_retention_removed_starts_at_the_oldest_record_left(topi
         assert await asyncio.to_thread(reader.bounds) == (7, RECORDS)
         fetches = await _read_all(reader)
     assert _read(fetches) == _values(range(7, RECORDS))
+
+
+async def test_a_fetch_hands_over_what_has_arrived_without_waiting_for_a_whole_batch(topic):
+    # A learner keeping up with the stream finds a few records a fetch: it must not wait out
+    # the timeout for a batch that is not coming (librdkafka's consume would).
+    timeout = 30.0
+    with reader_of(topic, offset=0, max_records=1000) as reader:
+        started = asyncio.get_running_loop().time()
+        values, after = await reader.fetch(timeout=timeout)
+        waited = asyncio.get_running_loop().time() - started
+    assert values and values == _values(range(len(values)))
+    assert after == len(values)
+    assert waited < timeout / 2
