@@ -1,5 +1,6 @@
-"""The examples reader's offsets request, which librdkafka does not retry: asked again while
-the broker cannot answer (a topic just created has no leader for a moment)."""
+"""The examples reader over stand-ins for librdkafka's consumer: its offsets request, which
+librdkafka does not retry, asked again while the broker cannot answer (a topic just created
+has no leader for a moment); its fetch, which waits for the first record only."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ class FlakyConsumer:
         return 3, 10
 
 
-def reader_over(consumer: FlakyConsumer) -> ExamplesReader:
+def reader_over(consumer: object, max_records: int = 1000) -> ExamplesReader:
     reader = ExamplesReader.__new__(ExamplesReader)
     reader.topic = "examples"
+    reader.max_records = max_records
     reader._consumer = consumer  # type: ignore[assignment]
     return reader
 
@@ -73,8 +75,7 @@ class Message:
 
 async def test_a_fetch_waits_for_the_first_record_only_then_takes_what_is_queued():
     consumer = QueuedConsumer(queued=5)
-    reader = reader_over(consumer)  # type: ignore[arg-type]
-    reader.max_records = 1000
+    reader = reader_over(consumer, max_records=1000)
     values, after = await reader.fetch(timeout=0.2)
     assert values == [f"example-{i}".encode() for i in range(5)]
     assert after == 5
@@ -83,7 +84,6 @@ async def test_a_fetch_waits_for_the_first_record_only_then_takes_what_is_queued
 
 async def test_an_empty_fetch_asks_once():
     consumer = QueuedConsumer(queued=0)
-    reader = reader_over(consumer)  # type: ignore[arg-type]
-    reader.max_records = 1000
+    reader = reader_over(consumer, max_records=1000)
     assert await reader.fetch(timeout=0.2) == ([], -1)
     assert consumer.calls == [(1, 0.2)]
