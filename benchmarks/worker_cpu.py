@@ -184,7 +184,7 @@ def main() -> None:
     examples = example_batches(batches) if args.learner else []
     # As a worker does once started: what lives as long as the process is out of the collector's way.
     freeze_heap()
-    collect_young_less_often()  # as a worker collects
+    collect_young_less_often(BATCH)  # as a worker collects
     if args.models:
         report = compare_model_counts(batches, args, [int(n) for n in args.models.split(",")])
         print(json.dumps(report, indent=2))

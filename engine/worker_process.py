@@ -58,7 +58,7 @@ def run_worker(settings: Settings, features: FeatureRegistry, *, embedded_learne
     worker = StreamWorker(settings, features, worker_modes(settings, features, embedded_learner=embedded_learner))
     loop.run_until_complete(worker.start())
     freeze_heap()
-    collect_young_less_often()
+    collect_young_less_often(settings.stream_batch_size)
     time_collections("worker")
     faust_worker = DeadlineWorker(
         worker.app, WorkerService(worker, loop=loop), loop=loop, loglevel=settings.log_level.upper()
