@@ -16,7 +16,13 @@ from aiokafka import AIOKafkaProducer
 
 from engine.dead_letter_sink import DeadLetterSink, refused_letter
 from engine.learning import LearningService, learn_records
-from engine.process import arm_stop_deadline, collect_young_less_often, configure_logging, time_collections
+from engine.process import (
+    arm_stop_deadline,
+    collect_young_less_often,
+    configure_logging,
+    freeze_heap,
+    time_collections,
+)
 from engine.settings import Settings
 from streams.examples_reader import ExamplesReader
 from streams.features import FeatureRegistry
@@ -50,6 +56,10 @@ async def _learn_until_stopped(
     reader = ExamplesReader(
         settings.kafka_bootstrap, settings.examples_topic, service.examples_offset, settings.stream_batch_size
     )
+    # What start-up built (modules, the restored model) lives as long as the process: out of
+    # the collector's way, as in the workers. Alternated three times with the learner apart
+    # (the slower process of the pair): 28.8-29.4 against 30.6-31.9 µs of CPU an event.
+    freeze_heap()
     try:
         while not stopping.is_set():
             batch, after = await reader.fetch(timeout=0.2)
@@ -70,7 +80,7 @@ def run_learner(settings: Settings, features: FeatureRegistry) -> None:
     import uvloop
 
     configure_logging(settings.log_level)
-    collect_young_less_often()
+    collect_young_less_often(settings.stream_batch_size)
     time_collections("learner")
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
