@@ -15,7 +15,7 @@ import asyncio
 import logging
 import pickle
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,23 +105,38 @@ def learn_records(learner: Learner, records: Sequence[bytes]) -> tuple[BatchOutc
     An example the learner predicted itself (`learner_predicts`) is logged as the topic
     holds it, unpredicted: the training log keeps features and labels, and encoding each
     one again would cost the learner, the slower process of the two, about a tenth of its time."""
-    read: dict[tuple[str, int, int], tuple[Example, bytes]] = {}
+    taken: list[Example] = []
+    taken_records: list[bytes] = []
     for record in records:
         example = Example.decode(record)
-        read[example.source] = (example, record)
-        learner.learn(example)
+        if learner.learn(example):
+            taken.append(example)
+            taken_records.append(record)
     outcome = learner.end_batch()
-    values = []
-    for example in outcome.learned:
-        original, value = read.get(example.source, (None, b""))
-        kept = original is example or (
+    learned = outcome.learned
+    if len(learned) == len(taken):
+        # What was learned is what `learn` took, in order: a heal keeps the order and only
+        # takes examples out (the culprits), so with none taken out the two are one list.
+        # (Pairing by source through a dict cost the learner apart 0.8 µs an example, 3-4 %
+        # of its time; in step, 0.3.)
+        originals: Iterable[tuple[Example | None, bytes]] = zip(taken, taken_records)
+    else:
+        # A heal left culprits out: the others are paired by source.
+        read = {example.source: (example, record) for example, record in zip(taken, taken_records)}
+        originals = (read.get(example.source, (None, b"")) for example in learned)
+    # Logged as read: the record's own example, or one the learner predicted itself after
+    # admitting every name it came with (inline: a call per example is a tenth of a µs).
+    return outcome, [
+        value
+        if original is example
+        or (
             original is not None
             and original.learner_predicts
-            # The learner admitted every name it came with (else: what it learned, encoded).
             and (example.features is original.features or example.features == original.features)
         )
-        values.append(value if kept else example.encode())
-    return outcome, values
+        else example.encode()
+        for example, (original, value) in zip(learned, originals)
+    ]
 
 
 class LearningService:

@@ -320,6 +320,24 @@ def test_a_poisoning_unpredicted_example_is_undone_as_a_predicted_one_is(model_n
     assert learner.model.metric_values() == progressive_metrics(model_name, clean)
 
 
+def test_the_training_log_pairs_each_example_with_its_record_when_a_heal_leaves_one_out():
+    from engine.learning import learn_records
+
+    # The same features in every example: paired by position after the culprit was left
+    # out, each record would be logged for the example after it.
+    rows = [({"a": 1.0, "b": 2.0}, i % 3 == 0) for i in range(300)]
+    poisoned = [({"a": 1e308, "b": 2.0} if i == 150 else x, y) for i, (x, y) in enumerate(rows)]
+    values = [unpredicted(i, x, y).encode() for i, (x, y) in enumerate(poisoned)]
+    outcome, logged = learn_records(Learner(OnlineModel("logreg"), min_interval=60), values)
+    assert [r.example.event_id for r in outcome.refused] == ["e-150"]
+    kept = [i for i in range(300) if i != 150]
+    assert [e.event_id for e in outcome.learned] == [f"e-{i}" for i in kept]
+    # One record per example learned, in its place, with its own id and label.
+    assert [(Example.decode(v).event_id, Example.decode(v).label) for v in logged] == [
+        (f"e-{i}", rows[i][1]) for i in kept
+    ]
+
+
 def test_an_unpredicted_example_s_features_past_the_limit_are_left_out_and_counted_once():
     learner = Learner(OnlineModel("logreg", max_features=2))
     rows = [({"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0}, i % 2 == 0) for i in range(5)]
