@@ -42,8 +42,9 @@ _NON_FINITE_LITERAL = re.compile(rb"(?<![\w\"])-?(NaN|Infinity)(?![\w\"])")
 _ID_FIELDS = ("event_id", "entity_id")
 
 
-@dataclass(slots=True)  # not frozen, for speed (see models/examples.py); immutable by convention
-class Event:
+# A struct: built in C (0.1 µs against a dataclass's 0.27), untracked by the collector (it
+# refers to no container that refers back to it); immutable by convention (models/examples.py).
+class Event(msgspec.Struct, gc=False):
     event_id: str
     entity_id: str
     ts: float
@@ -487,17 +488,52 @@ class Contract:
     # Labels must fit the model's task, or the named models' targets; None takes any class or target.
     task: LabelRule = None
 
+    @functools.cached_property
+    def _event_decoder(self) -> msgspec.json.Decoder:
+        return _valid_event_decoder(self.max_magnitude, self.max_id_length, self.max_features)
+
     def event(self, raw: bytes, now: float | None = None) -> Event:
-        """The event in `raw`, judged at wall-clock time `now` (default: the time of the call)."""
-        return parse_event(
+        """The event in `raw`, judged at wall-clock time `now` (default: the time of the call).
+
+        `parse_event`, with its fast path written out for the event the stream sees most (string
+        ids, no nulls, no declared ranges, no label or a binary model's boolean): it runs for
+        every event, where the calls between the steps cost as much as the decoding (2.1 µs
+        against 0.75)."""
+        latest_ts = (time.time() if now is None else now) + self.max_ahead_seconds
+        if len(raw) <= self.max_bytes:
+            try:
+                shape = self._event_decoder.decode(raw)
+            except (msgspec.DecodeError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+                shape = None
+            if shape is not None:
+                event_id, entity_id, ts, features, label = (
+                    shape.event_id,
+                    shape.entity_id,
+                    shape.ts,
+                    shape.features,
+                    shape.label,
+                )
+                if (
+                    type(event_id) is str
+                    and type(entity_id) is str
+                    and -math.inf < ts <= latest_ts  # NaN fails this too
+                    and not self.ranges
+                    and (label is None or (type(label) is bool and self.task is Task.BINARY))
+                    and None not in features.values()
+                ):
+                    return Event(event_id, entity_id, ts, features, NO_LABEL if label is None else label)
+                event = _valid_event(shape, self.ranges, self.max_magnitude, self.max_id_length, self.task, latest_ts)
+                if event is not None:
+                    return event
+        return _checked_event(
             raw,
             self.max_bytes,
             self.ranges,
-            max_magnitude=self.max_magnitude,
-            max_id_length=self.max_id_length,
-            max_features=self.max_features,
-            task=self.task,
-            latest_ts=(time.time() if now is None else now) + self.max_ahead_seconds,
+            self.max_magnitude,
+            self.max_id_length,
+            self.max_features,
+            self.task,
+            latest_ts,
         )
 
     def label(self, raw: bytes) -> Label:

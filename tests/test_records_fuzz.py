@@ -6,7 +6,7 @@ import json
 import math
 from datetime import timedelta, timezone
 
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from models.factory import Task
@@ -14,6 +14,7 @@ from streams.dead_letters import DeadLetterReason
 from streams.records import (
     DEFAULT_MAX_ID_LENGTH,
     DEFAULT_MAX_MAGNITUDE,
+    Contract,
     Event,
     InvalidMessage,
     Label,
@@ -184,12 +185,11 @@ def test_every_valid_event_is_accepted_as_sent(document):
 
 
 LATEST_TS = 1e14  # most valid_numbers are earlier: events get as far as the label check
+AMOUNT_RANGE = {"amount": (0.0, 100.0)}
 
 
-def judged_thoroughly(raw, task=None):
-    return _checked_event(
-        raw, MAX_BYTES, {"amount": (0.0, 100.0)}, DEFAULT_MAX_MAGNITUDE, DEFAULT_MAX_ID_LENGTH, 256, task, LATEST_TS
-    )
+def judged_thoroughly(raw, task=None, ranges=AMOUNT_RANGE):
+    return _checked_event(raw, MAX_BYTES, ranges, DEFAULT_MAX_MAGNITUDE, DEFAULT_MAX_ID_LENGTH, 256, task, LATEST_TS)
 
 
 def judgement(parse, raw):
@@ -204,8 +204,33 @@ def judgement(parse, raw):
 def test_the_fast_path_judges_every_event_as_the_thorough_one_does(raw, task):
     """Events go through msgspec first and the rule-by-rule reading only when that refuses
     them: both must give the same event, or the same reason and detail."""
-    fast = judgement(lambda r: parse_event(r, MAX_BYTES, {"amount": (0.0, 100.0)}, task=task, latest_ts=LATEST_TS), raw)
+    fast = judgement(lambda r: parse_event(r, MAX_BYTES, AMOUNT_RANGE, task=task, latest_ts=LATEST_TS), raw)
     assert fast == judgement(lambda r: judged_thoroughly(r, task), raw)
+
+
+PLAIN_EVENT = b'{"event_id":"e1","entity_id":"u1","ts":1000.0,"features":{"amount":5.0,"n":2,"kind":"a"}'
+
+
+@fuzz
+@given(
+    encoded(json_values | event_shaped | valid_events),
+    st.sampled_from([None, *Task]),
+    st.sampled_from([{}, AMOUNT_RANGE]),
+)
+@example(PLAIN_EVENT + b"}", Task.BINARY, {})
+@example(PLAIN_EVENT + b',"label":true}', Task.REGRESSION, {})  # a boolean teaches no regression model
+@example(PLAIN_EVENT + b',"label":true}', Task.MULTICLASS, {})
+@example(PLAIN_EVENT + b',"label":1}', Task.BINARY, {})
+@example(PLAIN_EVENT + b',"label":null}', Task.BINARY, {})
+@example(PLAIN_EVENT.replace(b"1000.0", b"1e15") + b"}", None, {})  # after the latest time accepted
+@example(PLAIN_EVENT.replace(b'"u1"', b"7") + b"}", None, {})
+@example(PLAIN_EVENT.replace(b'"n":2', b'"n":null') + b"}", None, {})
+def test_the_stream_judges_every_event_as_the_thorough_path_does(raw, task, ranges):
+    """`Contract.event`, the stream's way in, has the common case written out: without
+    declared ranges it takes that shortcut, which must judge as the rule-by-rule reading."""
+    contract = Contract(MAX_BYTES, ranges, task=task)
+    stream = judgement(lambda r: contract.event(r, now=LATEST_TS - contract.max_ahead_seconds), raw)
+    assert stream == judgement(lambda r: judged_thoroughly(r, task, ranges), raw)
 
 
 @fuzz
