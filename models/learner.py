@@ -236,7 +236,8 @@ class Learner:
         self.pickle_seconds = pickled - started  # what pickling the model costs now (snapshots and publications use it)
         # Pickling read every object's __dict__, which slows every later attribute read
         # (models/pickling.py): go on with the same state loaded from the checkpoint.
-        self.model.restore(self._checkpoint)
+        recent = self._since_checkpoint[-1].features if self._since_checkpoint else ()
+        self.model.restore(self._checkpoint, recent)
         cost = self._clock() - started
         if examples:
             # Time per example is measured end to end (everything the process does for one),

@@ -257,10 +257,15 @@ class OnlineModel:
     def checkpoint(self) -> bytes:
         return pickling.dumps(self)
 
-    def restore(self, checkpoint: bytes) -> None:
-        """Puts this very object back in the checkpoint's state, so every holder sees it."""
+    def restore(self, checkpoint: bytes, names: Iterable[str] = ()) -> None:
+        """Puts this very object back in the checkpoint's state, so every holder sees it.
+
+        The feature names it knew, and `names` (those of recent events), stay the very string
+        objects they were: see `pickling.share_names`."""
+        shared = [*self.__dict__.get("feature_names", ()), *names]
         self.__dict__.clear()
         self.__dict__.update(pickle.loads(checkpoint).__dict__)
+        pickling.share_names([self.estimator, self.fallback, self.feature_names], shared)
 
     def divergence(self, inputs: Iterable[Features]) -> str | None:
         """Why the model is unusable on these inputs (an error or a non-finite answer), or None."""

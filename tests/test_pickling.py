@@ -1,12 +1,14 @@
+import collections
 import copyreg
 import pickle
 import random
 
+import orjson
 import pytest
 from river import datasets
 
 from models.factory import MODELS, get_spec
-from models.pickling import _DEFAULTS_ONLY_SETSTATE, _set_through_setstate, dumps
+from models.pickling import _DEFAULTS_ONLY_SETSTATE, _set_through_setstate, dumps, share_names
 from tests.helpers import task_rows, trained
 
 
@@ -123,3 +125,41 @@ def test_state_entries_setattr_would_not_take_are_loaded_into_dict_as_the_standa
     numbered.__dict__[7] = "a key that is not a name"
     assert vars(pickle.loads(dumps(shadowed)))["mode"] == "cool"
     assert vars(pickle.loads(dumps(numbered)))[7] == "a key that is not a name"
+
+
+def test_a_reloaded_model_looks_features_up_by_the_names_events_carry():
+    """JSON decoders hand out one string object per repeated key; a model reloaded from its
+    checkpoint holds those objects again (dict lookups then match on identity), and learns on
+    exactly as a model never pickled."""
+    events = [orjson.loads(orjson.dumps(x)) for x, _ in list(datasets.Phishing())[:400]]
+    labels = [y for _, y in list(datasets.Phishing())[:400]]
+    names = list(events[-1])
+    assert all(name is other for name, other in zip(names, events[0]))  # the decoder's one object per key
+    model, reloaded = trained([], "logreg"), trained([], "logreg")
+    for x, y in zip(events[:300], labels[:300]):
+        for m in (model, reloaded):
+            m.learn(x, y, m.predict(x))
+    reloaded.restore(reloaded.checkpoint(), names)
+    scaler = reloaded.estimator["StandardScaler"]
+    weights = reloaded.estimator["LogisticRegression"]._weights
+    for keys in (scaler.counts, scaler.means, scaler.vars, weights.keys(), reloaded.feature_names):
+        assert all(any(key is name for name in names) for key in keys)
+    assert list(weights.keys()) == list(model.estimator["LogisticRegression"]._weights.keys())
+    for x, y in zip(events[300:], labels[300:]):
+        for m in (model, reloaded):
+            m.learn(x, y, m.predict(x))
+    assert reloaded.metric_values() == model.metric_values()
+    assert reloaded.predict(events[0]) == model.predict(events[0])
+
+
+def test_sharing_names_keeps_each_container_in_its_order_and_leaves_ordered_dicts_alone():
+    name = "".join(["am", "ount"])  # built at run time: not the interned literal
+    copy = pickle.loads(pickle.dumps(name))
+    assert copy == name and copy is not name
+    plain = {"z": 1, copy: 2, "a": 3}
+    counts = collections.Counter({copy: 4})
+    ordered = collections.OrderedDict({copy: 5})
+    share_names([[plain, counts, ordered]], [name])
+    assert list(plain) == ["z", "amount", "a"] and next(k for k in plain if k == name) is name
+    assert next(iter(counts)) is name and counts[name] == 4
+    assert next(iter(ordered)) is copy  # its own order list would go stale
