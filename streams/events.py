@@ -164,7 +164,8 @@ class EventProcessor:
         outcome: EventOutcome,
     ) -> None:
         state = apply_event(row, event.ts, event.features, aggregates)
-        shared = model_features(event.features, state["values"])
+        # Without aggregates the model sees the event's own features: that dict, not a copy.
+        shared = model_features(event.features, state["values"]) if state["values"] else event.features
         answers: list[tuple[ModelLane, dict[str, Any], Prediction, Prediction | None]] = []
         labelled = event.has_label
         for lane in self.lanes:
@@ -192,7 +193,10 @@ class EventProcessor:
         if event.null_features:
             outcome.nulls.update(event.null_features)
         outcome.max_event_lag = max(outcome.max_event_lag, now - event.ts)
-        self._sample_drift(event, answers[0][2])
+        # Every event would cost as much as the model call; a steady sample estimates the same distributions.
+        self._seen += 1
+        if self.drift is not None and not self._seen % self.drift_sample_every:
+            self._sample_drift(event, answers[0][2])
         source = (record.topic, partition, record.offset)
         if event.has_label:
             for lane, x, prediction, challenger in answers:
@@ -241,10 +245,7 @@ class EventProcessor:
         outcome.predictions.append((event.event_id, prediction_record))
 
     def _sample_drift(self, event: Event, prediction: Prediction) -> None:
-        # Every event would cost as much as the model call; a steady sample estimates the same distributions.
-        self._seen += 1
-        if self.drift is None or self._seen % self.drift_sample_every:
-            return
+        assert self.drift is not None
         score = None
         if prediction.proba:
             score = max(prediction.proba.values())
