@@ -242,8 +242,7 @@ class LearningService:
                 outcome, logged = learn_records(self.learner, values)
                 learned += len(outcome.learned)
                 self.examples_offset = after
-                for example, value in zip(outcome.learned, logged):
-                    self.training_log.append(example.ts, value)
+                self.training_log.extend([example.ts for example in outcome.learned], logged)
         finally:
             await asyncio.to_thread(reader.close)
         return learned
@@ -254,8 +253,7 @@ class LearningService:
         """After a batch's examples are on the examples topic up to `examples_offset`;
         `records` are those examples as the topic holds them, in the same order."""
         self.examples_offset = examples_offset
-        for example, record in zip(outcome.learned, records):
-            self.training_log.append(example.ts, record)
+        self.training_log.extend([example.ts for example in outcome.learned], records)
         inline = sum(1 for example in outcome.learned if example.label_source == INLINE)
         name = self.series
         if inline:

@@ -59,35 +59,64 @@ class PendingFile:
 
 
 class PackedColumn:
-    """Variable-length values (bytes, or JSON encoded here) back to back in one buffer, with
-    where each ends: an Arrow array is then built from the two buffers, with no Python
-    object (a tuple, a str) per value on the way."""
+    """Variable-length values (bytes, or JSON encoded here) back to back in a few buffers,
+    with where each ends: an Arrow array is then built from two buffers, with no Python
+    object (a tuple, a str) per value on the way.
 
-    __slots__ = ("_buffer", "_ends")
+    Values go into a buffer of at most about CHUNK_BYTES, then the next: one growing buffer
+    of tens of megabytes was copied whole each time it outgrew its place (in a live worker,
+    appending a batch's examples to the training log cost 0.54-0.69 µs an example)."""
+
+    __slots__ = ("_chunks", "_ends", "_sealed", "_tail")
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._chunks: list[bytes | bytearray] = []  # full buffers, and values extended at once
+        self._tail = bytearray()  # the buffer values are added to
+        self._sealed = 0  # bytes in _chunks
         self._ends = array("q", [0])
 
     def __len__(self) -> int:
         return len(self._ends) - 1
 
     def add(self, value: bytes) -> None:
-        self._buffer += value
-        self._ends.append(len(self._buffer))
+        tail = self._tail
+        tail += value
+        self._ends.append(self._sealed + len(tail))
+        if len(tail) >= CHUNK_BYTES:
+            self._seal()
 
     def add_json(self, value: Any) -> None:
-        _JSON.encode_into(value, self._buffer, -1)  # -1: at the end of the buffer
-        self._ends.append(len(self._buffer))
+        tail = self._tail
+        _JSON.encode_into(value, tail, -1)  # -1: at the end of the buffer
+        self._ends.append(self._sealed + len(tail))
+        if len(tail) >= CHUNK_BYTES:
+            self._seal()
+
+    def extend(self, values: Sequence[bytes]) -> None:
+        """`add` for each of `values`, with no Python step per value: they are kept as they
+        are until `array` puts every value in one buffer."""
+        self._seal()
+        self._ends.extend(itertools.islice(itertools.accumulate(map(len, values), initial=self._sealed), 1, None))
+        self._chunks.extend(values)
+        self._sealed = self._ends[-1]
+
+    def _seal(self) -> None:
+        if self._tail:
+            self._chunks.append(self._tail)
+            self._sealed += len(self._tail)
+            self._tail = bytearray()
 
     def array(self, large_type: pa.DataType) -> pa.Array:
         """The values as an array of `large_type` (large_binary, large_string: 64-bit offsets,
-        whatever the buffer's size), sharing the buffers: add nothing after this."""
+        whatever the buffer's size); its buffers are copies: the column may go on growing."""
+        self._seal()
+        values = b"".join(self._chunks)
         return pa.Array.from_buffers(
-            large_type, len(self), [None, pa.py_buffer(self._ends), pa.py_buffer(self._buffer)]
+            large_type, len(self), [None, pa.py_buffer(self._ends.tobytes()), pa.py_buffer(values)]
         )
 
 
+CHUNK_BYTES = 1 << 20
 _JSON = msgspec.json.Encoder()
 
 

@@ -3,7 +3,7 @@ features as they were at prediction time, in the order it learned them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,13 @@ class TrainingLog:
         self._examples = PackedColumn()
 
     def append(self, ts: float, example_record: bytes) -> None:
-        self._ts.append(ts)
-        self._examples.add(example_record)
+        self.extend([ts], [example_record])
+
+    def extend(self, ts: Sequence[float], example_records: Sequence[bytes]) -> None:
+        """Appends examples (their event times, and their records as the examples topic holds
+        them) at once: a learned batch's, without a Python call per example."""
+        self._ts.extend(ts)
+        self._examples.extend(example_records)
         if len(self._ts) >= self.flush_rows:
             self.flush()
 

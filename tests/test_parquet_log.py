@@ -8,6 +8,7 @@ import threading
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models import parquet_log
 from models.parquet_log import CompactingParquetLog, PackedColumn, ParquetLog
 
 SCHEMA = pa.schema([("id", pa.int64()), ("ts", pa.float64())])
@@ -143,3 +144,25 @@ def test_a_packed_column_gives_back_each_value_whole_and_in_order():
     column.add_json({"a": 1.5, "s": "é"})
     assert column.array(pa.large_binary()).to_pylist() == [*values, b'{"a":1.5,"s":"\xc3\xa9"}']
     assert len(column) == 5
+
+
+def test_values_extended_at_once_read_back_as_if_added_one_by_one(monkeypatch):
+    monkeypatch.setattr(parquet_log, "CHUNK_BYTES", 4)  # values spread over several buffers
+    column = PackedColumn()
+    column.add(b"first")
+    column.extend([b"", b"abc", "é".encode() * 3])
+    column.extend([])
+    column.add_json([1])
+    column.extend([b"\x00\xff", b"z"])
+    assert column.array(pa.large_binary()).to_pylist() == [
+        b"first",
+        b"",
+        b"abc",
+        "é".encode() * 3,
+        b"[1]",
+        b"\x00\xff",
+        b"z",
+    ]
+    assert len(column) == 7
+    column.add(b"after")  # a column read goes on growing
+    assert column.array(pa.large_binary()).to_pylist()[-2:] == [b"z", b"after"]
