@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import aiokafka
 import faust
 from aiokafka.consumer import fetcher as aiokafka_fetcher
+from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.stores import memory
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -40,6 +41,9 @@ RELIED_ON = {
     "Consumer.resume_partitions": (faust_consumer.Consumer.resume_partitions, "afe6b7c02a41d63c"),
     # Holds back a broker's fetches while a partition's fetched records are not taken.
     "Fetcher._get_actions_per_node": (aiokafka_fetcher.Fetcher._get_actions_per_node, "1dab2cf937d165d0"),
+    # streams/changelog.py's send_records fills a batch's record builder as this does.
+    "BatchBuilder.append": (BatchBuilder.append, "657d76f55157d9ca"),
+    "BatchBuilder.record_count": (BatchBuilder.record_count, "3a3d4948a3b70702"),
     "memory.Store._create_batch_iterator": (memory.Store._create_batch_iterator, "b082c8bcc0403823"),
     "memory.Store.on_recovery_completed": (memory.Store.on_recovery_completed, "a00bef343e139602"),
 }
