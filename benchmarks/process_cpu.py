@@ -39,6 +39,22 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """Each thread's user + system CPU seconds, by thread id (the main thread's is the pid)."""
+    spent = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return {}
+    for tid in tids:
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile
+        spent[int(tid)] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return spent
+
+
 def descendants(roots: Iterable[int]) -> set[int]:
     """The roots and every process below them."""
     children: dict[int, list[int]] = {}

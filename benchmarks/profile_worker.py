@@ -11,17 +11,19 @@ logged, and sorts the samples two ways:
 - by what the stack passes through (inclusive): the River calls, the per-event path
   (`EventProcessor.process` without the River calls inside it), the learner, the sends.
 
-With --gil only the samples of the thread holding the GIL count: the worker's one core,
-without the time its other threads spend in C with the GIL released (Parquet, RocksDB);
-each sample is read with the worker paused, the only way its stacks come out whole (see
-main). Without it, every thread is sampled without pausing, and River's share comes out
-far too low: use --gil for `engine_work_over_river`.
+With --gil only the samples of the thread holding the GIL count, each read with the
+worker paused, the only way its stacks come out whole (see main); `engine_work_over_river`
+then counts every thread's CPU from /proc over the sampled window (the main thread's,
+Faust's fetch thread's, the Parquet writes'), with River's share of it read from the main
+thread's samples (`counted_in_full`); `engine_work_over_river_sampled` is the samples'
+ratio alone, which leaves out most of the other threads' time. Without --gil every thread
+is sampled without pausing, and River's share comes out far too low.
 
 With --named-models N the worker runs N named models of `--model` (MODELS), each its own
 learner; timed on the first one's examples (results: profile-worker-N-models.json).
 
-Results: benchmarks/results/profile-worker.json. py-spy needs ptrace rights (root, or
-kernel.yama.ptrace_scope = 0).
+Results: benchmarks/results/profile-worker.json (profile-worker-MODEL.json for another
+model). py-spy needs ptrace rights (root, or kernel.yama.ptrace_scope = 0).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import json
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +42,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from benchmarks.process_cpu import thread_cpu_seconds
 from benchmarks.throughput import RESULTS, examples_rate, first_record
 from benchmarks.throughput_baselines import produce_backlog
 from engine.harness import KAFKA_BOOTSTRAP, ROOT, EngineProcess, delete_topics, remove_topics, unique_env
@@ -58,6 +62,9 @@ SELF_BUCKETS = [
     ("ours: engine/", f"{ROOT}/engine/"),
 ]
 PER_EVENT_PATH = f"process ({ROOT}/streams/events.py:"
+# The window each thread's CPU is read over, unsampled, before py-spy attaches: about a
+# quarter of a 100,000-event backlog at the worker's rate.
+UNSAMPLED_SECONDS = 1.0
 # (name, substrings of a raw frame "function (path:line)"), counted once per sample.
 INCLUSIVE = {
     "river (all calls)": ("/river/",),
@@ -79,9 +86,15 @@ def frame_file(frame: str) -> str:
     return frame[start + 1 :] if start >= 0 else frame
 
 
+THREAD_FRAME = re.compile(r"^thread \((\w+)\): ?(.*)$")
+
+
 def summarize(raw: str) -> dict:
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    by_thread: Counter[str] = Counter()
+    river_by_thread: Counter[str] = Counter()
+    names: dict[str, str] = {}
     process_with_river = 0
     total = 0
     for line in raw.splitlines():
@@ -90,6 +103,15 @@ def summarize(raw: str) -> dict:
             continue
         count = int(count_text)
         frames = stack.split(";")
+        thread = THREAD_FRAME.match(frames[0])  # py-spy --threads: the sampled thread first
+        if thread is not None:
+            frames = frames[1:]
+            by_thread[thread.group(1)] += count
+            names[thread.group(1)] = thread.group(2)
+            if any("/river/" in frame for frame in frames):
+                river_by_thread[thread.group(1)] += count
+        if not frames:
+            continue
         total += count
         leaf = frame_file(frames[-1])
         bucket = next((name for name, part in SELF_BUCKETS if part in leaf), "other")
@@ -110,7 +132,37 @@ def summarize(raw: str) -> dict:
         "self_percent": {name: share(n) for name, n in self_time.most_common()},
         "inclusive_percent": {name: share(inclusive[name]) for name in INCLUSIVE},
         "per_event_path_without_river_percent": share(per_event_own),
-        "engine_work_over_river": round((total - river) / river, 2) if river else None,
+        "engine_work_over_river_sampled": round((total - river) / river, 2) if river else None,
+        "samples_by_thread": {f"{tid} {names[tid]}": n for tid, n in by_thread.most_common()},
+        "river_samples_by_thread": dict(river_by_thread),
+    }
+
+
+def counted_in_full(report: dict, pid: int, cpu_before: dict[int, float], cpu_after: dict[int, float]) -> dict:
+    """Our work over River's with every thread's CPU counted: River's share of the process's
+    CPU is its share of the main thread's samples (read with the worker paused: whole stacks)
+    times the main thread's share of the process's CPU, read from /proc over a window just
+    before sampling began (the sampler's pauses cost every thread CPU of their own). Whatever
+    else the process spent, on any thread, is ours: Faust's fetch thread, the Parquet writes.
+    The samples alone leave the other threads out: paused 1,000 times a second, Faust's fetch
+    thread showed in 0.5-0.8 % of them where /proc counted it at 6-7.5 % of the worker's CPU."""
+    spent = {tid: cpu_after[tid] - cpu_before.get(tid, 0.0) for tid in cpu_after}
+    total = sum(seconds for seconds in spent.values() if seconds > 0)
+    main_samples = next((n for key, n in report["samples_by_thread"].items() if key.split()[0] == str(pid)), 0)
+    river_main = report["river_samples_by_thread"].get(str(pid), 0)
+    if not total or not main_samples or not river_main:
+        return {"engine_work_over_river": None}
+    main_share = spent.get(pid, 0.0) / total
+    river_share = main_share * river_main / main_samples
+    return {
+        "unsampled_cpu_percent_by_thread": {
+            ("main" if tid == pid else str(tid)): round(100 * seconds / total, 1)
+            for tid, seconds in sorted(spent.items(), key=lambda item: -item[1])
+            if seconds > 0
+        },
+        "river_share_of_main_thread_percent": round(100 * river_main / main_samples, 1),
+        "river_share_of_process_percent": round(100 * river_share, 1),
+        "engine_work_over_river": round((1 - river_share) / river_share, 2),
     }
 
 
@@ -149,8 +201,12 @@ def main() -> None:
         # samples gave River 44.8 % and unpaused ones 13.1 %. Every thread paused 1,000 times
         # a second slowed the worker tenfold, so without --gil it is sampled unpaused, and
         # River's share is understated.
-        command = [str(PY_SPY), "record", "--format", "raw", "--full-filenames"]
+        command = [str(PY_SPY), "record", "--format", "raw", "--full-filenames", "--threads"]
         command.append("--gil" if args.gil else "--nonblocking")
+        # Each thread's CPU over a window before sampling begins (see counted_in_full).
+        cpu_before = thread_cpu_seconds(int(pid))
+        time.sleep(UNSAMPLED_SECONDS)
+        cpu_after = thread_cpu_seconds(int(pid))
         spy = subprocess.Popen(
             [*command, "--rate", str(args.rate), "-o", str(raw_path), "--pid", pid],
             stdout=subprocess.DEVNULL,
@@ -176,10 +232,14 @@ def main() -> None:
         "model": args.model,
         "named_models": args.named_models,
         "events": args.events,
-        "events_per_second_while_profiled": rate["events_per_second"],
+        "events_per_second": rate["events_per_second"],  # over the whole backlog, the sampled part at about half speed
         **summarize(raw_path.read_text()),
     }
+    if args.gil:
+        report.update(counted_in_full(report, int(pid), cpu_before, cpu_after))
     output = f"profile-worker-{args.named_models}-models.json" if args.named_models else "profile-worker.json"
+    if args.model != "logreg":
+        output = output.replace(".json", f"-{args.model}.json")
     (RESULTS / output).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
