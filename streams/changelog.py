@@ -156,17 +156,28 @@ class PersistentTableWriter:
         self.table = table
         self._staged: dict[int, dict[str, Any]] = {}
         self._sent: list[tuple[Sent, dict[int, dict[str, Any]]]] = []  # sent, not yet on disk: with what was staged
+        self._store: Any = None
 
     @property
     def store(self) -> Any:
-        return self.table.data  # streams.table_store.RowStore
+        # streams.table_store.RowStore: the table makes it once, the first time it is asked
+        # for it, and keeps it; asked once here, not through two properties per event (and
+        # never tested for truth: a store's len() counts its rows on disk).
+        if self._store is None:
+            self._store = self.table.data
+        return self._store
 
     def get(self, key: str, partition: int | None = None) -> Any:
-        return self.store.row(key, partition)
+        store = self._store
+        return (self.store if store is None else store).row(key, partition)
 
     def set(self, partition: int, key: str, value: Any) -> None:
-        self.store.keep(partition, key, value)
-        self._staged.setdefault(partition, {})[key] = value
+        store = self._store
+        (self.store if store is None else store).keep(partition, key, value)
+        staged = self._staged.get(partition)
+        if staged is None:
+            staged = self._staged[partition] = {}
+        staged[key] = value
 
     def delete(self, partition: int, key: str) -> None:
         self.store.keep(partition, key, None)

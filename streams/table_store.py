@@ -128,8 +128,10 @@ class RowStore(faust_rocksdb.Store):
     def keep(self, partition: int, key: str, value: Any) -> None:
         """Holds a row (None: deleted) in memory until its batch is written (`write`)."""
         rows = self.rows
-        if key in rows:
-            rows.move_to_end(key)
+        try:
+            rows.move_to_end(key)  # the one set last, the last to leave memory
+        except KeyError:
+            pass
         rows[key] = value
         self.row_partitions[key] = partition
         self._unwritten.add(key)
