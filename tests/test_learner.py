@@ -241,6 +241,23 @@ def test_a_verified_checkpoint_heals_first_and_is_none_when_healing_does_not_hel
     assert learner.verified_checkpoint() is None
 
 
+def test_verifying_a_model_checks_it_once_and_again_only_after_healing(monkeypatch):
+    learner = Learner(OnlineModel("logreg"))
+    stream(learner, phishing(20))
+    checks, heals = [], []
+    answers = iter([None, "the model's state holds a non-finite number", None, "still broken", "still broken"])
+
+    def unhealthy(inputs=1):
+        checks.append(inputs)
+        return next(answers)
+
+    monkeypatch.setattr(learner, "_unhealthy", unhealthy)
+    monkeypatch.setattr(learner, "_heal", lambda extra=None: heals.append(1))
+    assert learner.verified() and checks == [learner.verify_inputs] and heals == []
+    assert learner.verified() and len(checks) == 3 and heals == [1]  # healed, then checked again
+    assert not learner.verified() and heals == [1, 1]  # healing did not help: it does not leave
+
+
 def unpredicted(i, x, y):
     """A labelled event's example from a worker apart from the learner: no prediction yet."""
     return Example(f"e-{i}", float(i), x, y, Prediction(None), 0, ("events", 0, i), learner_predicts=True)
