@@ -91,13 +91,11 @@ class Learner:
 
     def learn(self, example: Example) -> bool:
         """Learns the example; False when it was learned before (or diverged before)."""
-        topic, partition, offset = example.source
-        source = (topic, partition)
-        done = self._learned_offsets.get(source)
-        if (done is not None and offset <= done) or example.event_id in self._recent_ids:  # has_learned, inline
+        if self.has_learned(example):
             self._outcome.duplicates += 1
             return False
-        self._learned_offsets[source] = offset  # above the last one: has_learned says so
+        topic, partition, offset = example.source
+        self._learned_offsets[(topic, partition)] = offset  # above the last one: has_learned says so
         self._recent_ids.add(example.event_id)
         if example.learner_predicts:
             predicted = self._predicted(example)
