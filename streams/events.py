@@ -164,8 +164,7 @@ class EventProcessor:
         outcome: EventOutcome,
     ) -> None:
         state = apply_event(row, event.ts, event.features, aggregates)
-        # Without aggregates the model sees the event's own features: that dict, not a copy.
-        shared = model_features(event.features, state["values"]) if state["values"] else event.features
+        shared = model_features(event.features, state["values"])
         answers: list[tuple[ModelLane, dict[str, Any], Prediction, Prediction | None]] = []
         labelled = event.has_label
         for lane in self.lanes:

@@ -194,9 +194,12 @@ def _aggregate(agg: str, values: list[float]) -> float | None:
     return float(values[-1])  # last
 
 
-def model_features(event_features: Mapping[str, Any], entity_values: Mapping[str, Any]) -> dict[str, Any]:
+def model_features(event_features: dict[str, Any], entity_values: Mapping[str, Any]) -> dict[str, Any]:
     """What the model sees: the event's own features first (their order matters to float sums),
-    then the entity's aggregates that have a value."""
+    then the entity's aggregates that have a value. Without aggregates, the event's own dict,
+    not a copy: nothing downstream (the models, the examples, the records) changes it."""
+    if not entity_values:
+        return event_features
     joined = dict(event_features)
     for name, value in entity_values.items():
         if value is not None:
