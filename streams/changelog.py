@@ -161,19 +161,17 @@ class PersistentTableWriter:
     @property
     def store(self) -> Any:
         # streams.table_store.RowStore: the table makes it once, the first time it is asked
-        # for it, and keeps it; asked once here, not through two properties per event (and
-        # never tested for truth: a store's len() counts its rows on disk).
+        # for it, and keeps it; asked once here, not through Faust's property each event
+        # (and never tested for truth: a store's len() counts its rows on disk).
         if self._store is None:
             self._store = self.table.data
         return self._store
 
     def get(self, key: str, partition: int | None = None) -> Any:
-        store = self._store
-        return (self.store if store is None else store).row(key, partition)
+        return self.store.row(key, partition)
 
     def set(self, partition: int, key: str, value: Any) -> None:
-        store = self._store
-        (self.store if store is None else store).keep(partition, key, value)
+        self.store.keep(partition, key, value)
         staged = self._staged.get(partition)
         if staged is None:
             staged = self._staged[partition] = {}
