@@ -182,30 +182,36 @@ def share_names(roots: Iterable[Any], names: Iterable[str]) -> None:
             continue
         seen.add(id(obj))
         if cls in _PLAIN_DICTS:
-            _share_keys(obj, canonical)
+            if _stale(obj, canonical):
+                items = list(dict.items(obj))
+                dict.clear(obj)
+                dict.update(obj, [(_shared(k, canonical), v) for k, v in items])
             stack.extend(dict.values(obj))
         elif cls is set:
-            if any(type(k) is str and canonical.get(k, k) is not k for k in obj):
-                members = [canonical.get(k, k) if type(k) is str else k for k in obj]
+            if _stale(obj, canonical):
+                members = [_shared(k, canonical) for k in obj]
                 obj.clear()
                 obj.update(members)
             stack.extend(obj)
         elif cls is list or cls is tuple or cls is frozenset:
             stack.extend(obj)
         elif cls is VectorDict:
-            items = list(obj.items())
-            if any(type(k) is str and canonical.get(k, k) is not k for k, _ in items):
+            if _stale(obj.keys(), canonical):
+                items = list(obj.items())
                 obj.clear()
-                obj.update({canonical.get(k, k) if type(k) is str else k: v for k, v in items})
+                obj.update({_shared(k, canonical): v for k, v in items})
         elif cls.__flags__ & HEAP_TYPE and not isinstance(obj, (type, types.ModuleType, types.FunctionType)):
             stack.extend(gc.get_referents(obj))  # its attributes, without reading __dict__
 
 
-def _share_keys(mapping: dict[Any, Any], canonical: dict[str, str]) -> None:
-    if any(type(k) is str and canonical.get(k, k) is not k for k in mapping):
-        items = list(dict.items(mapping))
-        dict.clear(mapping)
-        dict.update(mapping, [(canonical.get(k, k) if type(k) is str else k, v) for k, v in items])
+def _shared(key: Any, canonical: dict[str, str]) -> Any:
+    """The name events carry in place of `key`, when it is one of them."""
+    return canonical.get(key, key) if type(key) is str else key
+
+
+def _stale(keys: Iterable[Any], canonical: dict[str, str]) -> bool:
+    """Whether any of `keys` is a copy of a name events carry."""
+    return any(_shared(key, canonical) is not key for key in keys)
 
 
 _ATOMS = frozenset({str, int, float, bool, bytes, type(None), complex})
