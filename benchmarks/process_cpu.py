@@ -23,17 +23,19 @@ BROKER_PID_FILE = ROOT / ".state" / "kafka" / "broker.pid"
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (field 3 on), or None if gone."""
+def _stat(pid: int, tid: int | None = None) -> list[str] | None:
+    """The fields of /proc/<pid>/stat (of one of its threads: /proc/<pid>/task/<tid>/stat)
+    after the command name (field 3 on), or None if gone."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(path).read_text()
     except OSError:
         return None
     return text.rpartition(")")[2].split()
 
 
-def cpu_seconds(pid: int) -> float | None:
-    fields = _stat(pid)
+def cpu_seconds(pid: int, tid: int | None = None) -> float | None:
+    fields = _stat(pid, tid)
     if fields is None:
         return None
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
@@ -41,18 +43,12 @@ def cpu_seconds(pid: int) -> float | None:
 
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
     """Each thread's user + system CPU seconds, by thread id (the main thread's is the pid)."""
-    spent = {}
     try:
-        tids = os.listdir(f"/proc/{pid}/task")
+        tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
     except OSError:
         return {}
-    for tid in tids:
-        try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue  # ended meanwhile
-        spent[int(tid)] = (int(fields[11]) + int(fields[12])) / _TICKS
-    return spent
+    spent = {tid: cpu_seconds(pid, tid) for tid in tids}
+    return {tid: seconds for tid, seconds in spent.items() if seconds is not None}  # None: ended meanwhile
 
 
 def descendants(roots: Iterable[int]) -> set[int]:

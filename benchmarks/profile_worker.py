@@ -13,9 +13,9 @@ logged, and sorts the samples two ways:
 
 With --gil only the samples of the thread holding the GIL count, each read with the
 worker paused, the only way its stacks come out whole (see main); `engine_work_over_river`
-then counts every thread's CPU from /proc over the sampled window (the main thread's,
-Faust's fetch thread's, the Parquet writes'), with River's share of it read from the main
-thread's samples (`counted_in_full`); `engine_work_over_river_sampled` is the samples'
+then counts every thread's CPU, read from /proc over a window before sampling begins (the
+main thread's, Faust's fetch thread's, the Parquet writes'), with River's share of it read
+from the main thread's samples (`counted_in_full`); `engine_work_over_river_sampled` is the samples'
 ratio alone, which leaves out most of the other threads' time. Without --gil every thread
 is sampled without pausing, and River's share comes out far too low.
 
