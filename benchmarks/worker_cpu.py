@@ -45,7 +45,7 @@ from engine.learning import LearningService, learn_records
 from engine.process import collect_young_less_often, freeze_heap
 from engine.settings import Settings
 from engine.worker_modes import EmbeddedLearner
-from models.examples import Example
+from models.examples import Example, encode_examples
 from models.factory import build_model, get_spec
 from models.learner import Learner
 from models.named import NamedModel
@@ -106,9 +106,8 @@ def run_engine(batches: list[list[Record]], model_name: str, offline_dir: str, m
     for batch in batches:
         outcome = processor.process(0, batch)
         [orjson.dumps(record) for _, record in outcome.predictions]
-        for learner in learners:
-            learned = learner.end_batch()
-            encoded = [example.encode() for example in learned.learned]
+        outcomes = [learner.end_batch() for learner in learners]
+        for encoded in encode_examples([outcome.learned for outcome in outcomes]):
             training_log.extend(encoded)
         rows_table.encode_staged()
         offline.take().table()

@@ -40,6 +40,7 @@ from engine.settings import Settings
 from engine.worker_modes import WorkerMode
 from engine.worker_status import Progress, StatusReporter
 from models.drift import DriftMonitor
+from models.examples import encode_examples
 from models.guard import Refusal
 from models.learner import BatchOutcome
 from models.named import NamedModel
@@ -239,7 +240,7 @@ class StreamWorker:
                 dead_letters + [_refused_in_batch(r, records) for r in refused],
                 key=lambda letter: (letter.record.topic, letter.record.partition, letter.record.offset),
             )
-        encoded = [[example.encode() for example in outcome.learned] for outcome in outcomes]
+        encoded = encode_examples([outcome.learned for outcome in outcomes])
         sent = await self._send_predictions(predictions) + await self.dead_letters.send(dead_letters)
         examples = await self._send_examples(outcomes, encoded)
         await self._wait(sent + [future for chunks in examples for future, _ in chunks])

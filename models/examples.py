@@ -7,7 +7,8 @@ were actually answered.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import msgspec
 import orjson
@@ -48,16 +49,19 @@ class Example(msgspec.Struct, gc=False):
     # learns the example with that prediction (`fresh`); its logs keep this one as it came.
     learner_predicts: bool = False
 
-    def encode(self) -> bytes:
+    def encode(self, features: msgspec.Raw | None = None) -> bytes:
         """The example as the examples topic and the training log hold it: `to_record`'s
-        document, key for key, encoded from a struct without building the dicts."""
+        document, key for key, encoded from a struct without building the dicts.
+        `features`: this example's features already encoded (see `encode_examples`)."""
         prediction = self.prediction
         challenger = self.challenger
         return _ENCODER.encode(
             _ExampleRecord(
                 self.event_id,
                 self.ts,
-                self.features,
+                # A Raw is written as the JSON it holds, in the dict's place (the field is typed
+                # for decoding).
+                self.features if features is None else cast(dict[str, Any], features),
                 self.label,
                 _PredictionRecord(prediction.value, _pairs(prediction.proba)),
                 self.model_version,
@@ -175,6 +179,26 @@ class _ExampleRecord(msgspec.Struct, omit_defaults=True, gc=False):
     model_samples: int = 0
     served: bool = False
     learner_predicts: bool = False
+
+
+def encode_examples(learned: Sequence[Sequence[Example]]) -> list[list[bytes]]:
+    """Each model's examples of a batch, encoded. Several models learning one event admit
+    its features alike, into the same dict: that dict is encoded once and its JSON spliced
+    into every model's example (the features are about half of an example's encoding)."""
+    if len(learned) == 1:
+        return [[example.encode() for example in learned[0]]]
+    # By identity: every example, so every dict, lives until the batch is encoded.
+    encoded_features: dict[int, msgspec.Raw] = {}
+    encoded = []
+    for examples in learned:
+        values = []
+        for example in examples:
+            features = encoded_features.get(id(example.features))
+            if features is None:
+                features = encoded_features[id(example.features)] = msgspec.Raw(_ENCODER.encode(example.features))
+            values.append(example.encode(features))
+        encoded.append(values)
+    return encoded
 
 
 def _pairs(proba: dict[Any, float] | None) -> list[tuple[Any, float]] | None:

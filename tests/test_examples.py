@@ -4,7 +4,7 @@ import msgspec
 import numpy as np
 import orjson
 
-from models.examples import INLINE, Example
+from models.examples import INLINE, Example, encode_examples
 from models.online import Prediction
 
 
@@ -53,6 +53,20 @@ def test_the_encoded_example_is_its_record_key_for_key():
         assert record == orjson.loads(orjson.dumps(variant.to_record(), option=orjson.OPT_SERIALIZE_NUMPY))
         assert list(record) == list(variant.to_record())
     assert Example.from_record(orjson.loads(variants[2].encode())) == variants[2]
+
+
+def test_several_models_examples_are_encoded_as_each_alone():
+    # One event's examples for several models share its features dict: its JSON is written
+    # once for all of them, and every record must still be the one its example encodes alone.
+    shared = [example(i) for i in range(3)]
+    other_model = [
+        msgspec.structs.replace(e, prediction=Prediction(False, {True: 0.1, False: 0.9}), model_version=8)
+        for e in shared
+    ]
+    admitted_apart = msgspec.structs.replace(shared[1], features={"amount": np.float64(1.5)})
+    learned = [shared, [other_model[0], admitted_apart, other_model[2]], []]
+    assert other_model[0].features is shared[0].features
+    assert encode_examples(learned) == [[e.encode() for e in examples] for examples in learned]
 
 
 def test_a_record_decodes_as_its_document_reads():
