@@ -356,3 +356,8 @@ def test_v2_infer_is_served_before_the_router_and_measured_by_its_route(client):
     assert outputs["probabilities"]["data"][:2] == [single["probabilities"][c] for c in ("false", "true")]
     assert client.post("/v2/models/other/infer", json=body).status_code == 404
     assert client.post("/v2/models/a/b/infer", json=body).status_code == 404  # no route has two names
+    # The name is looked up first, as Triton does: a client that gets the name wrong hears so
+    # even when its body is wrong too.
+    unknown = client.post("/v2/models/other/infer", json={})
+    assert unknown.status_code == 404 and "no model 'other'" in unknown.json()["error"]
+    assert client.post("/v2/models/logreg/infer", json={}).status_code == 400

@@ -85,6 +85,7 @@ class InferenceService:
         )
 
     async def model_infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        inference.served_for(self.runtime, request.model_name)  # an unknown name is NOT_FOUND, whatever the inputs
         tensors = _inputs(request)
         requested = [o.name for o in request.outputs] or None
         result = await inference.infer(self.runtime, request.model_name, tensors, requested)

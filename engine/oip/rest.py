@@ -99,7 +99,9 @@ async def infer(scope: Scope, receive: Receive, send: Send) -> None:
         if key == HEADER_LENGTH:
             header_length = value.decode("latin-1")
     try:
-        header, binary = _split(await _read(receive), header_length)
+        body = await _read(receive)
+        inference.served_for(runtime, name)  # an unknown name is a 404, whatever the body holds
+        header, binary = _split(body, header_length)
         tensors = _inputs(header, binary)
         outputs = header.get("outputs")
         if outputs is not None and not (isinstance(outputs, list) and all(isinstance(o, dict) for o in outputs)):

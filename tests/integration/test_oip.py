@@ -130,6 +130,9 @@ def test_errors_take_the_protocols_form_and_never_a_5xx(served):
     with pytest.raises(InferenceServerException) as missing:
         grpc.infer(MODEL, without_entity)
     assert missing.value.status() == "StatusCode.INVALID_ARGUMENT" and "entity_id" in missing.value.message()
+    with pytest.raises(InferenceServerException) as unknown_and_missing:
+        grpc.infer("nope", without_entity)  # the name is judged first, as over HTTP
+    assert unknown_and_missing.value.status() == "StatusCode.NOT_FOUND"
 
     url = f"{engine.base_url}/v2/models/{MODEL}/infer"
     import httpx
