@@ -97,8 +97,11 @@ def parse_models(declared: str, single: str) -> tuple[NamedModel, ...]:
             )
         get_spec(factory)
         # Folders are named after models: two names a case-insensitive file system sees as one are one.
-        if any(model.name.lower() == name.lower() for model in models):
+        same = next((model.name for model in models if model.name.lower() == name.lower()), None)
+        if same == name:
             raise ModelsError(f"MODELS names {name!r} twice")
+        if same is not None:
+            raise ModelsError(f"MODELS names {same!r} and {name!r}: names differ by more than case (they name folders)")
         models.append(NamedModel(name, factory, target or None, scoped=True))
     return tuple(models)
 

@@ -53,7 +53,7 @@ def test_models_are_declared_by_name_factory_and_target():
         ("a/b=logreg", "not name=factory"),
         ("a=logreg@", "not name=factory"),
         ("a=logreg,a=linreg", "names 'a' twice"),
-        ("a=logreg,A=linreg", "names 'A' twice"),
+        ("a=logreg,A=linreg", "names 'a' and 'A': names differ by more than case"),
         ("a=logreg@is fraud", "not name=factory"),
         ("a=nope", "unknown model 'nope'"),
     ],
