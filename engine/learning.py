@@ -298,7 +298,7 @@ class LearningService:
         self._publish_cadence.every_seconds = self.publish_interval()
         if self._publish_cadence.due(samples):
             if self.learner.pickle_seconds <= OFFLOAD_ABOVE_SECONDS:
-                await self.publish_all()
+                await self.publish_all(wait=False)
             elif self._publishing is None or self._publishing.done():
                 # A large model: encoded in a child while batches go on; one publication at a time.
                 self._publishing = asyncio.ensure_future(self.publish_all())
@@ -421,7 +421,7 @@ class LearningService:
         log.error("snapshot failed (will retry): %r", exc)
         self._snapshot_cadence.retry()
 
-    async def publish_all(self) -> None:
+    async def publish_all(self, *, wait: bool = True) -> None:
         """Publishes the verified model (see ModelPublisher.publish). A model cheap enough to
         pickle on the loop is sent as a checkpoint taken now: one pickle serves both, and
         publications as often as every 50 ms leave few checkpoints to take apart."""
@@ -441,7 +441,7 @@ class LearningService:
             log.error("not publishing: the model stays unhealthy after healing")
             return
         self._publish_cadence.done(learner.model.samples_learned)
-        await self.publisher.publish(learner, self.registry, self.applied, pickled)
+        await self.publisher.publish(learner, self.registry, self.applied, pickled, wait=wait)
 
     # -- rollouts and admin commands ------------------------------------------------------
 

@@ -94,6 +94,10 @@ class StreamWorker:
         lanes = [ModelLane(named, mode) for named, mode in modes]
         self.app = self._build_app()
         self.producer: AIOKafkaProducer | None = None  # from start(), with the dead-letter sink
+        # The learners' model publications go on a connection of their own: aiokafka keeps one
+        # request in flight per broker connection, so on the batches' one a publication (every
+        # 50 ms) held the next batch's sends until it was acknowledged.
+        self.models_producer: AIOKafkaProducer | None = None
         self.dead_letters: DeadLetterSink | None = None
         self.drift = DriftMonitor()
         self.offline_log = OfflineFeatureLog(settings.state_path / "offline-features")
@@ -390,6 +394,10 @@ class StreamWorker:
             max_request_size=MAX_MODEL_BYTES,
         )
         await self.producer.start()
+        self.models_producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=0, max_request_size=MAX_MODEL_BYTES
+        )
+        await self.models_producer.start()
         if self.settings.table_store == "rocksdb":
             ends = await changelog_ends(self.settings.kafka_bootstrap, self.settings.entity_changelog_topic)
             for line in table_store.remove_stores_ahead_of(self.settings.table_path, self.settings.entity_table, ends):
@@ -397,7 +405,7 @@ class StreamWorker:
         self.dead_letters = DeadLetterSink(self.producer, self.settings)
         self.status.start(self.producer)
         for mode in self.modes:
-            await mode.start(self.producer)
+            await mode.start(self.models_producer)
 
     async def stop(self) -> None:
         """Lets the batch in hand finish, then a last snapshot; Faust commits after this."""
@@ -410,6 +418,8 @@ class StreamWorker:
         if self.producer is not None:
             await self.status.stop(self.producer)
             await self.producer.stop()
+        if self.models_producer is not None:
+            await self.models_producer.stop()
 
 
 async def changelog_ends(bootstrap: str, topic: str) -> dict[int, int]:

@@ -16,6 +16,7 @@ readers need no lock: they see the index before a change or after it.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,15 @@ class ModelRegistry:
         if not self.index_path.exists():
             return {"versions": {}, "serving": None, "history": []}
         return json.loads(self.index_path.read_text())
+
+    def index_signature(self) -> tuple[int, int, int] | None:
+        """What changes whenever the index is written (each write is a new file renamed into
+        place), without reading it: for readers that keep what they made of it."""
+        try:
+            stat = os.stat(self.index_path)
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
     def _save_index(self, index: dict[str, Any]) -> None:
         atomic_write_bytes(self.index_path, json.dumps(index, indent=2, default=str).encode())
