@@ -85,10 +85,11 @@ class InferenceService:
         )
 
     async def model_infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        inference.served_for(self.runtime, request.model_name)  # an unknown name is NOT_FOUND, whatever the inputs
+        # An unknown name is NOT_FOUND, whatever the inputs hold.
+        found = inference.served_for(self.runtime, request.model_name)
         tensors = _inputs(request)
         requested = [o.name for o in request.outputs] or None
-        result = await inference.infer(self.runtime, request.model_name, tensors, requested)
+        result = await inference.infer(self.runtime, request.model_name, found, tensors, requested)
         response = pb.ModelInferResponse(
             model_name=result.model_name, model_version=result.model_version, id=request.id
         )

@@ -128,8 +128,16 @@ def _feature(tensor: Tensor, value: Any) -> Any:
     return value
 
 
-async def infer(runtime: Runtime, name: str, tensors: list[Tensor], requested: list[str] | None) -> Inference:
-    served, model = served_for(runtime, name)
+async def infer(
+    runtime: Runtime,
+    name: str,
+    found: tuple[ServedModel, OnlineModel],
+    tensors: list[Tensor],
+    requested: list[str] | None,
+) -> Inference:
+    """`found`: what `served_for` gave for `name`, asked before the inputs were read (an
+    unknown name is a 404 whatever the body holds)."""
+    served, model = found
     rows = rows_of(runtime, tensors)
     answers = [await served.predictor.predict(entity_id, features) for entity_id, features in rows]
     outputs = _outputs(model, answers)

@@ -100,14 +100,14 @@ async def infer(scope: Scope, receive: Receive, send: Send) -> None:
             header_length = value.decode("latin-1")
     try:
         body = await _read(receive)
-        inference.served_for(runtime, name)  # an unknown name is a 404, whatever the body holds
+        found = inference.served_for(runtime, name)  # an unknown name is a 404, whatever the body holds
         header, binary = _split(body, header_length)
         tensors = _inputs(header, binary)
         outputs = header.get("outputs")
         if outputs is not None and not (isinstance(outputs, list) and all(isinstance(o, dict) for o in outputs)):
             raise ProtocolError(400, "outputs must be a list of objects")
         requested = None if outputs is None else [str(o.get("name")) for o in outputs]
-        result = await inference.infer(runtime, name, tensors, requested)
+        result = await inference.infer(runtime, name, found, tensors, requested)
     except ProtocolError as exc:
         await _send(send, exc.status, orjson.dumps({"error": exc.message}))
         return
