@@ -312,9 +312,11 @@ class LearningService:
             try:
                 async with self.lock:
                     await self._maybe_publish_and_snapshot()
-                    if self.publisher is not None and time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
-                        await self.publisher.heartbeat()
-                        last_beat = time.monotonic()
+                # Outside the lock: it reads no learner state, and held there it kept the
+                # next batch waiting for the broker's acknowledgement every two seconds.
+                if self.publisher is not None and time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                    await self.publisher.heartbeat()
+                    last_beat = time.monotonic()
             except Exception as exc:  # noqa: BLE001 - policy: a failed publication or snapshot is retried next tick
                 metrics.LEARNER_ERRORS.labels(type(exc).__name__).inc()
                 log.warning("publishing or snapshotting failed, retrying: %r", exc)

@@ -58,6 +58,9 @@ async def test_serving_goes_on_without_the_stream_worker_and_says_how_old_its_an
     processes += [worker.launch(), server.start()]
     await produce(KAFKA_BOOTSTRAP, server.settings.events_topic, [labelled(i) for i in range(20)])
     server.wait_until(lambda: server.samples_learned() == 20, what="20 learned")
+    # Idle but alive, the learner says every 2 s that its champion is still its latest.
+    time.sleep(3.0)
+    assert predict(server)["model_age_seconds"] < 2.5
     worker.kill()
     first = predict(server)
     time.sleep(2.5)
