@@ -152,6 +152,8 @@ def test_a_model_pickled_before_the_feature_limit_loads_with_the_default():
     restored = pickle.loads(pickle.dumps(old))
     assert restored.max_features == 10_000 and restored.feature_names == set() and restored.features_dropped == 0
     assert restored.predict({"a": 1.0}) == model.predict({"a": 1.0})
+    restored.learn({"a": 1.0}, True, restored.predict({"a": 1.0}))
+    assert restored.metric_values()["log_loss"] == pytest.approx(-math.log(0.5))
 
 
 def test_a_published_copy_leaves_out_names_it_does_not_know_without_learning_them():
@@ -179,3 +181,35 @@ def test_a_version_sent_as_the_learner_s_checkpoint_reads_back_as_the_model():
     assert [copy.model.predict(x) for x, _ in rows] == [model.predict(x) for x, _ in rows]
     assert copy.model.metric_values() == model.metric_values()
     assert not copy.model.grows_names
+
+
+@pytest.mark.parametrize("name", ["logreg", "softmax", "linreg"])
+def test_metrics_and_drift_counts_are_river_s_through_a_pickle_and_a_checkpoint(name):
+    # Midway, the model is read, pickled and restored from its checkpoint; its metrics stay
+    # progressive_val_score's and its drift count that of River's ADWIN on its errors. The
+    # labels turn over halfway, so that the detector has drifts to count.
+    from river import drift
+
+    rows = task_rows(OnlineModel(name).task, 400)
+    if name == "logreg":
+        rows = rows[:200] + [(x, not y) for x, y in rows[200:]]
+    elif name == "linreg":
+        rows = rows[:200] + [(x, y + 50.0) for x, y in rows[200:]]
+    model = OnlineModel(name)
+    detector, drifts = drift.ADWIN(), 0
+    for i, (x, y) in enumerate(rows):
+        prediction = model.predict(x)
+        model.learn(x, y, prediction)
+        if prediction.value is not None:
+            detector.update(float(prediction.value != y) if model.is_classifier else abs(y - prediction.value))
+            drifts += detector.drift_detected
+        if i == 99:
+            assert model.metric_values() == progressive_metrics(name, rows[:100])
+        elif i == 199:
+            model = pickle.loads(pickle.dumps(model))
+        elif i == 299:
+            model.restore(model.checkpoint())
+    assert model.metric_values() == progressive_metrics(name, rows)
+    assert model.drifts_detected == drifts
+    if name != "softmax":
+        assert drifts > 0
