@@ -386,18 +386,8 @@ class StreamWorker:
     # -- life -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            acks="all",
-            linger_ms=0,
-            max_batch_size=1 << 20,
-            max_request_size=MAX_MODEL_BYTES,
-        )
-        await self.producer.start()
-        self.models_producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", linger_ms=0, max_request_size=MAX_MODEL_BYTES
-        )
-        await self.models_producer.start()
+        self.producer = await self._started_producer()
+        self.models_producer = await self._started_producer()
         if self.settings.table_store == "rocksdb":
             ends = await changelog_ends(self.settings.kafka_bootstrap, self.settings.entity_changelog_topic)
             for line in table_store.remove_stores_ahead_of(self.settings.table_path, self.settings.entity_table, ends):
@@ -406,6 +396,17 @@ class StreamWorker:
         self.status.start(self.producer)
         for mode in self.modes:
             await mode.start(self.models_producer)
+
+    async def _started_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            linger_ms=0,
+            max_batch_size=1 << 20,
+            max_request_size=MAX_MODEL_BYTES,
+        )
+        await producer.start()
+        return producer
 
     async def stop(self) -> None:
         """Lets the batch in hand finish, then a last snapshot; Faust commits after this."""
