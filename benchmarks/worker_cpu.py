@@ -151,38 +151,21 @@ def run_river(batches: list[list[Record]], model_name: str, with_metrics: bool, 
     """`models`: how many models (each `model_name`) predict and learn every event in turn,
     decoded once: River's own work for several models on one stream."""
     task = get_spec(model_name).task
-    if models == 1:
-        return _river_alone(batches, model_name, with_metrics)
-    estimators = [build_model(model_name) for _ in range(models)]
-    scored = [metrics_for(task) for _ in range(models)]
+    lanes = []
+    for _ in range(models):
+        model = build_model(model_name)
+        lanes.append((model.predict_proba_one, model.learn_one, metrics_for(task)))
     loads = orjson.loads
     started = time.process_time()
     for batch in batches:
         for record in batch:
             event = loads(record.value)
             x, y = event["features"], event["label"]
-            for model, scores in zip(estimators, scored):
-                proba = model.predict_proba_one(x)
+            for predict, learn, scores in lanes:
+                proba = predict(x)
                 if with_metrics:
                     update_metrics(scores, task, y, Prediction(max(proba, key=proba.get) if proba else None, proba))
-                model.learn_one(x, y)
-    return time.process_time() - started
-
-
-def _river_alone(batches: list[list[Record]], model_name: str, with_metrics: bool) -> float:
-    model = build_model(model_name)
-    task = get_spec(model_name).task
-    scores = metrics_for(task)
-    predict, learn, loads = model.predict_proba_one, model.learn_one, orjson.loads
-    started = time.process_time()
-    for batch in batches:
-        for record in batch:
-            event = loads(record.value)
-            x, y = event["features"], event["label"]
-            proba = predict(x)
-            if with_metrics:
-                update_metrics(scores, task, y, Prediction(max(proba, key=proba.get) if proba else None, proba))
-            learn(x, y)
+                learn(x, y)
     return time.process_time() - started
 
 
