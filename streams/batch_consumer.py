@@ -194,8 +194,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         For batched topics the read offset is the next offset to handle, which is also what
         a seek to the committed offset sets (Faust's own path keeps the last one delivered)."""
         read_offset = self._read_offset[tp]
-        if read_offset is None:
-            return tp_records
+        if read_offset is None or not tp_records or tp_records[0].offset >= read_offset:
+            return tp_records  # a fetch's records come in offset order: all unread
         return [r for r in tp_records if r.offset >= read_offset]
 
     async def _deliver_one_by_one(self, tp: Any, tp_records: list[Any]) -> None:

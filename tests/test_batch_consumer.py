@@ -94,6 +94,15 @@ async def test_records_fetched_before_a_rebalance_are_not_handled():
     assert consumer._acked[EVENTS] == list(range(BIG + 2))
 
 
+async def test_records_already_handled_are_not_handled_again():
+    # A seek back (to a committed offset behind what was handled) fetches some records again.
+    consumer = ScriptedConsumer([{EVENTS: records(0, 5)}, {EVENTS: records(3, 4)}, {EVENTS: records(7, 2)}])
+    for _ in range(3):
+        await consumer._drain_one_fetch()
+    assert [(first, count) for first, count, _ in consumer.handled] == [(0, 5), (5, 2), (7, 2)]
+    assert consumer._acked[EVENTS] == list(range(9))
+
+
 async def test_a_fetch_taken_ahead_is_cancelled_when_the_consumer_stops():
     consumer = ScriptedConsumer([{EVENTS: records(0, BIG)}])
     fetcher = SimpleNamespace(_stopped=asyncio.Event())
