@@ -3,7 +3,9 @@
 A throughput figure alone does not say what limits it. Read from /proc (Linux) around the
 window the throughput benchmark times: each process's user + system CPU per event, and how
 busy it was (CPU seconds over wall seconds: 1.0 is one core all the time). A process near
-1.0 is the limit; one well below it waits on the others, or on Kafka.
+1.0 is the limit; one well below it waits on the others, or on Kafka. Beside it, its main
+thread's CPU per event: where a Python process runs its Python (the rest is its other
+threads': Faust's fetch thread, which runs Python too, the Parquet writer's, a JVM's).
 
 Processes are the ones launched and their descendants (the supervisor's children under
 `engine run`), plus the local Kafka broker when its pid file is there.
@@ -95,6 +97,7 @@ def broker_pid() -> int | None:
 class Reading:
     at: float
     cpu: dict[int, tuple[str, float]]  # pid -> (role, CPU seconds)
+    main_thread: dict[int, float]  # pid -> its main thread's CPU seconds
 
 
 class CpuMeter:
@@ -108,25 +111,34 @@ class CpuMeter:
 
     def read(self) -> Reading:
         at = time.monotonic()
-        cpu = {}
+        cpu, main_thread = {}, {}
         for pid in descendants(self.roots):
             seconds = cpu_seconds(pid)
             if seconds is not None:
                 cpu[pid] = (role(pid), seconds)
-        return Reading(at, cpu)
+                main_thread[pid] = cpu_seconds(pid, pid) or 0.0
+        return Reading(at, cpu, main_thread)
 
     @staticmethod
     def usage(start: Reading, end: Reading, events: int) -> dict[str, dict[str, float]]:
         """Per role (summed over its processes): CPU microseconds per event, and busy (CPU
-        seconds over the window's wall seconds). A process that started during the window
-        counts from zero."""
+        seconds over the window's wall seconds), and the main threads' CPU per event. A
+        process that started during the window counts from zero."""
         wall = max(end.at - start.at, 1e-9)
+        per_event = 1e6 / max(events, 1)
         spent: dict[str, float] = {}
+        main: dict[str, float] = {}
         for pid, (name, seconds) in end.cpu.items():
             before = start.cpu.get(pid, (name, 0.0))[1]
             spent[name] = spent.get(name, 0.0) + max(0.0, seconds - before)
+            main_spent = end.main_thread.get(pid, 0.0) - start.main_thread.get(pid, 0.0)
+            main[name] = main.get(name, 0.0) + max(0.0, main_spent)
         return {
-            name: {"cpu_us_per_event": round(1e6 * seconds / max(events, 1), 1), "busy": round(seconds / wall, 2)}
+            name: {
+                "cpu_us_per_event": round(seconds * per_event, 1),
+                "busy": round(seconds / wall, 2),
+                "main_thread_cpu_us_per_event": round(main[name] * per_event, 1),
+            }
             for name, seconds in sorted(spent.items(), key=lambda item: -item[1])
             if seconds > 0
         }
