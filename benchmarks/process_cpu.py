@@ -93,6 +93,17 @@ def broker_pid() -> int | None:
         return None
 
 
+def cpu_figures(seconds: float, main_thread_seconds: float, events: int, wall: float) -> dict[str, float]:
+    """A process's CPU over a window, as every path's result reports it: microseconds per
+    event (its main thread's too) and busy (CPU seconds over wall seconds)."""
+    per_event = 1e6 / max(events, 1)
+    return {
+        "cpu_us_per_event": round(seconds * per_event, 1),
+        "busy": round(seconds / max(wall, 1e-9), 2),
+        "main_thread_cpu_us_per_event": round(main_thread_seconds * per_event, 1),
+    }
+
+
 @dataclass
 class Reading:
     at: float
@@ -124,8 +135,7 @@ class CpuMeter:
         """Per role (summed over its processes): CPU microseconds per event, and busy (CPU
         seconds over the window's wall seconds), and the main threads' CPU per event. A
         process that started during the window counts from zero."""
-        wall = max(end.at - start.at, 1e-9)
-        per_event = 1e6 / max(events, 1)
+        wall = end.at - start.at
         spent: dict[str, float] = {}
         main: dict[str, float] = {}
         for pid, (name, seconds) in end.cpu.items():
@@ -134,11 +144,7 @@ class CpuMeter:
             main_spent = end.main_thread.get(pid, 0.0) - start.main_thread.get(pid, 0.0)
             main[name] = main.get(name, 0.0) + max(0.0, main_spent)
         return {
-            name: {
-                "cpu_us_per_event": round(seconds * per_event, 1),
-                "busy": round(seconds / wall, 2),
-                "main_thread_cpu_us_per_event": round(main[name] * per_event, 1),
-            }
+            name: cpu_figures(seconds, main[name], events, wall)
             for name, seconds in sorted(spent.items(), key=lambda item: -item[1])
             if seconds > 0
         }

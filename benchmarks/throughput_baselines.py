@@ -80,6 +80,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from benchmarks.process_cpu import cpu_figures
 from engine.harness import create_topics, delete_topics, topic_names
 from engine.publish import dataset_events
 from models.factory import build_model
@@ -179,13 +180,7 @@ def _result(
         "seconds": round(seconds, 4),
         "seconds_committed": round(committed - started, 4),
         "entities": entities,
-        "cpu": {
-            path: {
-                "cpu_us_per_event": round(1e6 * cpu_seconds / events, 1),
-                "busy": round(cpu_seconds / seconds, 2),
-                "main_thread_cpu_us_per_event": round(1e6 * main_thread_cpu_seconds / events, 1),
-            }
-        },
+        "cpu": {path: cpu_figures(cpu_seconds, main_thread_cpu_seconds, events, seconds)},
     }
 
 
